@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func newLoadCommand(g *globalOptions) *cobra.Command {
+	var input string
+	cmd := &cobra.Command{
+		Use:   "load [-i FILE]",
+		Short: "Load images from an OCI or Docker archive, unpacked as docker load does",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var r io.Reader = cmd.InOrStdin()
+			if input != "" {
+				f, err := os.Open(input)
+				if err != nil {
+					return fmt.Errorf("open archive: %w", err)
+				}
+				defer f.Close()
+				r = f
+			}
+			svc, c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			loaded, err := svc.Load(cmd.Context(), r)
+			if err != nil {
+				return err
+			}
+			for _, img := range loaded {
+				if name := familiar(img.Name); name != "" {
+					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image:", name)
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image ID:", img.Target.Digest)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&input, "input", "i", "", "Read from an archive file instead of standard input")
+	return cmd
+}

@@ -1,0 +1,79 @@
+// Command imgprune prunes a containerd image store the way `docker image
+// prune` should.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/spf13/cobra"
+
+	"github.com/imgprune/imgprune/daemon/images"
+)
+
+// globalOptions locate the containerd store to work on.
+type globalOptions struct {
+	address     string
+	namespace   string
+	snapshotter string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var exit exitError
+		if !errors.As(err, &exit) {
+			fmt.Fprintln(os.Stderr, "imgprune:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// exitError fails the command after it has said what went wrong itself.
+type exitError struct{ error }
+
+func newRootCommand() *cobra.Command {
+	opts := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "imgprune",
+		Short:         "Prune a containerd image store safely",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	flags := root.PersistentFlags()
+	flags.StringVar(&opts.address, "address", envOr("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket address (env CONTAINERD_ADDRESS)")
+	flags.StringVarP(&opts.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "moby"), "containerd namespace (env CONTAINERD_NAMESPACE)")
+	flags.StringVar(&opts.snapshotter, "snapshotter", envOr("CONTAINERD_SNAPSHOTTER", images.DefaultSnapshotter), "snapshotter to unpack into (env CONTAINERD_SNAPSHOTTER)")
+	root.AddCommand(
+		newPruneCommand(opts),
+		newImagesCommand(opts),
+		newLoadCommand(opts),
+		newTagCommand(opts),
+		newVersionCommand(),
+	)
+	return root
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// connect opens the image service of the chosen namespace. The caller closes
+// the returned client.
+func (o *globalOptions) connect() (*images.Service, *client.Client, error) {
+	c, err := client.New(o.address, client.WithDefaultNamespace(o.namespace))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to containerd at %s: %w", o.address, err)
+	}
+	return images.NewFromClient(c, o.namespace, images.WithSnapshotter(o.snapshotter)), c, nil
+}

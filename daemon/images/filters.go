@@ -1,0 +1,161 @@
+package images
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// acceptedFilters are the prune filters docker's image prune accepts.
+var acceptedFilters = map[string]bool{
+	"dangling": true,
+	"until":    true,
+	"label":    true,
+	"label!":   true,
+}
+
+// Filters select what a prune may remove. The zero value is not the default:
+// use ParseFilters, which makes dangling-only the default as docker does.
+type Filters struct {
+	// DanglingOnly limits the prune to targets that have no name.
+	DanglingOnly bool
+	// Until, when set, limits the prune to records created before it.
+	Until time.Time
+	// Labels must all match the image config's labels.
+	Labels []string
+	// NotLabels exclude an image when all of them match.
+	NotLabels []string
+}
+
+// ParseFilterFlags turns --filter KEY=VALUE arguments into filter args.
+func ParseFilterFlags(flags []string) (map[string][]string, error) {
+	args := map[string][]string{}
+	for _, f := range flags {
+		key, value, ok := strings.Cut(f, "=")
+		if !ok || key == "" {
+			return nil, fmt.Errorf("bad format of filter (expected name=value): %q: %w", f, errdefs.ErrInvalidArgument)
+		}
+		key = strings.ToLower(strings.TrimSpace(key))
+		args[key] = append(args[key], value)
+	}
+	return args, nil
+}
+
+// ParseFilters validates filter args with Moby's rules and error texts. now
+// anchors durations in until. Every error is an errdefs.ErrInvalidArgument.
+func ParseFilters(args map[string][]string, now time.Time) (Filters, error) {
+	f := Filters{DanglingOnly: true}
+	for _, key := range slices.Sorted(maps.Keys(args)) {
+		if !acceptedFilters[key] {
+			return Filters{}, invalidFilter(key, nil)
+		}
+	}
+	if values := args["dangling"]; len(values) > 0 {
+		dangling, err := parseBool(values)
+		if err != nil {
+			return Filters{}, invalidFilter("dangling", values)
+		}
+		f.DanglingOnly = dangling
+	}
+	if values := args["until"]; len(values) > 0 {
+		if len(values) > 1 {
+			return Filters{}, fmt.Errorf("more than one until filter specified: %w", errdefs.ErrInvalidArgument)
+		}
+		until, err := parseTimestamp(values[0], now)
+		if err != nil {
+			return Filters{}, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		f.Until = until
+	}
+	f.Labels = slices.Clone(args["label"])
+	f.NotLabels = slices.Clone(args["label!"])
+	return f, nil
+}
+
+func invalidFilter(key string, values []string) error {
+	msg := "invalid filter '" + key
+	if values != nil {
+		msg += "=" + strings.Join(values, ",")
+	}
+	return fmt.Errorf("%s': %w", msg, errdefs.ErrInvalidArgument)
+}
+
+// parseBool accepts what Moby's GetBoolOrDefault does: one value, 1/true/0/false.
+func parseBool(values []string) (bool, error) {
+	if len(values) != 1 {
+		return false, errdefs.ErrInvalidArgument
+	}
+	switch strings.ToLower(values[0]) {
+	case "1", "true":
+		return true, nil
+	case "0", "false":
+		return false, nil
+	}
+	return false, errdefs.ErrInvalidArgument
+}
+
+// parseTimestamp reads until as docker does: a Go duration before now, an
+// RFC 3339 time or date (local time when it has no zone), or Unix seconds.
+func parseTimestamp(value string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(value); value != "0" && err == nil {
+		return now.Add(-d), nil
+	}
+	layouts := []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04Z07:00",
+		"2006-01-02T15:04", "2006-01-02T15Z07:00", "2006-01-02T15", "2006-01-02Z07:00", "2006-01-02"}
+	for _, layout := range layouts {
+		if t, err := time.ParseInLocation(layout, value, now.Location()); err == nil {
+			return t, nil
+		}
+	}
+	if !strings.Contains(value, "-") {
+		sec, frac, hasFrac := strings.Cut(value, ".")
+		s, err := strconv.ParseInt(sec, 10, 64)
+		if err == nil {
+			var nsec int64
+			if hasFrac {
+				if len(frac) > 9 {
+					frac = frac[:9]
+				}
+				nsec, err = strconv.ParseInt(frac+strings.Repeat("0", 9-len(frac)), 10, 64)
+			}
+			if err == nil {
+				return time.Unix(s, nsec), nil
+			}
+		}
+	}
+	return time.Time{}, fmt.Errorf("failed to parse value as time or duration: %q", value)
+}
+
+// matchLabels applies label and label! as Moby's prune does: every label
+// filter must match, and an image matching all label! filters is excluded.
+func (f Filters) matchLabels(labels map[string]string) bool {
+	if !matchKVList(f.Labels, labels) {
+		return false
+	}
+	if len(f.NotLabels) > 0 && matchKVList(f.NotLabels, labels) {
+		return false
+	}
+	return true
+}
+
+// matchKVList reports whether every "key" or "key=value" matches labels.
+func matchKVList(filters []string, labels map[string]string) bool {
+	for _, kv := range filters {
+		key, value, hasValue := strings.Cut(kv, "=")
+		got, ok := labels[key]
+		if !ok || (hasValue && got != value) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchCreated reports whether a record created at created passes until.
+func (f Filters) matchCreated(created time.Time) bool {
+	return f.Until.IsZero() || created.Before(f.Until)
+}

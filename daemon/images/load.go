@@ -1,0 +1,69 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+// Load imports an OCI or Docker archive, as `docker load` does: names come
+// from the archive's annotations, each target gets its dangling record in
+// the same step, and the layers are unpacked into the snapshotter. The whole
+// load holds a lease, so a concurrent prune cannot collect it half-written.
+func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, error) {
+	if s.client == nil {
+		return nil, fmt.Errorf("load needs a containerd daemon: %w", errdefs.ErrNotImplemented)
+	}
+	ctx = s.withNamespace(ctx)
+	ctx, done, err := s.client.WithLease(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	defer done(context.WithoutCancel(ctx))
+
+	imported, err := s.client.Import(ctx, archive,
+		client.WithImageRefTranslator(refName),
+		client.WithDigestRef(func(d digest.Digest) string { return danglingName(d) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	unpacked := map[digest.Digest]bool{}
+	var named []images.Image
+	for _, img := range imported {
+		if !unpacked[img.Target.Digest] {
+			if err := client.NewImage(s.client, img).Unpack(ctx, s.snapshotter); err != nil {
+				return nil, fmt.Errorf("unpack %s into %s: %w", img.Name, s.snapshotter, err)
+			}
+			unpacked[img.Target.Digest] = true
+		}
+		if !isDangling(img.Name) {
+			named = append(named, img)
+		}
+	}
+	if len(named) == 0 {
+		// Nameless images are loaded as dangling ones, as docker does.
+		return imported, nil
+	}
+	return named, nil
+}
+
+// refName turns an OCI layout's ref.name annotation into an image name. A
+// bare tag names nothing: the image is loaded by its dangling record only.
+func refName(name string) string {
+	if !strings.ContainsAny(name, "/:@") {
+		return ""
+	}
+	ref, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return ""
+	}
+	return reference.TagNameOnly(ref).String()
+}

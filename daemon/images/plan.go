@@ -1,0 +1,125 @@
+package images
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Snapshot is what a prune decides on: the namespace's records and
+// containers, listed once, and each target's image config labels.
+type Snapshot struct {
+	Records    []images.Image
+	Containers []Container
+	// Labels are the config labels of each target, all platforms merged.
+	Labels map[digest.Digest]map[string]string
+}
+
+// Plan is what a prune does. It is a pure function of a Snapshot and Filters.
+type Plan struct {
+	// Remove lists the records to delete, in the order to delete them:
+	// named records first, dangling records last, so that an interrupted
+	// prune leaves every target it did not finish still counted.
+	Remove []images.Image
+	// EnsureDangling lists targets that lose their last name but must keep
+	// their content: their dangling record is created before any name goes.
+	EnsureDangling []ocispec.Descriptor
+	// Targets lists, in report order, every target the prune touches.
+	Targets []TargetPlan
+	// Warnings are containers whose reference could not be resolved.
+	Warnings []string
+}
+
+// TargetPlan is what happens to one target.
+type TargetPlan struct {
+	Target ocispec.Descriptor
+	// Untag lists the names removed from the target, sorted.
+	Untag []string
+	// Gone is set when every record of the target goes, so its content is
+	// left to the garbage collector.
+	Gone bool
+	// Named is set when the target had a name before the prune.
+	Named bool
+}
+
+// MakePlan decides, for every record in s, whether it stays or goes.
+func MakePlan(s Snapshot, f Filters) Plan {
+	u := resolveUsage(s.Records, s.Containers)
+	byTarget := map[digest.Digest][]images.Image{}
+	for _, r := range s.Records {
+		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
+	}
+	p := Plan{Warnings: u.warnings}
+	var dangling []images.Image
+	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
+		tp, names, dang, ensure := planTarget(byTarget[target], u, f, s.Labels[target])
+		if ensure {
+			p.EnsureDangling = append(p.EnsureDangling, tp.Target)
+		}
+		p.Remove = append(p.Remove, names...)
+		if dang != nil {
+			dangling = append(dangling, *dang)
+		}
+		if len(tp.Untag) > 0 || tp.Gone {
+			p.Targets = append(p.Targets, tp)
+		}
+	}
+	slices.SortFunc(p.Remove, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
+	p.Remove = append(p.Remove, dangling...)
+	return p
+}
+
+// planTarget decides on the records of one target. It returns the plan for
+// the target, the named records to remove, the dangling record to remove (if
+// any) and whether a dangling record must be created first.
+func planTarget(records []images.Image, u usage, f Filters, labels map[string]string) (tp TargetPlan, remove []images.Image, dangling *images.Image, ensure bool) {
+	var names []images.Image
+	for i, r := range records {
+		if isDangling(r.Name) {
+			dangling = &records[i]
+		} else {
+			names = append(names, r)
+		}
+	}
+	slices.SortFunc(names, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
+	tp = TargetPlan{Target: records[0].Target, Named: len(names) > 0}
+	if dangling != nil {
+		tp.Target = dangling.Target
+	}
+	for _, r := range records {
+		if isPinned(r) {
+			return tp, nil, nil, false
+		}
+	}
+	used := u.targets[tp.Target.Digest]
+	matches := f.matchLabels(labels)
+	if !f.DanglingOnly && matches {
+		for _, r := range names {
+			if !u.names[r.Name] && f.matchCreated(r.CreatedAt) {
+				remove = append(remove, r)
+			}
+		}
+	}
+	allNamesGo := len(remove) == len(names)
+	if used && u.keepOne[tp.Target.Digest] && len(names) > 0 && allNamesGo {
+		// Created by ID or digest: keep the alphabetically last name.
+		remove = remove[:len(remove)-1]
+		allNamesGo = false
+	}
+	for _, r := range remove {
+		tp.Untag = append(tp.Untag, r.Name)
+	}
+	switch {
+	case used || !allNamesGo:
+		ensure = dangling == nil && allNamesGo && len(names) > 0
+		return tp, remove, nil, ensure
+	case len(names) == 0 && (dangling == nil || !matches || !f.matchCreated(dangling.CreatedAt)):
+		return tp, nil, nil, false
+	}
+	tp.Gone = true
+	return tp, remove, dangling, false
+}

@@ -1,0 +1,241 @@
+package images
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+)
+
+var (
+	epoch   = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	targetA = digest.FromString("a")
+	targetB = digest.FromString("b")
+	targetC = digest.FromString("c")
+)
+
+func record(name string, target digest.Digest, opts ...func(*images.Image)) images.Image {
+	r := images.Image{
+		Name:      name,
+		Target:    ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: target, Size: 100},
+		CreatedAt: epoch,
+	}
+	for _, o := range opts {
+		o(&r)
+	}
+	return r
+}
+
+func createdAt(t time.Time) func(*images.Image) { return func(r *images.Image) { r.CreatedAt = t } }
+func pinned(r *images.Image)                    { r.Labels = map[string]string{pinnedLabel: pinnedValue} }
+
+// store is a snapshot where every target has its dangling record.
+func store(records ...images.Image) []images.Image {
+	seen := map[digest.Digest]bool{}
+	for _, r := range records {
+		if !seen[r.Target.Digest] && !isDangling(r.Name) {
+			seen[r.Target.Digest] = true
+			records = append(records, record(danglingName(r.Target.Digest), r.Target.Digest))
+		}
+	}
+	return records
+}
+
+func names(p Plan) []string {
+	var out []string
+	for _, r := range p.Remove {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+func TestMakePlan(t *testing.T) {
+	all := Filters{}
+	danglingOnly := Filters{DanglingOnly: true}
+	dA, dB, dC := danglingName(targetA), danglingName(targetB), danglingName(targetC)
+	tests := []struct {
+		name       string
+		snapshot   Snapshot
+		filters    Filters
+		wantRemove []string
+		wantGone   []digest.Digest
+		wantEnsure []digest.Digest
+		wantWarn   string
+	}{
+		{
+			name:       "dangling only removes nameless targets",
+			snapshot:   Snapshot{Records: store(record("docker.io/library/a:1", targetA), record(dB, targetB))},
+			filters:    danglingOnly,
+			wantRemove: []string{dB},
+			wantGone:   []digest.Digest{targetB},
+		},
+		{
+			name:       "all removes names first and dangling records last",
+			snapshot:   Snapshot{Records: store(record("docker.io/library/b:1", targetB), record("docker.io/library/a:1", targetA), record("docker.io/library/a:2", targetA))},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/a:2", "docker.io/library/b:1", dB, dA},
+			wantGone:   []digest.Digest{targetB, targetA}, // by digest
+		},
+		{
+			name: "container by name keeps that name and untags the others",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/a:latest", targetA)),
+				Containers: []Container{{ID: "c1", Image: "a"}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/a:1"},
+		},
+		{
+			name: "container by full ID keeps the alphabetically last name",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/z:1", targetA), record("docker.io/library/m:1", targetA)),
+				Containers: []Container{{ID: "c1", Image: targetA.String()}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/m:1"},
+		},
+		{
+			name: "container by sha256-less ID",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetA)),
+				Containers: []Container{{ID: "c1", Image: targetA.Encoded()}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/a:1"},
+		},
+		{
+			name: "container by truncated ID",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetB)),
+				Containers: []Container{{ID: "c1", Image: targetA.Encoded()[:12]}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/b:1", dB},
+			wantGone:   []digest.Digest{targetB},
+		},
+		{
+			name: "container by digest keeps a name",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetA)),
+				Containers: []Container{{ID: "c1", Image: "a@" + targetA.String()}},
+			},
+			filters: all,
+		},
+		{
+			name: "container by repo:tag@digest protects repo:tag and the digest",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetB), record("docker.io/library/a:2", targetA)),
+				Containers: []Container{{ID: "c1", Image: "a:1@" + targetA.String()}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/a:2"},
+			wantEnsure: []digest.Digest{},
+		},
+		{
+			name: "container used a target whose tag moved: its content stays",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetB), record(dA, targetA)),
+				Containers: []Container{{ID: "c1", Image: "a:1", ImageID: targetA}},
+			},
+			filters: all,
+		},
+		{
+			name: "last name of a used target without its dangling record: created first",
+			snapshot: Snapshot{
+				Records:    []images.Image{record("docker.io/library/a:1", targetA)},
+				Containers: []Container{{ID: "c1", Image: "gone:1", ImageID: targetA}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/a:1"},
+			wantEnsure: []digest.Digest{targetA},
+			wantWarn:   "container c1",
+		},
+		{
+			name: "unresolvable reference warns and blocks nothing",
+			snapshot: Snapshot{
+				Records:    store(record("docker.io/library/a:1", targetA)),
+				Containers: []Container{{ID: "c1", Image: "Not A Ref!"}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/a:1", dA},
+			wantGone:   []digest.Digest{targetA},
+			wantWarn:   "invalid reference",
+		},
+		{
+			name:     "pinned images are never pruned",
+			snapshot: Snapshot{Records: store(record("docker.io/library/a:1", targetA, pinned), record(dC, targetC, pinned))},
+			filters:  all,
+		},
+		{
+			name: "until keeps records created after it",
+			snapshot: Snapshot{Records: store(
+				record("docker.io/library/old:1", targetA),
+				record("docker.io/library/new:1", targetA, createdAt(epoch.Add(2*time.Hour))),
+			)},
+			filters:    Filters{Until: epoch.Add(time.Hour)},
+			wantRemove: []string{"docker.io/library/old:1"},
+		},
+		{
+			name: "label and label! against config labels",
+			snapshot: Snapshot{
+				Records: store(record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetB), record("docker.io/library/c:1", targetC)),
+				Labels: map[digest.Digest]map[string]string{
+					targetA: {"env": "ci", "keep": "yes"},
+					targetB: {"env": "ci"},
+					targetC: {"env": "prod"},
+				},
+			},
+			filters:    Filters{Labels: []string{"env=ci"}, NotLabels: []string{"keep"}},
+			wantRemove: []string{"docker.io/library/b:1", dB},
+			wantGone:   []digest.Digest{targetB},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := MakePlan(tc.snapshot, tc.filters)
+			assert.Check(t, is.DeepEqual(names(p), tc.wantRemove))
+			var gone []digest.Digest
+			for _, tp := range p.Targets {
+				if tp.Gone {
+					gone = append(gone, tp.Target.Digest)
+				}
+			}
+			assert.Check(t, is.DeepEqual(gone, tc.wantGone))
+			var ensure []digest.Digest
+			for _, d := range p.EnsureDangling {
+				ensure = append(ensure, d.Digest)
+			}
+			if len(tc.wantEnsure) == 0 {
+				assert.Check(t, is.Len(ensure, 0))
+			} else {
+				assert.Check(t, is.DeepEqual(ensure, tc.wantEnsure))
+			}
+			if tc.wantWarn == "" {
+				assert.Check(t, is.Len(p.Warnings, 0))
+			} else {
+				assert.Check(t, is.Len(p.Warnings, 1))
+				assert.Check(t, strings.Contains(strings.Join(p.Warnings, "\n"), tc.wantWarn), p.Warnings)
+			}
+		})
+	}
+}
+
+// TestMakePlanIsStable checks that the plan does not depend on the order of
+// the listing.
+func TestMakePlanIsStable(t *testing.T) {
+	records := store(record("docker.io/library/b:1", targetB), record("docker.io/library/a:1", targetA), record("docker.io/library/c:1", targetC))
+	want := MakePlan(Snapshot{Records: records}, Filters{})
+	for i := 0; i < 10; i++ {
+		shuffled := append([]images.Image(nil), records...)
+		for j := range shuffled {
+			k := (j*7 + i) % len(shuffled)
+			shuffled[j], shuffled[k] = shuffled[k], shuffled[j]
+		}
+		assert.DeepEqual(t, MakePlan(Snapshot{Records: shuffled}, Filters{}), want)
+	}
+}

@@ -1,0 +1,46 @@
+package images
+
+import (
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+// danglingPrefix is the name prefix of a dangling record. It is the one Moby
+// uses, so a Docker Engine sharing the namespace and imgprune agree on them.
+const danglingPrefix = "moby-dangling@"
+
+// pinnedLabel marks an image that containerd's CRI must never garbage collect.
+const (
+	pinnedLabel = "io.cri-containerd.pinned"
+	pinnedValue = "pinned"
+)
+
+// danglingName is the name of the record that keeps target's content alive
+// whatever names point at it: one per target, the target's refcount.
+func danglingName(target digest.Digest) string {
+	return danglingPrefix + target.String()
+}
+
+// isDangling reports whether name is a dangling record's name.
+func isDangling(name string) bool {
+	return strings.HasPrefix(name, danglingPrefix)
+}
+
+// isPinned reports whether CRI pinned the record.
+func isPinned(img images.Image) bool {
+	return img.Labels[pinnedLabel] == pinnedValue
+}
+
+// familiarName is how docker shows a record's name: "busybox:latest" for
+// "docker.io/library/busybox:latest". Names that do not parse are shown as
+// stored.
+func familiarName(name string) string {
+	ref, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return name
+	}
+	return reference.FamiliarString(ref)
+}

@@ -1,0 +1,73 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+)
+
+// Tag gives the image source (a name or an image ID) the name target. A
+// target name that pointed elsewhere is moved; its old target keeps its
+// content through its dangling record.
+func (s *Service) Tag(ctx context.Context, source, target string) (images.Image, error) {
+	ctx = s.withNamespace(ctx)
+	named, err := reference.ParseNormalizedNamed(target)
+	if err != nil {
+		return images.Image{}, fmt.Errorf("invalid target name %q: %v: %w", target, err, errdefs.ErrInvalidArgument)
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return images.Image{}, fmt.Errorf("invalid target name %q: refusing to create a tag with a digest reference: %w", target, errdefs.ErrInvalidArgument)
+	}
+	name := reference.TagNameOnly(named).String()
+	src, err := s.resolveImage(ctx, source)
+	if err != nil {
+		return images.Image{}, err
+	}
+	if _, err := s.ensureDangling(ctx, src.Target); err != nil {
+		return images.Image{}, err
+	}
+	img := images.Image{Name: name, Target: src.Target, Labels: src.Labels}
+	created, err := s.stores.Images.Create(ctx, img)
+	if !errdefs.IsAlreadyExists(err) {
+		if err != nil {
+			return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
+		}
+		return created, nil
+	}
+	old, err := s.stores.Images.Get(ctx, name)
+	if err != nil {
+		return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
+	}
+	if _, err := s.ensureDangling(ctx, old.Target); err != nil {
+		return images.Image{}, err
+	}
+	updated, err := s.stores.Images.Update(ctx, img, "target")
+	if err != nil {
+		return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
+	}
+	return updated, nil
+}
+
+// resolveImage finds the record that ref (a name, a digest or a possibly
+// truncated image ID) means.
+func (s *Service) resolveImage(ctx context.Context, ref string) (images.Image, error) {
+	records, err := s.stores.Images.List(ctx)
+	if err != nil {
+		return images.Image{}, fmt.Errorf("list images: %w", err)
+	}
+	res, err := newResolver(records).resolve(ref)
+	if err != nil {
+		return images.Image{}, fmt.Errorf("no such image %q: %v: %w", ref, err, errdefs.ErrNotFound)
+	}
+	want := res.targets[0]
+	for _, rec := range records {
+		if rec.Target.Digest == want && (res.name == "" || rec.Name == res.name) {
+			return rec, nil
+		}
+	}
+	return images.Image{}, fmt.Errorf("no such image %q: %w", strings.TrimSpace(ref), errdefs.ErrNotFound)
+}
