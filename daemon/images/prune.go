@@ -24,8 +24,9 @@ type Report struct {
 	// Warnings are things the prune worked around, such as a container
 	// whose image reference could not be resolved.
 	Warnings []string `json:"Warnings,omitempty"`
-	// Planned counts the records the prune set out to remove.
-	Planned int `json:"-"`
+	// planned and pruned count images (names, and targets without one) the
+	// prune set out to remove and did remove.
+	planned, pruned int
 }
 
 // Failure is one thing a prune could not remove.
@@ -39,7 +40,10 @@ func (r Report) Err() error {
 	if len(r.Failures) == 0 {
 		return nil
 	}
-	return fmt.Errorf("pruned %d of %d images; %d failed", r.Planned-len(r.Failures), r.Planned, len(r.Failures))
+	if failed := r.planned - r.pruned; failed > 0 {
+		return fmt.Errorf("pruned %d of %d images; %d failed", r.pruned, r.planned, failed)
+	}
+	return fmt.Errorf("pruned %d of %d images; %d failed to be cleaned up", r.pruned, r.planned, len(r.Failures))
 }
 
 // PruneOpt configures one prune.
@@ -205,7 +209,7 @@ func (s *Service) account(ctx context.Context, plan Plan, before *inventory, pre
 	for _, d := range leftover {
 		failures = append(failures, Failure{Name: d.String(), Error: "garbage collection left this blob in place twice; run `imgprune check`"})
 	}
-	rep := Report{Failures: failures, Warnings: plan.Warnings, Planned: len(plan.Remove)}
+	rep := Report{Failures: failures, Warnings: plan.Warnings}
 	rep.SpaceReclaimed = uint64(freed.bytes())
 	for _, tp := range plan.Targets {
 		var untagged []string
@@ -217,13 +221,21 @@ func (s *Service) account(ctx context.Context, plan Plan, before *inventory, pre
 		_, stillThere := after.content[tp.Target.Digest]
 		gone := tp.Gone && !stillThere && removed[danglingName(tp.Target.Digest)]
 		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, untagged, gone)...)
+		rep.planned += len(tp.Untag)
+		rep.pruned += len(untagged)
+		if !tp.Named && tp.Gone {
+			rep.planned++
+			if removed[danglingName(tp.Target.Digest)] {
+				rep.pruned++
+			}
+		}
 	}
 	return rep, nil
 }
 
 // predictedReport is the report the prune would give.
 func predictedReport(plan Plan, predicted reclaim) Report {
-	rep := Report{Warnings: plan.Warnings, Planned: len(plan.Remove)}
+	rep := Report{Warnings: plan.Warnings}
 	rep.SpaceReclaimed = uint64(predicted.bytes())
 	for _, tp := range plan.Targets {
 		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, tp.Untag, tp.Gone)...)

@@ -1,0 +1,330 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/image"
+	"github.com/opencontainers/go-digest"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+func layer(t *testing.T, n string) testimage.Layer {
+	return testimage.NewLayer(t.Name()+"/"+n, 4096)
+}
+
+func TestPruneDanglingOnly(t *testing.T) {
+	e := newEnv(t)
+	named := testimage.New(testimage.WithNames("docker.io/library/keep:1"), testimage.WithLayers(layer(t, "named")))
+	dangling := testimage.New(testimage.WithLayers(layer(t, "dangling")))
+	e.write(named)
+	e.writeDangling(dangling)
+
+	dry := e.prune(nil, imgsvc.DryRun())
+	rep := e.prune(nil)
+
+	want := []image.DeleteResponse{{Untagged: dangling.Target.Digest.String()}, {Deleted: dangling.Target.Digest.String()}}
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, want))
+	assert.Check(t, is.DeepEqual(dry.ImagesDeleted, want))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(dangling.Size())))
+	assert.Check(t, is.Equal(dry.SpaceReclaimed, rep.SpaceReclaimed))
+	assert.Check(t, e.hasNoContent(dangling))
+	assert.Check(t, e.hasContent(named))
+	assert.Check(t, is.Len(rep.Failures, 0))
+	// The named image was adopted: it has its dangling record now.
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{
+		"docker.io/library/keep:1":                  named.Target.Digest,
+		"moby-dangling@" + named.Target.Digest.String(): named.Target.Digest,
+	}))
+}
+
+func TestPruneNothingToDo(t *testing.T) {
+	e := newEnv(t)
+	rep := e.prune([]string{"dangling=false"})
+	assert.Check(t, is.Len(rep.ImagesDeleted, 0))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+	assert.Check(t, rep.Err())
+}
+
+// TestPruneKeepsImagesUsedByContainers covers every way a container names
+// its image.
+func TestPruneKeepsImagesUsedByContainers(t *testing.T) {
+	e := newEnv(t)
+	mk := func(n string, names ...string) testimage.Image {
+		return testimage.New(testimage.WithNames(names...), testimage.WithLayers(layer(t, n)))
+	}
+	var (
+		byName      = mk("byname", "docker.io/library/byname:1", "docker.io/library/byname:other")
+		byLatest    = mk("bylatest", "docker.io/library/bylatest:latest")
+		byID        = mk("byid", "example.com/z:1", "example.com/a:1", "example.com/m:1")
+		byHexID     = mk("byhexid", "example.com/hexid:1")
+		byShortID   = mk("byshortid", "example.com/shortid:1")
+		byDigest    = mk("bydigest", "example.com/bydigest:1")
+		byTagDigest = mk("bytagdigest", "example.com/bytagdigest:1")
+		byImageID   = mk("byimageid", "example.com/moved:1")
+		unused      = mk("unused", "example.com/unused:1")
+	)
+	e.write(byName, byLatest, byID, byHexID, byShortID, byDigest, byTagDigest, byImageID, unused)
+	e.container("c-name", "byname:1", nil)
+	e.container("c-latest", "bylatest", nil)
+	e.container("c-id", byID.Target.Digest.String(), nil)
+	e.container("c-hexid", byHexID.Target.Digest.Encoded(), nil)
+	e.container("c-shortid", byShortID.Target.Digest.Encoded()[:12], nil)
+	e.container("c-digest", "example.com/bydigest@"+byDigest.Target.Digest.String(), nil)
+	e.container("c-tagdigest", "example.com/bytagdigest:1@"+byTagDigest.Target.Digest.String(), nil)
+	e.container("c-imageid", "example.com/gone:1", map[string]string{imgsvc.ImageIDLabel: byImageID.Target.Digest.String()})
+	e.container("c-garbage", "Not A Reference!", nil)
+
+	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, dry.ImagesDeleted))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, dry.SpaceReclaimed))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(unused.Size())))
+	assert.Check(t, is.Len(rep.Warnings, 2), rep.Warnings)
+	names := e.names()
+	for _, kept := range []string{
+		"docker.io/library/byname:1",
+		"docker.io/library/bylatest:latest",
+		"example.com/z:1", // the alphabetically last name of a target used by ID
+		"example.com/hexid:1",
+		"example.com/shortid:1",
+		"example.com/bydigest:1",
+		"example.com/bytagdigest:1",
+	} {
+		assert.Check(t, is.Contains(names, kept))
+	}
+	for _, gone := range []string{"docker.io/library/byname:other", "example.com/a:1", "example.com/m:1", "example.com/moved:1", "example.com/unused:1"} {
+		_, ok := names[gone]
+		assert.Check(t, !ok, "%s should have been untagged", gone)
+	}
+	for _, img := range []testimage.Image{byName, byLatest, byID, byHexID, byShortID, byDigest, byTagDigest, byImageID} {
+		assert.Check(t, e.hasContent(img), "content of %v was removed", img.Names)
+		assert.Check(t, is.Contains(names, "moby-dangling@"+img.Target.Digest.String()))
+	}
+	assert.Check(t, e.hasNoContent(unused))
+}
+
+// TestPruneLexicographicalOrder is Moby's TestPruneLexographicalOrder: a
+// container made from the image ID keeps the alphabetically last name.
+func TestPruneLexicographicalOrder(t *testing.T) {
+	e := newEnv(t)
+	tags := []string{"h", "a", "j", "o", "s", "q", "w", "e", "t", "y"}
+	var names []string
+	for _, tag := range tags {
+		names = append(names, "docker.io/library/busybox:"+tag)
+	}
+	img := testimage.New(testimage.WithNames(names...), testimage.WithLayers(layer(t, "busybox")))
+	e.write(img)
+	e.container("c1", img.Target.Digest.String(), nil)
+
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, is.Len(rep.ImagesDeleted, len(tags)-1))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{
+		"docker.io/library/busybox:y":                 img.Target.Digest,
+		"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest,
+	}))
+}
+
+// TestPruneSpaceReclaimedIsExact checks, with shared layers, that the bytes
+// reported are the blobs only the pruned images had, and that the dry run
+// computed them exactly before.
+func TestPruneSpaceReclaimedIsExact(t *testing.T) {
+	e := newEnv(t)
+	set := testimage.NewSet(testimage.SetOptions{Count: 6, LayersPerImage: 3, SharedRate: 0.5, Seed: t.Name(), NamePrefix: "example.com/exact/app"})
+	e.write(set...)
+	e.container("c0", set[0].Names[0], nil)
+	e.container("c1", set[1].Target.Digest.Encoded()[:16], nil)
+
+	before, err := e.svc.Reclaimable(e.ctx, imgsvc.Filters{})
+	assert.NilError(t, err)
+	rep := e.prune([]string{"dangling=false"})
+
+	want := uniqueBytes(set[2:], set[:2])
+	assert.Check(t, want > 0)
+	assert.Check(t, is.Equal(before, want))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(want)))
+	var deleted []string
+	for _, d := range rep.ImagesDeleted {
+		if d.Deleted != "" {
+			deleted = append(deleted, d.Deleted)
+		}
+	}
+	var want4 []string
+	for _, img := range set[2:] {
+		want4 = append(want4, img.Target.Digest.String())
+	}
+	sort.Strings(want4)
+	assert.Check(t, is.DeepEqual(deleted, want4))
+	assert.Check(t, e.hasContent(set[0]))
+	assert.Check(t, e.hasContent(set[1]))
+}
+
+// TestPruneDoesNotCountSharedBlobs: a blob another namespace holds stays on
+// disk, so it is not reclaimed, and neither is one a lease holds.
+func TestPruneDoesNotCountSharedBlobs(t *testing.T) {
+	e := newEnv(t)
+	other := newEnv(t)
+	other.ns = e.ns + "-other"
+	inBoth := testimage.New(testimage.WithNames("example.com/both:1"), testimage.WithLayers(layer(t, "both")))
+	leased := layer(t, "leased")
+	withLeased := testimage.New(testimage.WithNames("example.com/leased:1"), testimage.WithLayers(leased))
+	e.write(inBoth, withLeased)
+	other.write(inBoth)
+	l, err := e.client.LeasesService().Create(e.nsCtx(), leases.WithRandomID())
+	assert.NilError(t, err)
+	assert.NilError(t, e.client.LeasesService().AddResource(e.nsCtx(), l, leases.Resource{ID: leased.Desc.Digest.String(), Type: "content"}))
+
+	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	rep := e.prune([]string{"dangling=false"})
+
+	want := uint64(withLeased.Size() - leased.Desc.Size)
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, want))
+	assert.Check(t, is.Equal(dry.SpaceReclaimed, want))
+	assert.Check(t, e.hasNoContent(inBoth))
+	assert.Check(t, other.hasContent(inBoth))
+	_, err = e.client.ContentStore().Info(e.nsCtx(), leased.Desc.Digest)
+	assert.Check(t, err)
+}
+
+func TestPruneKeepsPinnedImages(t *testing.T) {
+	e := newEnv(t)
+	img := testimage.New(testimage.WithNames("registry.k8s.io/pause:3.10"), testimage.WithLayers(layer(t, "pause")))
+	e.write(img)
+	rec, err := e.client.ImageService().Get(e.nsCtx(), img.Names[0])
+	assert.NilError(t, err)
+	rec.Labels = map[string]string{"io.cri-containerd.pinned": "pinned"}
+	_, err = e.client.ImageService().Update(e.nsCtx(), rec, "labels")
+	assert.NilError(t, err)
+
+	rep := e.prune([]string{"dangling=false"})
+	assert.Check(t, is.Len(rep.ImagesDeleted, 0))
+	assert.Check(t, e.hasContent(img))
+}
+
+func TestPruneFilters(t *testing.T) {
+	e := newEnv(t)
+	old := testimage.New(testimage.WithNames("example.com/old:1"), testimage.WithLabels(map[string]string{"env": "ci"}), testimage.WithLayers(layer(t, "old")))
+	keep := testimage.New(testimage.WithNames("example.com/keep:1"), testimage.WithLabels(map[string]string{"env": "ci", "keep": "yes"}), testimage.WithLayers(layer(t, "keep")))
+	prod := testimage.New(testimage.WithNames("example.com/prod:1"), testimage.WithLabels(map[string]string{"env": "prod"}), testimage.WithLayers(layer(t, "prod")))
+	e.write(old, keep, prod)
+	mid := time.Now()
+	newer := testimage.New(testimage.WithNames("example.com/new:1"), testimage.WithLabels(map[string]string{"env": "ci"}), testimage.WithLayers(layer(t, "new")))
+	e.write(newer)
+
+	until := mid.UTC().Format(time.RFC3339Nano)
+	rep := e.prune([]string{"dangling=false", "until=" + until, "label=env=ci", "label!=keep"})
+
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, []image.DeleteResponse{
+		{Untagged: "example.com/old:1"}, {Deleted: old.Target.Digest.String()},
+	}))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(old.Size())))
+	for _, img := range []testimage.Image{keep, prod, newer} {
+		assert.Check(t, e.hasContent(img))
+	}
+}
+
+func TestPruneRejectsBadFilters(t *testing.T) {
+	for _, flags := range [][]string{{"dangling=maybe"}, {"foo=bar"}, {"until=soon"}} {
+		args, err := imgsvc.ParseFilterFlags(flags)
+		assert.NilError(t, err)
+		_, err = imgsvc.ParseFilters(args, time.Now())
+		assert.Check(t, errdefs.IsInvalidArgument(err), "%v: %v", flags, err)
+	}
+}
+
+// failingStore fails the deletion of one name.
+type failingStore struct {
+	images.Store
+	fail string
+}
+
+func (s failingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	if name == s.fail {
+		return fmt.Errorf("injected failure: %w", errdefs.ErrUnavailable)
+	}
+	return s.Store.Delete(ctx, name, opts...)
+}
+
+// TestPrunePartialFailure: one delete fails, the rest go through, the report
+// is kept and says what failed; the next prune finishes the job.
+func TestPrunePartialFailure(t *testing.T) {
+	e := newEnv(t)
+	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
+	c := testimage.New(testimage.WithNames("example.com/c:1"), testimage.WithLayers(layer(t, "c")))
+	e.write(a, b, c)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = failingStore{Store: stores.Images, fail: "example.com/b:1"}
+	failing := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+	rep, err := failing.Prune(e.ctx, imgsvc.Filters{})
+	assert.NilError(t, err)
+
+	assert.Check(t, is.Len(rep.Failures, 1))
+	if len(rep.Failures) == 1 {
+		assert.Check(t, is.Equal(rep.Failures[0].Name, "example.com/b:1"))
+		assert.Check(t, is.Contains(rep.Failures[0].Error, "injected failure"))
+	}
+	assert.Check(t, is.Error(rep.Err(), "pruned 2 of 3 images; 1 failed"))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(a.Size()+c.Size())))
+	assert.Check(t, e.hasNoContent(a))
+	assert.Check(t, e.hasContent(b))
+	assert.Check(t, e.hasNoContent(c))
+	assert.Check(t, is.Contains(e.names(), "moby-dangling@"+b.Target.Digest.String()))
+
+	again := e.prune([]string{"dangling=false"})
+	assert.Check(t, again.Err())
+	assert.Check(t, is.Equal(again.SpaceReclaimed, uint64(b.Size())))
+	assert.Check(t, e.hasNoContent(b))
+	assert.Check(t, is.Len(e.names(), 0))
+}
+
+// blockingStore holds List until released, to keep a prune running.
+type blockingStore struct {
+	images.Store
+	entered chan struct{}
+	release chan struct{}
+	once    *sync.Once
+}
+
+func (s blockingStore) List(ctx context.Context, filters ...string) ([]images.Image, error) {
+	s.once.Do(func() {
+		close(s.entered)
+		<-s.release
+	})
+	return s.Store.List(ctx, filters...)
+}
+
+func TestPruneRefusesConcurrentPrune(t *testing.T) {
+	e := newEnv(t)
+	stores := imgsvc.StoresFromClient(e.client)
+	blocking := blockingStore{Store: stores.Images, entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
+	stores.Images = blocking
+	svc := imgsvc.New(stores, e.ns)
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := svc.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+		errc <- err
+	}()
+	<-blocking.entered
+	_, err := svc.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+	assert.Check(t, is.ErrorContains(err, "a prune operation is already running"))
+	close(blocking.release)
+	assert.Check(t, <-errc)
+}
