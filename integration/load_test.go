@@ -1,0 +1,101 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/opencontainers/go-digest"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// snapshotCount counts the snapshots of the test's namespace.
+func (e *env) snapshotCount() int {
+	e.t.Helper()
+	n := 0
+	err := e.client.SnapshotService(snapshotter).Walk(e.nsCtx(), func(context.Context, snapshots.Info) error {
+		n++
+		return nil
+	})
+	assert.NilError(e.t, err)
+	return n
+}
+
+// TestLoadUnpacksAndPruneCountsSnapshots loads an archive as docker load
+// does, then checks that a prune frees the snapshots too and counts them.
+func TestLoadUnpacksAndPruneCountsSnapshots(t *testing.T) {
+	e := newEnv(t)
+	set := testimage.NewSet(testimage.SetOptions{Count: 3, LayersPerImage: 2, SharedRate: 0.5, LayerSize: 64 << 10, Seed: t.Name(), NamePrefix: "example.com/load/app"})
+	nameless := testimage.New(testimage.WithLayers(layer(t, "nameless")))
+	var archive bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&archive, append(set, nameless)...))
+
+	loaded, err := e.svc.Load(e.ctx, &archive)
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(loaded, 3))
+
+	names := e.names()
+	for _, img := range append(set, nameless) {
+		// Every target got its dangling record as it entered.
+		assert.Check(t, is.Equal(names["moby-dangling@"+img.Target.Digest.String()], img.Target.Digest))
+		assert.Check(t, e.hasContent(img))
+	}
+	assert.Check(t, is.Equal(names[set[0].Names[0]], set[0].Target.Digest))
+	assert.Check(t, e.snapshotCount() > 0)
+
+	rows, err := e.svc.Images(e.ctx)
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(rows, 4))
+	assert.Check(t, is.Equal(rows[3].Name, ""), "the nameless image is listed last, as <none>")
+	assert.Check(t, is.Equal(rows[3].ID, nameless.Target.Digest))
+
+	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	rep := e.prune([]string{"dangling=false"})
+
+	content := uniqueBytes(append(set, nameless), nil)
+	assert.Check(t, rep.SpaceReclaimed > uint64(content), "snapshots were not counted: %d <= %d", rep.SpaceReclaimed, content)
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, dry.SpaceReclaimed))
+	assert.Check(t, is.Equal(e.snapshotCount(), 0))
+	assert.Check(t, is.Len(e.names(), 0))
+}
+
+// TestTagMovesNameAndOldTargetDangles: moving a name leaves the old target
+// as <none>, kept by its dangling record until a prune.
+func TestTagMovesNameAndOldTargetDangles(t *testing.T) {
+	e := newEnv(t)
+	v1 := testimage.New(testimage.WithNames("example.com/app:v1"), testimage.WithLayers(layer(t, "v1")))
+	v2 := testimage.New(testimage.WithNames("example.com/app:v2"), testimage.WithLayers(layer(t, "v2")))
+	e.write(v1, v2)
+
+	_, err := e.svc.Tag(e.ctx, "example.com/app:v1", "example.com/app:latest")
+	assert.NilError(t, err)
+	_, err = e.svc.Tag(e.ctx, v2.Target.Digest.Encoded()[:12], "example.com/app:v1")
+	assert.NilError(t, err)
+	_, err = e.svc.Tag(e.ctx, "example.com/app:v2", "example.com/app:latest")
+	assert.NilError(t, err)
+
+	names := e.names()
+	assert.Check(t, is.DeepEqual(names, map[string]digest.Digest{
+		"example.com/app:v1":                         v2.Target.Digest,
+		"example.com/app:v2":                         v2.Target.Digest,
+		"example.com/app:latest":                     v2.Target.Digest,
+		"moby-dangling@" + v1.Target.Digest.String(): v1.Target.Digest,
+		"moby-dangling@" + v2.Target.Digest.String(): v2.Target.Digest,
+	}))
+	assert.Check(t, e.hasContent(v1), "the old target keeps its content")
+
+	rep := e.prune(nil)
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(v1.Size())))
+	assert.Check(t, e.hasNoContent(v1))
+	assert.Check(t, e.hasContent(v2))
+
+	_, err = e.svc.Tag(e.ctx, "example.com/nope:1", "example.com/x:1")
+	assert.Check(t, is.ErrorContains(err, "no such image"))
+	_, err = e.svc.Tag(e.ctx, "example.com/app:v2", "Bad Name")
+	assert.Check(t, is.ErrorContains(err, "invalid target name"))
+}
