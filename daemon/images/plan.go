@@ -28,7 +28,8 @@ type Plan struct {
 	// EnsureDangling lists targets that lose their last name but must keep
 	// their content: their dangling record is created before any name goes.
 	EnsureDangling []ocispec.Descriptor
-	// Targets lists, in report order, every target the prune touches.
+	// Targets lists, in report order, every target the prune touches:
+	// named ones by their first name removed, then the others by digest.
 	Targets []TargetPlan
 	// Warnings are containers whose reference could not be resolved.
 	Warnings []string
@@ -44,6 +45,15 @@ type TargetPlan struct {
 	Gone bool
 	// Named is set when the target had a name before the prune.
 	Named bool
+}
+
+// reportKey orders the report as a reader looks for an image: by its first
+// name, then the targets without one by digest.
+func (tp TargetPlan) reportKey() string {
+	if len(tp.Untag) > 0 {
+		return "0" + tp.Untag[0]
+	}
+	return "1" + tp.Target.Digest.String()
 }
 
 // MakePlan decides, for every record in s, whether it stays or goes.
@@ -69,6 +79,7 @@ func MakePlan(s Snapshot, f Filters) Plan {
 		}
 	}
 	slices.SortFunc(p.Remove, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(p.Targets, func(a, b TargetPlan) int { return cmp.Compare(a.reportKey(), b.reportKey()) })
 	p.Remove = append(p.Remove, dangling...)
 	return p
 }

@@ -79,7 +79,7 @@ func TestMakePlan(t *testing.T) {
 			snapshot:   Snapshot{Records: store(record("docker.io/library/b:1", targetB), record("docker.io/library/a:1", targetA), record("docker.io/library/a:2", targetA))},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/a:2", "docker.io/library/b:1", dB, dA},
-			wantGone:   []digest.Digest{targetB, targetA}, // by digest
+			wantGone:   []digest.Digest{targetA, targetB}, // in report order: by name
 		},
 		{
 			name: "container by name keeps that name and untags the others",
