@@ -11,6 +11,7 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/imgprune/imgprune/daemon/images"
 )
@@ -137,13 +138,16 @@ func printReport(w io.Writer, report images.Report, dryRun bool) {
 // confirm asks as docker does. Without a terminal there is nobody to ask, so
 // it refuses rather than guess.
 func confirm(in io.Reader, out io.Writer, warning string) (bool, error) {
-	if f, ok := in.(*os.File); ok {
-		if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
-			return false, fmt.Errorf("refusing to prune without confirmation: standard input is not a terminal; pass --force to prune")
-		}
+	if f, ok := in.(*os.File); ok && !isTerminal(f) {
+		return false, fmt.Errorf("refusing to prune without confirmation: standard input is not a terminal; pass --force to prune")
 	}
 	fmt.Fprintf(out, "%s\nAre you sure you want to continue? [y/N] ", warning)
 	answer, _ := bufio.NewReader(in).ReadString('\n')
 	answer = strings.ToLower(strings.TrimSpace(answer))
 	return answer == "y" || answer == "yes", nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

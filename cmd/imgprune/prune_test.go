@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moby/moby/api/types/image"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/imgprune/imgprune/daemon/images"
+)
+
+func TestPrintReport(t *testing.T) {
+	rep := images.Report{PruneReport: image.PruneReport{
+		ImagesDeleted: []image.DeleteResponse{
+			{Untagged: "busybox:latest"},
+			{Deleted: "sha256:1a2b"},
+		},
+		SpaceReclaimed: 1234567,
+	}}
+	var out bytes.Buffer
+	printReport(&out, rep, false)
+	assert.Check(t, is.Equal(out.String(), "Deleted Images:\nuntagged: busybox:latest\ndeleted: sha256:1a2b\n\nTotal reclaimed space: 1.235MB\n"))
+
+	out.Reset()
+	printReport(&out, images.Report{}, false)
+	assert.Check(t, is.Equal(out.String(), "\nTotal reclaimed space: 0B\n"))
+
+	out.Reset()
+	printReport(&out, rep, true)
+	assert.Check(t, strings.HasPrefix(out.String(), "Would delete Images:\n"))
+	assert.Check(t, strings.HasSuffix(out.String(), "Total reclaimable space: 1.235MB\n"))
+}
+
+// runCLI runs imgprune with args against an address where nothing listens:
+// the commands tested here must fail before they connect.
+func runCLI(t *testing.T, stdin *os.File, args ...string) (string, error) {
+	cmd := newRootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	if stdin != nil {
+		cmd.SetIn(stdin)
+	}
+	cmd.SetArgs(append([]string{"--address", filepath.Join(t.TempDir(), "none.sock")}, args...))
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestPruneRejectsBadInputBeforeConnecting(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{args: []string{"prune", "-f", "--filter", "dangling=maybe"}, wantErr: "invalid filter 'dangling=maybe'"},
+		{args: []string{"prune", "-f", "--filter", "color=red"}, wantErr: "invalid filter 'color'"},
+		{args: []string{"prune", "-f", "--filter", "until"}, wantErr: "bad format of filter"},
+		{args: []string{"prune", "-f", "--format", "yaml"}, wantErr: `invalid --format "yaml"`},
+		{args: []string{"prune", "extra"}, wantErr: "unknown command"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := runCLI(t, nil, tc.args...)
+			assert.Check(t, is.ErrorContains(err, tc.wantErr))
+		})
+	}
+}
+
+func TestPruneWithoutTerminalNeedsForce(t *testing.T) {
+	devnull, err := os.Open(os.DevNull)
+	assert.NilError(t, err)
+	defer devnull.Close()
+	_, err = runCLI(t, devnull, "prune", "-a")
+	assert.Check(t, is.ErrorContains(err, "pass --force"))
+}
