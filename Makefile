@@ -1,0 +1,52 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO ?= go
+BIN_DIR := _output/bin
+# honnef.co/go/tools release that supports Go 1.26.
+STATICCHECK_VERSION ?= v0.8.2
+# Packages whose tests start a containerd daemon; excluded from `make unit`.
+INTEGRATION_PKGS := /integration /internal/testctrd
+
+.DEFAULT_GOAL := build
+.PHONY: build containerd test unit lint demo bench clean
+
+## containerd: build the pinned containerd into _output/bin (skipped when present)
+containerd:
+	hack/install-containerd.sh
+
+## build: build imgprune and the demo's helpers into _output/bin
+build:
+	$(GO) build -o $(BIN_DIR)/imgprune ./cmd/imgprune
+	$(GO) build -o $(BIN_DIR)/genimages ./hack/genimages
+	$(GO) build -o $(BIN_DIR)/mkcontainer ./hack/mkcontainer
+
+## test: all tests, including those against a private containerd (needs root).
+## -p 1: packages that start daemons run one at a time (2-core machines).
+test: containerd
+	$(GO) test -p 1 -count=1 ./...
+
+## unit: fast tests of the packages that need no containerd daemon
+unit:
+	pkgs="$$($(GO) list ./... | { grep -v $(foreach p,$(INTEGRATION_PKGS),-e '$(p)\(/\|$$\)') || true; })"; \
+	if [[ -n "$$pkgs" ]]; then $(GO) test -short -count=1 $$pkgs; fi
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@unformatted="$$(git ls-files -z --cached --others --exclude-standard -- '*.go' | xargs -0 -r gofmt -l)"; \
+	if [[ -n "$$unformatted" ]]; then \
+		echo "gofmt needed for:"; echo "$$unformatted"; exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+## demo: run hack/demo.sh against a private containerd
+demo: containerd build
+	bash hack/demo.sh
+
+## bench: run benchmarks only
+bench: containerd
+	$(GO) test -p 1 -run '^$$' -bench . ./...
+
+clean:
+	rm -rf _output

@@ -1,0 +1,192 @@
+// Package testctrd starts and stops a private, real containerd daemon for
+// tests, using hack/containerd-up.sh and hack/containerd-down.sh.
+//
+// The daemon binary must already be installed (`make containerd`); Start
+// fails instead of skipping when it is missing. Typical use in TestMain:
+//
+//	dir, err := os.MkdirTemp("", "ctrd") // short: unix sockets are limited to 108 bytes
+//	...
+//	d, err := testctrd.Start(dir)
+//	if err != nil {
+//		fmt.Fprintln(os.Stderr, err)
+//		os.Exit(1)
+//	}
+//	code := m.Run()
+//	if err := d.Stop(); err != nil {
+//		fmt.Fprintln(os.Stderr, err)
+//	}
+//	os.Exit(code)
+//
+// Setting KEEP=1 in the environment keeps the daemon directory (with its
+// log and store) after Stop for inspection.
+package testctrd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+)
+
+// BinaryEnv names the environment variable that overrides the containerd
+// binary, which defaults to <repo>/_output/bin/containerd.
+const BinaryEnv = "IMGPRUNE_CONTAINERD_BIN"
+
+// scriptTimeout bounds each run of the up/down scripts; the scripts have
+// their own, shorter timeouts (30 s to boot, 15 s to stop).
+const scriptTimeout = 2 * time.Minute
+
+// Daemon is a private containerd started for tests.
+type Daemon struct {
+	// Address is the path of the daemon's gRPC unix socket.
+	Address string
+	// Dir holds the daemon's config, root, state, socket, log and PID file.
+	Dir string
+	// PID is the daemon's process ID.
+	PID int
+
+	repo string
+}
+
+// RepoRoot walks up from the working directory to the directory that
+// contains go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("testctrd: no go.mod found in the working directory or its parents")
+		}
+		dir = parent
+	}
+}
+
+// Binary returns the containerd binary that Start uses: $IMGPRUNE_CONTAINERD_BIN
+// if set, else <repo>/_output/bin/containerd. It fails when the file is
+// missing or not executable.
+func Binary() (string, error) {
+	bin := os.Getenv(BinaryEnv)
+	if bin == "" {
+		repo, err := RepoRoot()
+		if err != nil {
+			return "", err
+		}
+		bin = filepath.Join(repo, "_output", "bin", "containerd")
+	}
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(bin)
+	if err != nil || fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("testctrd: containerd binary %s is missing or not executable: run `make containerd` (or set %s)", bin, BinaryEnv)
+	}
+	return bin, nil
+}
+
+// Start starts a private containerd with all of its files under dir (created
+// if needed) and waits until it has booted. dir must be short enough for
+// unix socket paths (use os.MkdirTemp("", "ctrd")). The caller must call
+// Stop, which also removes dir.
+func Start(dir string) (*Daemon, error) {
+	repo, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nil, errors.New("testctrd: empty daemon directory")
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// The script prints the resolved socket path (symlinks evaluated).
+	out, err := runScript(repo, "containerd-up.sh", dir, BinaryEnv+"="+bin)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	sock := strings.TrimSpace(lines[len(lines)-1])
+	d := &Daemon{Address: sock, Dir: filepath.Dir(sock), repo: repo}
+	pid, err := os.ReadFile(filepath.Join(d.Dir, "containerd.pid"))
+	if err == nil {
+		d.PID, err = strconv.Atoi(strings.TrimSpace(string(pid)))
+	}
+	if err != nil {
+		_ = d.Stop()
+		return nil, fmt.Errorf("testctrd: reading daemon PID: %w", err)
+	}
+	return d, nil
+}
+
+// Stop stops the daemon, unmounts whatever is left mounted under Dir and
+// removes Dir (unless KEEP is set in the environment). It is safe to call
+// more than once and on a nil Daemon.
+func (d *Daemon) Stop() error {
+	if d == nil || d.Dir == "" {
+		return nil
+	}
+	repo := d.repo
+	if repo == "" {
+		var err error
+		if repo, err = RepoRoot(); err != nil {
+			return err
+		}
+	}
+	_, err := runScript(repo, "containerd-down.sh", d.Dir)
+	return err
+}
+
+// Client returns a client connected to the daemon, after checking that the
+// daemon answers within ctx. The caller must Close it.
+func (d *Daemon) Client(ctx context.Context, opts ...client.Opt) (*client.Client, error) {
+	c, err := client.New(d.Address, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Version(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("testctrd: containerd at %s does not answer: %w", d.Address, err)
+	}
+	return c, nil
+}
+
+// LogPath returns the path of the daemon's log file.
+func (d *Daemon) LogPath() string {
+	return filepath.Join(d.Dir, "containerd.log")
+}
+
+func runScript(repo, script, dir string, env ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
+	defer cancel()
+	path := filepath.Join(repo, "hack", script)
+	cmd := exec.CommandContext(ctx, "bash", path, dir)
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("testctrd: hack/%s %s: %w\n%s%s", script, dir, err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
