@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/imgprune/imgprune/daemon/images"
 )
 
 func newLoadCommand(g *globalOptions) *cobra.Command {
@@ -34,7 +36,7 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			for _, img := range loaded {
-				if name := familiar(img.Name); name != "" {
+				if name := images.FamiliarName(img.Name); name != "" {
 					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image:", name)
 				} else {
 					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image ID:", img.Target.Digest)

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"strings"
-
-	"github.com/distribution/reference"
 	"github.com/spf13/cobra"
 )
 
@@ -22,16 +19,4 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 			return err
 		},
 	}
-}
-
-// familiar is the name as docker shows it, or "" for a dangling record.
-func familiar(name string) string {
-	if strings.HasPrefix(name, "moby-dangling@") {
-		return ""
-	}
-	ref, err := reference.ParseNormalizedNamed(name)
-	if err != nil {
-		return name
-	}
-	return reference.FamiliarString(ref)
 }

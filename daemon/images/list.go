@@ -96,10 +96,18 @@ func (inv *inventory) size(target digest.Digest) int64 {
 
 // containersPerTarget counts, for each target, the containers that use it.
 func containersPerTarget(records []images.Image, ctrs []Container) map[digest.Digest]int {
+	r := newResolver(records)
 	out := map[digest.Digest]int{}
 	for _, c := range ctrs {
-		u := resolveUsage(records, []Container{c})
-		for t := range u.targets {
+		targets := map[digest.Digest]bool{}
+		if c.ImageID != "" {
+			targets[c.ImageID] = true
+		}
+		res, _ := r.resolve(c.Image)
+		for _, t := range res.targets {
+			targets[t] = true
+		}
+		for t := range targets {
 			out[t]++
 		}
 	}

@@ -6,11 +6,12 @@ import (
 	"slices"
 
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/imgprune/imgprune/pkg/leases"
 )
 
 // ErrPruneRunning is returned when a prune is asked for while one runs.
@@ -166,17 +167,9 @@ func (s *Service) apply(ctx context.Context, plan Plan) (map[string]bool, []Fail
 	return removed, failures
 }
 
-// collect runs containerd's garbage collector once, synchronously, by
-// deleting a throwaway lease.
+// collect runs containerd's garbage collector once for the whole batch.
 func (s *Service) collect(ctx context.Context) error {
-	l, err := s.stores.Leases.Create(ctx, leases.WithRandomID())
-	if err != nil {
-		return fmt.Errorf("create lease to trigger garbage collection: %w", err)
-	}
-	if err := s.stores.Leases.Delete(ctx, l, leases.SynchronousDelete); err != nil {
-		return fmt.Errorf("garbage collection: %w", err)
-	}
-	return nil
+	return leases.Collect(ctx, s.stores.Leases)
 }
 
 // account reports what the prune did, counting as reclaimed only the bytes
@@ -248,7 +241,7 @@ func predictedReport(plan Plan, predicted reclaim) Report {
 func reportEntries(tp TargetPlan, untagged []string, gone bool) []image.DeleteResponse {
 	var out []image.DeleteResponse
 	for _, name := range untagged {
-		out = append(out, image.DeleteResponse{Untagged: familiarName(name)})
+		out = append(out, image.DeleteResponse{Untagged: FamiliarName(name)})
 	}
 	if gone && !tp.Named {
 		out = append(out, image.DeleteResponse{Untagged: tp.Target.Digest.String()})

@@ -34,10 +34,13 @@ func isPinned(img images.Image) bool {
 	return img.Labels[pinnedLabel] == pinnedValue
 }
 
-// familiarName is how docker shows a record's name: "busybox:latest" for
-// "docker.io/library/busybox:latest". Names that do not parse are shown as
-// stored.
-func familiarName(name string) string {
+// FamiliarName is how docker shows a record's name: "busybox:latest" for
+// "docker.io/library/busybox:latest", and "" for a dangling record. Names
+// that do not parse are shown as stored.
+func FamiliarName(name string) string {
+	if isDangling(name) {
+		return ""
+	}
 	ref, err := reference.ParseNormalizedNamed(name)
 	if err != nil {
 		return name

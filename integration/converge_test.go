@@ -1,0 +1,121 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// countingLeases counts the synchronous lease deletions: the garbage
+// collections a prune asks for.
+type countingLeases struct {
+	leases.Manager
+	collections *atomic.Int32
+}
+
+func (c countingLeases) Delete(ctx context.Context, l leases.Lease, opts ...leases.DeleteOpt) error {
+	var o leases.DeleteOptions
+	for _, opt := range opts {
+		_ = opt(ctx, &o)
+	}
+	if o.Synchronous {
+		c.collections.Add(1)
+	}
+	return c.Manager.Delete(ctx, l, opts...)
+}
+
+// TestPruneCollectsOnce: a prune of many images runs one garbage collection,
+// not one per image.
+func TestPruneCollectsOnce(t *testing.T) {
+	e := newEnv(t)
+	set := testimage.NewSet(testimage.SetOptions{Count: 20, SharedRate: 0.5, Seed: t.Name(), NamePrefix: "example.com/once/app"})
+	e.write(set...)
+	var n atomic.Int32
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Leases = countingLeases{Manager: stores.Leases, collections: &n}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+	rep, err := svc.Prune(e.ctx, imgsvc.Filters{})
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(rep.ImagesDeleted, 40))
+	assert.Check(t, is.Equal(n.Load(), int32(1)))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(uniqueBytes(set, nil))))
+}
+
+// TestPruneKeepsUsedDangling is Moby's TestPruneDontDeleteUsedDangling: a
+// dangling image that a container uses survives a prune.
+func TestPruneKeepsUsedDangling(t *testing.T) {
+	e := newEnv(t)
+	img := testimage.New(testimage.WithLayers(layer(t, "dangling")))
+	e.writeDangling(img)
+	e.container("c1", img.Target.Digest.String(), nil)
+
+	rep := e.prune(nil)
+	assert.Check(t, is.Len(rep.ImagesDeleted, 0))
+	rep = e.prune([]string{"dangling=false"})
+	assert.Check(t, is.Len(rep.ImagesDeleted, 0))
+	assert.Check(t, e.hasContent(img))
+}
+
+// interruptingStore stops deleting after a number of deletions, as a prune
+// killed half-way would.
+type interruptingStore struct {
+	images.Store
+	left *atomic.Int32
+}
+
+func (s interruptingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	if s.left.Add(-1) < 0 {
+		return fmt.Errorf("interrupted: %w", context.Canceled)
+	}
+	return s.Store.Delete(ctx, name, opts...)
+}
+
+// TestInterruptedPruneConverges: whenever a prune stops, what it leaves is
+// a state the next prune finishes from, losing nothing that is used.
+func TestInterruptedPruneConverges(t *testing.T) {
+	// The plan has 6 deletes; each run stops before one of them.
+	for _, after := range []int32{0, 1, 2, 3, 4, 5} {
+		t.Run(fmt.Sprintf("after %d deletes", after), func(t *testing.T) {
+			e := newEnv(t)
+			used := testimage.New(testimage.WithNames("example.com/used:1", "example.com/used:2"), testimage.WithLayers(layer(t, "used")))
+			a := testimage.New(testimage.WithNames("example.com/a:1", "example.com/a:2"), testimage.WithLayers(layer(t, "a")))
+			b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
+			e.write(used, a, b)
+			e.container("c1", used.Target.Digest.Encoded()[:12], nil)
+			var left atomic.Int32
+			left.Store(after)
+			stores := imgsvc.StoresFromClient(e.client)
+			stores.Images = interruptingStore{Store: stores.Images, left: &left}
+			interrupted := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+			first, err := interrupted.Prune(e.ctx, imgsvc.Filters{})
+			assert.NilError(t, err)
+			assert.Check(t, first.Err() != nil)
+			assert.Check(t, e.hasContent(used))
+
+			second := e.prune([]string{"dangling=false"})
+			assert.Check(t, second.Err())
+			assert.Check(t, is.Equal(first.SpaceReclaimed+second.SpaceReclaimed, uint64(a.Size()+b.Size())))
+			var names []string
+			for name := range e.names() {
+				names = append(names, name)
+			}
+			assert.Check(t, is.Len(names, 2), strings.Join(names, ", "))
+			assert.Check(t, is.Contains(e.names(), "example.com/used:2"))
+			assert.Check(t, e.hasContent(used))
+			assert.Check(t, e.hasNoContent(a))
+			assert.Check(t, e.hasNoContent(b))
+		})
+	}
+}
