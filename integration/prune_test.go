@@ -321,3 +321,24 @@ func TestPruneRefusesConcurrentPrune(t *testing.T) {
 	close(blocking.release)
 	assert.Check(t, <-errc)
 }
+
+// TestDryRunChangesNothing: a dry run adopts nothing, deletes nothing and
+// reports what the real prune then does.
+func TestDryRunChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	dangling := testimage.New(testimage.WithLayers(layer(t, "dangling")))
+	e.write(a)
+	e.writeDangling(dangling)
+	before := e.names()
+
+	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	assert.Check(t, is.DeepEqual(e.names(), before))
+	assert.Check(t, e.hasContent(a))
+	assert.Check(t, e.hasContent(dangling))
+
+	rep := e.prune([]string{"dangling=false"})
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, dry.ImagesDeleted))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, dry.SpaceReclaimed))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(a.Size()+dangling.Size())))
+}

@@ -11,8 +11,9 @@ import (
 
 // adopt gives every target among records that lacks one its dangling record,
 // so that records other tools made are counted like imgprune's own. It
-// returns records with the new dangling records added.
-func (s *Service) adopt(ctx context.Context, records []images.Image) ([]images.Image, error) {
+// returns records with the new dangling records added. With persist unset it
+// only adds them to the listing, for a dry run that must change nothing.
+func (s *Service) adopt(ctx context.Context, records []images.Image, persist bool) ([]images.Image, error) {
 	has := map[string]bool{}
 	for _, r := range records {
 		if isDangling(r.Name) {
@@ -23,9 +24,12 @@ func (s *Service) adopt(ctx context.Context, records []images.Image) ([]images.I
 		if has[r.Target.Digest.String()] {
 			continue
 		}
-		created, err := s.ensureDangling(ctx, r.Target)
-		if err != nil {
-			return nil, err
+		created := images.Image{Name: danglingName(r.Target.Digest), Target: r.Target, CreatedAt: r.CreatedAt}
+		if persist {
+			var err error
+			if created, err = s.ensureDangling(ctx, r.Target); err != nil {
+				return nil, err
+			}
 		}
 		has[r.Target.Digest.String()] = true
 		records = append(records, created)

@@ -32,7 +32,7 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
-	if records, err = s.adopt(ctx, records); err != nil {
+	if records, err = s.adopt(ctx, records, true); err != nil {
 		return nil, err
 	}
 	ctrs, err := s.listContainers(ctx)

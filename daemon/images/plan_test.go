@@ -1,6 +1,7 @@
 package images
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -237,5 +238,32 @@ func TestMakePlanIsStable(t *testing.T) {
 			shuffled[j], shuffled[k] = shuffled[k], shuffled[j]
 		}
 		assert.DeepEqual(t, MakePlan(Snapshot{Records: shuffled}, Filters{}), want)
+	}
+}
+
+// BenchmarkMakePlan plans a prune -a of a store of 5000 targets with two
+// names each and 500 containers using them by name, ID and digest.
+func BenchmarkMakePlan(b *testing.B) {
+	var records []images.Image
+	var ctrs []Container
+	for i := 0; i < 5000; i++ {
+		target := digest.FromString(fmt.Sprint("target", i))
+		records = append(records,
+			record(fmt.Sprintf("example.com/app%d:latest", i), target),
+			record(fmt.Sprintf("example.com/app%d:v1", i), target),
+			record(danglingName(target), target))
+		switch {
+		case i%30 == 0:
+			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: fmt.Sprintf("example.com/app%d", i)})
+		case i%30 == 10:
+			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: target.Encoded()[:12]})
+		case i%30 == 20:
+			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: "example.com/app@" + target.String()})
+		}
+	}
+	s := Snapshot{Records: records, Containers: ctrs}
+	b.ReportAllocs()
+	for b.Loop() {
+		MakePlan(s, Filters{})
 	}
 }

@@ -68,7 +68,7 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 	defer s.pruning.Unlock()
 	ctx = s.withNamespace(ctx)
 
-	snap, err := s.snapshot(ctx, f)
+	snap, err := s.snapshot(ctx, f, !o.dryRun)
 	if err != nil {
 		return Report{}, err
 	}
@@ -92,12 +92,12 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 }
 
 // snapshot lists what a plan decides on, adopting records other tools made.
-func (s *Service) snapshot(ctx context.Context, f Filters) (Snapshot, error) {
+func (s *Service) snapshot(ctx context.Context, f Filters, adopt bool) (Snapshot, error) {
 	records, err := s.stores.Images.List(ctx)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("list images: %w", err)
 	}
-	if records, err = s.adopt(ctx, records); err != nil {
+	if records, err = s.adopt(ctx, records, adopt); err != nil {
 		return Snapshot{}, err
 	}
 	ctrs, err := s.listContainers(ctx)
@@ -212,13 +212,13 @@ func (s *Service) account(ctx context.Context, plan Plan, before *inventory, pre
 			}
 		}
 		_, stillThere := after.content[tp.Target.Digest]
-		gone := tp.Gone && !stillThere && removed[danglingName(tp.Target.Digest)]
+		gone := tp.Gone && !stillThere
 		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, untagged, gone)...)
 		rep.planned += len(tp.Untag)
 		rep.pruned += len(untagged)
 		if !tp.Named && tp.Gone {
 			rep.planned++
-			if removed[danglingName(tp.Target.Digest)] {
+			if !stillThere {
 				rep.pruned++
 			}
 		}
