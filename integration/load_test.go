@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"io"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -98,4 +100,51 @@ func TestTagMovesNameAndOldTargetDangles(t *testing.T) {
 	assert.Check(t, is.ErrorContains(err, "no such image"))
 	_, err = e.svc.Tag(e.ctx, "example.com/app:v2", "Bad Name")
 	assert.Check(t, is.ErrorContains(err, "invalid target name"))
+}
+
+// dockerArchive rewrites an OCI archive as `docker save` without the
+// containerd image store writes it: manifest.json only.
+func dockerArchive(t *testing.T, oci []byte) *bytes.Buffer {
+	t.Helper()
+	var out bytes.Buffer
+	tr := tar.NewReader(bytes.NewReader(oci))
+	tw := tar.NewWriter(&out)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		assert.NilError(t, err)
+		if hdr.Name == "oci-layout" || hdr.Name == "index.json" {
+			continue
+		}
+		assert.NilError(t, tw.WriteHeader(hdr))
+		_, err = io.Copy(tw, tr)
+		assert.NilError(t, err)
+	}
+	assert.NilError(t, tw.Close())
+	return &out
+}
+
+func TestLoadDockerArchive(t *testing.T) {
+	e := newEnv(t)
+	img := testimage.New(testimage.WithNames("docker.io/library/alpine:3.20"), testimage.WithLayers(layer(t, "alpine")))
+	var oci bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&oci, img))
+
+	loaded, err := e.svc.Load(e.ctx, dockerArchive(t, oci.Bytes()))
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(loaded, 1))
+	assert.Check(t, is.Equal(loaded[0].Name, "docker.io/library/alpine:3.20"))
+	// containerd writes a Docker manifest of its own for such an archive.
+	target := loaded[0].Target.Digest
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{
+		"docker.io/library/alpine:3.20":    target,
+		"moby-dangling@" + target.String(): target,
+	}))
+	assert.Check(t, e.snapshotCount() > 0)
+
+	_, err = e.svc.Load(e.ctx, bytes.NewReader([]byte("not an archive")))
+	assert.Check(t, err != nil)
+	assert.Check(t, is.Len(e.names(), 2), "a bad archive changes nothing")
 }

@@ -77,3 +77,13 @@ func TestPruneWithoutTerminalNeedsForce(t *testing.T) {
 	_, err = runCLI(t, devnull, "prune", "-a")
 	assert.Check(t, is.ErrorContains(err, "pass --force"))
 }
+
+func TestConfirm(t *testing.T) {
+	for answer, want := range map[string]bool{"y\n": true, "YES\n": true, "n\n": false, "\n": false, "": false} {
+		var out bytes.Buffer
+		ok, err := confirm(strings.NewReader(answer), &out, warnAll)
+		assert.NilError(t, err)
+		assert.Check(t, is.Equal(ok, want), "answer %q", answer)
+		assert.Check(t, is.Equal(out.String(), warnAll+"\nAre you sure you want to continue? [y/N] "))
+	}
+}
