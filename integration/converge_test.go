@@ -119,3 +119,87 @@ func TestInterruptedPruneConverges(t *testing.T) {
 		})
 	}
 }
+
+// repointingStore moves a name to another target just before prune deletes
+// it, as a concurrent `docker tag` would.
+type repointingStore struct {
+	images.Store
+	name string
+	to   images.Image
+}
+
+func (s repointingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	if name == s.name {
+		moved := s.to
+		moved.Name = name
+		if _, err := s.Store.Update(ctx, moved, "target"); err != nil {
+			return err
+		}
+	}
+	return s.Store.Delete(ctx, name, opts...)
+}
+
+// TestPruneLeavesRepointedRecordAlone: a name re-pointed since the plan is
+// not deleted with its new target.
+func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
+	e := newEnv(t)
+	old := testimage.New(testimage.WithNames("example.com/app:1"), testimage.WithLayers(layer(t, "old")))
+	used := testimage.New(testimage.WithNames("example.com/used:1"), testimage.WithLayers(layer(t, "used")))
+	e.write(old, used)
+	e.container("c1", "example.com/used:1", nil)
+	stores := imgsvc.StoresFromClient(e.client)
+	usedRec, err := stores.Images.Get(e.nsCtx(), "example.com/used:1")
+	assert.NilError(t, err)
+	stores.Images = repointingStore{Store: stores.Images, name: "example.com/app:1", to: usedRec}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+	rep, err := svc.Prune(e.ctx, imgsvc.Filters{})
+	assert.NilError(t, err)
+	assert.Check(t, rep.Err())
+	names := e.names()
+	assert.Check(t, is.Equal(names["example.com/app:1"], used.Target.Digest))
+	assert.Check(t, e.hasContent(used))
+	// The old target lost its last name to the re-pointing: it went.
+	assert.Check(t, e.hasNoContent(old))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(old.Size())))
+}
+
+// TestPruneInterruptedByContext: a prune whose context is cancelled stops
+// deleting, still collects what it removed and keeps its report.
+func TestPruneInterruptedByContext(t *testing.T) {
+	e := newEnv(t)
+	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
+	e.write(a, b)
+	ctx, cancel := context.WithCancel(e.ctx)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+	rep, err := svc.Prune(ctx, imgsvc.Filters{})
+	assert.NilError(t, err)
+	assert.Check(t, is.ErrorContains(rep.Err(), "pruned 1 of 2 images; 1 failed"))
+	assert.Check(t, is.Len(rep.Failures, 1))
+	assert.Check(t, is.Contains(e.names(), "example.com/b:1"))
+	assert.Check(t, is.Contains(e.names(), "moby-dangling@"+a.Target.Digest.String()), "the dangling record goes last")
+
+	again := e.prune([]string{"dangling=false"})
+	assert.Check(t, again.Err())
+	assert.Check(t, is.Len(e.names(), 0))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed+again.SpaceReclaimed, uint64(a.Size()+b.Size())))
+}
+
+// cancellingStore cancels the prune's context once it deleted name.
+type cancellingStore struct {
+	images.Store
+	name   string
+	cancel context.CancelFunc
+}
+
+func (s cancellingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	err := s.Store.Delete(context.WithoutCancel(ctx), name, opts...)
+	if name == s.name {
+		s.cancel()
+	}
+	return err
+}

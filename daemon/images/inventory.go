@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -54,8 +55,9 @@ func (r *refs) addLabels(labels map[string]string) {
 	}
 }
 
-// takeInventory lists content, snapshots and roots of the namespace in ctx.
-func (s *Service) takeInventory(ctx context.Context) (*inventory, error) {
+// takeInventory lists content, snapshots and roots of the namespace in ctx;
+// ctrs are its container records.
+func (s *Service) takeInventory(ctx context.Context, ctrs []containers.Container) (*inventory, error) {
 	inv := &inventory{content: map[digest.Digest]content.Info{}, snapshots: map[snapKey]snapshots.Info{}}
 	snapshotters := map[string]bool{s.snapshotter: true}
 	err := s.stores.Content.Walk(ctx, func(info content.Info) error {
@@ -73,10 +75,6 @@ func (s *Service) takeInventory(ctx context.Context) (*inventory, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list content: %w", err)
-	}
-	ctrs, err := s.stores.Containers.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range ctrs {
 		if c.SnapshotKey != "" {

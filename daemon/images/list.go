@@ -35,11 +35,15 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	if records, err = s.adopt(ctx, records, true); err != nil {
 		return nil, err
 	}
-	ctrs, err := s.listContainers(ctx)
+	ctrRecords, err := s.containerRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
-	inv, err := s.takeInventory(ctx)
+	ctrs, err := s.listContainers(ctx, ctrRecords)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := s.takeInventory(ctx, ctrRecords)
 	if err != nil {
 		return nil, err
 	}

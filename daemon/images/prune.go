@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -68,12 +69,16 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 	defer s.pruning.Unlock()
 	ctx = s.withNamespace(ctx)
 
-	snap, err := s.snapshot(ctx, f, !o.dryRun)
+	ctrRecords, err := s.containerRecords(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	snap, err := s.snapshot(ctx, f, ctrRecords, !o.dryRun)
 	if err != nil {
 		return Report{}, err
 	}
 	plan := MakePlan(snap, f)
-	inv, err := s.takeInventory(ctx)
+	inv, err := s.takeInventory(ctx, ctrRecords)
 	if err != nil {
 		return Report{}, err
 	}
@@ -85,14 +90,16 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 		return predictedReport(plan, predicted), nil
 	}
 	removed, failures := s.apply(ctx, plan)
+	// Interrupted or not, collect what was removed and report it.
+	ctx = context.WithoutCancel(ctx)
 	if err := s.collect(ctx); err != nil {
-		return Report{}, err
+		failures = append(failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
-	return s.account(ctx, plan, inv, predicted, removed, failures)
+	return s.account(ctx, plan, ctrRecords, inv, predicted, removed, failures)
 }
 
 // snapshot lists what a plan decides on, adopting records other tools made.
-func (s *Service) snapshot(ctx context.Context, f Filters, adopt bool) (Snapshot, error) {
+func (s *Service) snapshot(ctx context.Context, f Filters, ctrRecords []containers.Container, adopt bool) (Snapshot, error) {
 	records, err := s.stores.Images.List(ctx)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("list images: %w", err)
@@ -100,7 +107,7 @@ func (s *Service) snapshot(ctx context.Context, f Filters, adopt bool) (Snapshot
 	if records, err = s.adopt(ctx, records, adopt); err != nil {
 		return Snapshot{}, err
 	}
-	ctrs, err := s.listContainers(ctx)
+	ctrs, err := s.listContainers(ctx, ctrRecords)
 	if err != nil {
 		return Snapshot{}, err
 	}
@@ -143,7 +150,11 @@ func (s *Service) apply(ctx context.Context, plan Plan) (map[string]bool, []Fail
 		}
 	}
 	removed := map[string]bool{}
-	for _, r := range plan.Remove {
+	for i, r := range plan.Remove {
+		if err := ctx.Err(); err != nil {
+			failures = append(failures, Failure{Name: r.Name, Error: fmt.Sprintf("prune interrupted; %d records left for the next prune: %v", len(plan.Remove)-i, err)})
+			break
+		}
 		// A target whose name could not go keeps its dangling record, and a
 		// target whose dangling record could not be made keeps its names.
 		if blocked[r.Target.Digest] {
@@ -155,10 +166,9 @@ func (s *Service) apply(ctx context.Context, plan Plan) (map[string]bool, []Fail
 		case err == nil:
 			removed[r.Name] = true
 		case errdefs.IsNotFound(err):
-			// Gone already: another client removed it.
-		case errdefs.IsFailedPrecondition(err):
-			log.G(ctx).WithField("image", r.Name).Info("image re-pointed since the plan; left alone")
-			blocked[r.Target.Digest] = true
+			// Removed or re-pointed by another client since the plan: the
+			// record is left alone, as DeleteTarget promises.
+			log.G(ctx).WithField("image", r.Name).Debug("image changed since the plan; left alone")
 		default:
 			failures = append(failures, Failure{Name: r.Name, Error: err.Error()})
 			blocked[r.Target.Digest] = true
@@ -175,8 +185,8 @@ func (s *Service) collect(ctx context.Context) error {
 // account reports what the prune did, counting as reclaimed only the bytes
 // that really left: blobs and snapshots gone after the collection that no
 // other namespace holds.
-func (s *Service) account(ctx context.Context, plan Plan, before *inventory, predicted reclaim, removed map[string]bool, failures []Failure) (Report, error) {
-	after, err := s.takeInventory(ctx)
+func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []containers.Container, before *inventory, predicted reclaim, removed map[string]bool, failures []Failure) (Report, error) {
+	after, err := s.takeInventory(ctx, ctrRecords)
 	if err != nil {
 		return Report{}, err
 	}
@@ -195,7 +205,7 @@ func (s *Service) account(ctx context.Context, plan Plan, before *inventory, pre
 			freed.snapshots[k] = predicted.snapshots[k]
 		}
 	}
-	leftover, err := s.leftover(ctx, after)
+	leftover, err := s.leftover(ctx, ctrRecords, after)
 	if err != nil {
 		return Report{}, err
 	}
@@ -254,7 +264,7 @@ func reportEntries(tp TargetPlan, untagged []string, gone bool) []image.DeleteRe
 
 // leftover returns blobs nothing reaches that are still there after the
 // collection. They are swept once more; those still there are returned.
-func (s *Service) leftover(ctx context.Context, after *inventory) ([]digest.Digest, error) {
+func (s *Service) leftover(ctx context.Context, ctrRecords []containers.Container, after *inventory) ([]digest.Digest, error) {
 	find := func(inv *inventory) ([]digest.Digest, error) {
 		records, err := s.stores.Images.List(ctx)
 		if err != nil {
@@ -282,7 +292,7 @@ func (s *Service) leftover(ctx context.Context, after *inventory) ([]digest.Dige
 	if err := s.collect(ctx); err != nil {
 		return nil, err
 	}
-	again, err := s.takeInventory(ctx)
+	again, err := s.takeInventory(ctx, ctrRecords)
 	if err != nil {
 		return nil, err
 	}
