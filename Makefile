@@ -23,8 +23,10 @@ build:
 
 ## test: all tests, including those against a private containerd (needs root).
 ## -p 1: packages that start daemons run one at a time (2-core machines).
+## The integration tests run on the native snapshotter, then on overlayfs.
 test: containerd
 	$(GO) test -p 1 -count=1 ./...
+	IMGPRUNE_TEST_SNAPSHOTTER=overlayfs $(GO) test -count=1 ./integration/
 
 ## unit: fast tests of the packages that need no containerd daemon
 unit:

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -22,11 +24,15 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 		return nil, fmt.Errorf("load needs a containerd daemon: %w", errdefs.ErrNotImplemented)
 	}
 	ctx = s.withNamespace(ctx)
-	ctx, done, err := s.client.WithLease(ctx)
+	lease, err := s.stores.Leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	defer done(context.WithoutCancel(ctx))
+	// Released synchronously: what the archive brought that no record keeps
+	// (its index, say) is gone when Load returns, not at some later
+	// collection that would race the next prune's accounting.
+	defer s.stores.Leases.Delete(context.WithoutCancel(ctx), lease, leases.SynchronousDelete)
+	ctx = leases.WithLease(ctx, lease.ID)
 
 	imported, err := s.client.Import(ctx, archive,
 		client.WithImageRefTranslator(refName),
