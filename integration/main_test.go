@@ -58,7 +58,7 @@ func run(m *testing.M) int {
 // env is one test's own namespace on the shared daemon.
 type env struct {
 	ctx    context.Context
-	t      *testing.T
+	t      testing.TB
 	client *client.Client
 	ns     string
 	svc    *imgsvc.Service

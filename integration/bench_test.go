@@ -1,0 +1,53 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/containerd/containerd/v2/client"
+	"gotest.tools/v3/assert"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// BenchmarkPruneAll prunes stores of n images (two names each, half their
+// layers shared, one in ten used by a container) with prune -a, against
+// the real daemon. Only the prune is timed.
+func BenchmarkPruneAll(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			c, err := client.New(daemon.Address)
+			assert.NilError(b, err)
+			defer c.Close()
+			var reclaimed uint64
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				ns := fmt.Sprintf("bench-prune-%d-%d", n, i)
+				svc := imgsvc.NewFromClient(c, ns, imgsvc.WithSnapshotter(snapshotter))
+				fillStore(b, c, ns, n)
+				b.StartTimer()
+				rep, err := svc.Prune(context.Background(), imgsvc.Filters{})
+				assert.NilError(b, err)
+				assert.NilError(b, rep.Err())
+				reclaimed = rep.SpaceReclaimed
+			}
+			b.ReportMetric(float64(reclaimed), "bytes-reclaimed")
+		})
+	}
+}
+
+// fillStore writes n images into namespace ns and creates a container for
+// one image in ten, by truncated ID.
+func fillStore(b *testing.B, c *client.Client, ns string, n int) {
+	e := &env{ctx: context.Background(), t: b, client: c, ns: ns}
+	set := testimage.NewSet(testimage.SetOptions{Count: n, LayersPerImage: 2, LayerSize: 1024, SharedRate: 0.5, Seed: ns, NamePrefix: "example.com/bench/app"})
+	for i := range set {
+		set[i].Names = append(set[i].Names, fmt.Sprintf("example.com/bench/app%d:v1", i))
+	}
+	e.write(set...)
+	for i := 0; i < n; i += 10 {
+		e.container(fmt.Sprint("c", i), set[i].Target.Digest.Encoded()[:12], nil)
+	}
+}
