@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"gotest.tools/v3/assert"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
@@ -49,5 +50,30 @@ func fillStore(b *testing.B, c *client.Client, ns string, n int) {
 	e.write(set...)
 	for i := 0; i < n; i += 10 {
 		e.container(fmt.Sprint("c", i), set[i].Target.Digest.Encoded()[:12], nil)
+	}
+}
+
+// BenchmarkDeleteEachWithGC is the baseline imgprune avoids: the same
+// stores emptied one record at a time, each with a synchronous garbage
+// collection, as an image service that collects per image does.
+func BenchmarkDeleteEachWithGC(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			c, err := client.New(daemon.Address)
+			assert.NilError(b, err)
+			defer c.Close()
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				ns := fmt.Sprintf("bench-each-%d-%d", n, i)
+				fillStore(b, c, ns, n)
+				ctx := namespaced(context.Background(), ns)
+				records, err := c.ImageService().List(ctx)
+				assert.NilError(b, err)
+				b.StartTimer()
+				for _, r := range records {
+					assert.NilError(b, c.ImageService().Delete(ctx, r.Name, images.SynchronousDelete()))
+				}
+			}
+		})
 	}
 }
