@@ -21,6 +21,7 @@ type globalOptions struct {
 	address     string
 	namespace   string
 	snapshotter string
+	root        string
 }
 
 func main() {
@@ -50,6 +51,7 @@ func newRootCommand() *cobra.Command {
 	flags := root.PersistentFlags()
 	flags.StringVar(&opts.address, "address", envOr("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket address (env CONTAINERD_ADDRESS)")
 	flags.StringVarP(&opts.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "moby"), "containerd namespace (env CONTAINERD_NAMESPACE)")
+	flags.StringVar(&opts.root, "root", envOr("CONTAINERD_ROOT", "/var/lib/containerd"), "containerd root directory, to check that freed blobs left the disk when the daemon runs on this host (env CONTAINERD_ROOT)")
 	flags.StringVar(&opts.snapshotter, "snapshotter", envOr("CONTAINERD_SNAPSHOTTER", images.DefaultSnapshotter), "snapshotter to unpack into (env CONTAINERD_SNAPSHOTTER)")
 	root.AddCommand(
 		newPruneCommand(opts),
@@ -75,5 +77,5 @@ func (o *globalOptions) connect() (*images.Service, *client.Client, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to containerd at %s: %w", o.address, err)
 	}
-	return images.NewFromClient(c, o.namespace, images.WithSnapshotter(o.snapshotter)), c, nil
+	return images.NewFromClient(c, o.namespace, images.WithSnapshotter(o.snapshotter), images.WithContainerdRoot(o.root)), c, nil
 }

@@ -199,6 +199,7 @@ func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []container
 	if err := s.dropShared(ctx, freed.content); err != nil {
 		return Report{}, err
 	}
+	failures = append(failures, s.sweepDisk(ctx, freed.content)...)
 	for k := range before.snapshots {
 		if _, ok := after.snapshots[k]; !ok {
 			// Usage is only known for snapshots measured before the collection.

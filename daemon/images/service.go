@@ -58,6 +58,9 @@ type Service struct {
 	snapshotter string
 	listers     []ContainerLister
 	now         func() time.Time
+	// contentRoot is the daemon's content store directory when it is on
+	// this host, or empty.
+	contentRoot string
 
 	pruning sync.Mutex
 }
