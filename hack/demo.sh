@@ -21,6 +21,8 @@ CONTAINERD_ADDRESS="$(hack/containerd-up.sh "${dir}" | tail -n 1)"
 export CONTAINERD_NAMESPACE=demo
 # The native snapshotter works on every filesystem, also inside containers.
 export CONTAINERD_SNAPSHOTTER=native
+# The daemon runs here: let imgprune check that freed blobs left the disk.
+export CONTAINERD_ROOT="${dir}/root"
 imgprune="${bin}/imgprune"
 
 step "Generate 12 images with shared layers into an OCI archive"

@@ -130,8 +130,8 @@ func (r resolver) resolve(ref string) (resolution, error) {
 		return resolution{name: name, targets: []digest.Digest{target}}, nil
 	}
 	if shortID.MatchString(ref) {
-		if res, err := r.byIDPrefix(ref); err == nil {
-			return res, nil
+		if res, err := r.byIDPrefix(ref); len(res.targets) > 0 {
+			return res, err
 		}
 	}
 	return resolution{}, fmt.Errorf("no such image: %s", name)
