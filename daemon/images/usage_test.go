@@ -16,7 +16,7 @@ func TestResolveUsage(t *testing.T) {
 	// Two targets whose IDs share a prefix, to test ambiguity.
 	var ab1, ab2 digest.Digest
 	for i := 0; ab2 == ""; i++ {
-		d := digest.FromString(string(rune('a' + i%26)) + string(rune(i)))
+		d := digest.FromString(string(rune('a'+i%26)) + string(rune(i)))
 		switch {
 		case ab1 == "":
 			ab1 = d
