@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -16,22 +15,15 @@ import (
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
-// countingLeases counts the synchronous lease deletions: the garbage
-// collections a prune asks for.
-type countingLeases struct {
-	leases.Manager
+// countingCollector counts the garbage collections a prune asks for.
+type countingCollector struct {
+	imgsvc.Collector
 	collections *atomic.Int32
 }
 
-func (c countingLeases) Delete(ctx context.Context, l leases.Lease, opts ...leases.DeleteOpt) error {
-	var o leases.DeleteOptions
-	for _, opt := range opts {
-		_ = opt(ctx, &o)
-	}
-	if o.Synchronous {
-		c.collections.Add(1)
-	}
-	return c.Manager.Delete(ctx, l, opts...)
+func (c countingCollector) Collect(ctx context.Context) error {
+	c.collections.Add(1)
+	return c.Collector.Collect(ctx)
 }
 
 // TestPruneCollectsOnce: a prune of many images runs one garbage collection,
@@ -42,7 +34,7 @@ func TestPruneCollectsOnce(t *testing.T) {
 	e.write(set...)
 	var n atomic.Int32
 	stores := imgsvc.StoresFromClient(e.client)
-	stores.Leases = countingLeases{Manager: stores.Leases, collections: &n}
+	stores.Collector = countingCollector{Collector: stores.Collector, collections: &n}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
 	rep, err := svc.Prune(e.ctx, imgsvc.Filters{})

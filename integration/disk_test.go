@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/containerd/containerd/v2/core/leases"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -49,16 +48,16 @@ func TestPruneDoesNotCountBlobLeftOnDisk(t *testing.T) {
 	assert.Check(t, err)
 }
 
-// unstickingLeases makes a blob removable again right after the collection
-// that failed to unlink it, as a transient failure would.
-type unstickingLeases struct {
-	leases.Manager
+// unsticking makes a blob removable again right after the collection that
+// failed to unlink it, as a transient failure would.
+type unsticking struct {
+	imgsvc.Collector
 	t    *testing.T
 	path string
 }
 
-func (u unstickingLeases) Delete(ctx context.Context, l leases.Lease, opts ...leases.DeleteOpt) error {
-	err := u.Manager.Delete(ctx, l, opts...)
+func (u unsticking) Collect(ctx context.Context) error {
+	err := u.Collector.Collect(ctx)
 	chattr(u.t, "-i", u.path)
 	return err
 }
@@ -72,7 +71,7 @@ func TestPruneSweepsBlobLeftOnDisk(t *testing.T) {
 	e.write(img)
 	chattr(t, "+i", blobFile(stuck))
 	stores := imgsvc.StoresFromClient(e.client)
-	stores.Leases = unstickingLeases{Manager: stores.Leases, t: t, path: blobFile(stuck)}
+	stores.Collector = unsticking{Collector: stores.Collector, t: t, path: blobFile(stuck)}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
 
 	rep, err := svc.Prune(e.ctx, imgsvc.Filters{})

@@ -11,8 +11,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
-
-	"github.com/imgprune/imgprune/pkg/leases"
 )
 
 // ErrPruneRunning is returned when a prune is asked for while one runs.
@@ -179,7 +177,7 @@ func (s *Service) apply(ctx context.Context, plan Plan) (map[string]bool, []Fail
 
 // collect runs containerd's garbage collector once for the whole batch.
 func (s *Service) collect(ctx context.Context) error {
-	return leases.Collect(ctx, s.stores.Leases)
+	return s.stores.Collector.Collect(ctx)
 }
 
 // account reports what the prune did, counting as reclaimed only the bytes

@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // DefaultSnapshotter is the snapshotter images are unpacked into.
@@ -29,6 +31,13 @@ type Stores struct {
 	Containers  containers.Store
 	Namespaces  namespaces.Store
 	Snapshotter func(name string) snapshots.Snapshotter
+	// Collector runs the garbage collection a prune ends with.
+	Collector Collector
+}
+
+// Collector runs containerd's garbage collection once and waits for it.
+type Collector interface {
+	Collect(ctx context.Context) error
 }
 
 // StoresFromClient returns the stores of a containerd daemon.
@@ -40,6 +49,7 @@ func StoresFromClient(c *client.Client) Stores {
 		Containers:  c.ContainerService(),
 		Namespaces:  c.NamespaceService(),
 		Snapshotter: c.SnapshotService,
+		Collector:   imgleases.Collector{Leases: c.LeasesService()},
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package leases holds imgprune's use of containerd leases: the one
-// garbage collection a prune triggers.
+// garbage collection a prune triggers on a daemon.
 package leases
 
 import (
@@ -9,15 +9,20 @@ import (
 	"github.com/containerd/containerd/v2/core/leases"
 )
 
-// Collect runs containerd's garbage collector once and waits for it: it
+// Collector triggers a daemon's garbage collection through its leases.
+type Collector struct {
+	Leases leases.Manager
+}
+
+// Collect runs the daemon's garbage collector once and waits for it: it
 // creates a throwaway lease and deletes it synchronously, which is how a
-// client asks the metadata store for a collection.
-func Collect(ctx context.Context, m leases.Manager) error {
-	l, err := m.Create(ctx, leases.WithRandomID())
+// client asks containerd for a collection.
+func (c Collector) Collect(ctx context.Context) error {
+	l, err := c.Leases.Create(ctx, leases.WithRandomID())
 	if err != nil {
 		return fmt.Errorf("create lease to trigger garbage collection: %w", err)
 	}
-	if err := m.Delete(ctx, l, leases.SynchronousDelete); err != nil {
+	if err := c.Leases.Delete(ctx, l, leases.SynchronousDelete); err != nil {
 		return fmt.Errorf("garbage collection: %w", err)
 	}
 	return nil
