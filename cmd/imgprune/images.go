@@ -21,7 +21,7 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 			if format != "table" && format != "json" {
 				return fmt.Errorf("invalid --format %q: use table or json", format)
 			}
-			svc, c, err := g.connect()
+			svc, c, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}

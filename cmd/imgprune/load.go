@@ -26,7 +26,7 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 				defer f.Close()
 				r = f
 			}
-			svc, c, err := g.connect()
+			svc, c, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}

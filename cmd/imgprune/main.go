@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,6 +23,7 @@ type globalOptions struct {
 	namespace   string
 	snapshotter string
 	root        string
+	offline     bool
 }
 
 func main() {
@@ -52,6 +54,7 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&opts.address, "address", envOr("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket address (env CONTAINERD_ADDRESS)")
 	flags.StringVarP(&opts.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "moby"), "containerd namespace (env CONTAINERD_NAMESPACE)")
 	flags.StringVar(&opts.root, "root", envOr("CONTAINERD_ROOT", "/var/lib/containerd"), "containerd root directory, to check that freed blobs left the disk when the daemon runs on this host (env CONTAINERD_ROOT)")
+	flags.BoolVar(&opts.offline, "offline", false, "open the store under --root in-process instead of through the socket, for hosts where containerd is stopped or cannot start")
 	flags.StringVar(&opts.snapshotter, "snapshotter", envOr("CONTAINERD_SNAPSHOTTER", images.DefaultSnapshotter), "snapshotter to unpack into (env CONTAINERD_SNAPSHOTTER)")
 	root.AddCommand(
 		newPruneCommand(opts),
@@ -70,9 +73,17 @@ func envOr(key, fallback string) string {
 	return fallback
 }
 
-// connect opens the image service of the chosen namespace. The caller closes
-// the returned client.
-func (o *globalOptions) connect() (*images.Service, *client.Client, error) {
+// connect opens the image service of the chosen namespace: through the
+// daemon's socket, or in-process with --offline. The caller closes the
+// returned closer.
+func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer, error) {
+	if o.offline {
+		e, err := images.OpenEmbedded(ctx, o.root)
+		if err != nil {
+			return nil, nil, err
+		}
+		return images.NewEmbedded(e, o.namespace, images.WithSnapshotter(o.snapshotter)), e, nil
+	}
 	c, err := client.New(o.address, client.WithDefaultNamespace(o.namespace))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to containerd at %s: %w", o.address, err)

@@ -76,7 +76,7 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 			return nil
 		}
 	}
-	svc, c, err := g.connect()
+	svc, c, err := g.connect(cmd.Context())
 	if err != nil {
 		return err
 	}

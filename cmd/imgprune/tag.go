@@ -10,7 +10,7 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 		Short: "Create a name TARGET_IMAGE that refers to SOURCE_IMAGE",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, c, err := g.connect()
+			svc, c, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -132,7 +132,12 @@ func (s *Service) walkSnapshots(ctx context.Context, name string, inv *inventory
 	if s.stores.Snapshotter == nil {
 		return nil
 	}
-	err := s.stores.Snapshotter(name).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	sn := s.stores.Snapshotter(name)
+	if sn == nil {
+		// An embedded store has only the snapshotters found on disk.
+		return nil
+	}
+	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		k := snapKey{name, info.Name}
 		inv.snapshots[k] = info
 		if _, ok := info.Labels[gcRoot]; ok {

@@ -29,10 +29,16 @@ type Stores struct {
 	Content     content.Store
 	Leases      leases.Manager
 	Containers  containers.Store
-	Namespaces  namespaces.Store
+	Namespaces  NamespaceLister
 	Snapshotter func(name string) snapshots.Snapshotter
 	// Collector runs the garbage collection a prune ends with.
 	Collector Collector
+}
+
+// NamespaceLister lists the namespaces of a store, to tell content other
+// namespaces hold.
+type NamespaceLister interface {
+	List(ctx context.Context) ([]string, error)
 }
 
 // Collector runs containerd's garbage collection once and waits for it.

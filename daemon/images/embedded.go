@@ -1,0 +1,154 @@
+package images
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/metadata"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/plugins/content/local"
+	"github.com/containerd/containerd/v2/plugins/snapshots/native"
+	"github.com/containerd/containerd/v2/plugins/snapshots/overlay"
+	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Embedded is a containerd store opened in-process from the daemon's root
+// directory: for hosts where the daemon is stopped or cannot start (a full
+// disk), and for tests that need no daemon.
+type Embedded struct {
+	root         string
+	bolt         *bolt.DB
+	db           *metadata.DB
+	snapshotters map[string]snapshots.Snapshotter
+}
+
+// The directories containerd's plugins keep their state in, below the root.
+const (
+	metadataDir = "io.containerd.metadata.v1.bolt"
+	snapshotDir = "io.containerd.snapshotter.v1."
+)
+
+// OpenEmbedded opens the store under root, creating it when it is empty.
+// It fails with a Conflict when a running daemon holds it.
+func OpenEmbedded(ctx context.Context, root string) (*Embedded, error) {
+	if err := os.MkdirAll(filepath.Join(root, metadataDir), 0o711); err != nil {
+		return nil, fmt.Errorf("open store at %s: %w", root, err)
+	}
+	cs, err := local.NewStore(filepath.Join(root, contentDir))
+	if err != nil {
+		return nil, fmt.Errorf("open content store: %w", err)
+	}
+	sns, err := openSnapshotters(root)
+	if err != nil {
+		return nil, err
+	}
+	options := *bolt.DefaultOptions
+	options.NoFreelistSync = true // as containerd opens it
+	options.Timeout = time.Second
+	bdb, err := bolt.Open(filepath.Join(root, metadataDir, "meta.db"), 0o644, &options)
+	if err != nil {
+		closeAll(sns)
+	}
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("the store at %s is in use, is containerd running? Use its socket (--address) instead: %w", root, errdefs.ErrConflict)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open metadata at %s: %w", root, err)
+	}
+	e := &Embedded{root: root, bolt: bdb, db: metadata.NewDB(bdb, cs, sns), snapshotters: sns}
+	if err := e.db.Init(ctx); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("open metadata at %s: %w", root, err)
+	}
+	return e, nil
+}
+
+// openSnapshotters opens the snapshotters that have state under root, and
+// native, which needs nothing of the host.
+func openSnapshotters(root string) (map[string]snapshots.Snapshotter, error) {
+	sns := map[string]snapshots.Snapshotter{}
+	nativeSn, err := native.NewSnapshotter(filepath.Join(root, snapshotDir+"native"))
+	if err != nil {
+		return nil, fmt.Errorf("open native snapshotter: %w", err)
+	}
+	sns["native"] = nativeSn
+	if dir := filepath.Join(root, snapshotDir+"overlayfs"); exists(dir) {
+		sn, err := overlay.NewSnapshotter(dir)
+		if err != nil {
+			closeAll(sns)
+			return nil, fmt.Errorf("open overlayfs snapshotter: %w", err)
+		}
+		sns["overlayfs"] = sn
+	}
+	return sns, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// Stores returns the store's interfaces for a Service.
+func (e *Embedded) Stores() Stores {
+	return Stores{
+		Images:      metadata.NewImageStore(e.db),
+		Content:     e.db.ContentStore(),
+		Leases:      metadata.NewLeaseManager(e.db),
+		Containers:  metadata.NewContainerStore(e.db),
+		Namespaces:  embeddedNamespaces{e.db},
+		Snapshotter: e.db.Snapshotter,
+		Collector:   e,
+	}
+}
+
+// Root is the directory the store was opened from.
+func (e *Embedded) Root() string { return e.root }
+
+// Collect runs the metadata store's garbage collection, which removes the
+// content and snapshots nothing references.
+func (e *Embedded) Collect(ctx context.Context) error {
+	if _, err := e.db.GarbageCollect(ctx); err != nil {
+		return fmt.Errorf("garbage collection: %w", err)
+	}
+	return nil
+}
+
+// Close releases the store, snapshotters included, for containerd.
+func (e *Embedded) Close() error {
+	return errors.Join(closeAll(e.snapshotters), e.bolt.Close())
+}
+
+func closeAll(sns map[string]snapshots.Snapshotter) error {
+	var errs []error
+	for name, sn := range sns {
+		if err := sn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close snapshotter %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// embeddedNamespaces lists the namespaces of a metadata store.
+type embeddedNamespaces struct{ db *metadata.DB }
+
+func (n embeddedNamespaces) List(ctx context.Context) ([]string, error) {
+	var out []string
+	err := n.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = metadata.NewNamespaceStore(tx).List(ctx)
+		return err
+	})
+	return out, err
+}
+
+// NewEmbedded returns the service for namespace over an embedded store,
+// checking the disk below its root.
+func NewEmbedded(e *Embedded, namespace string, opts ...Opt) *Service {
+	return New(e.Stores(), namespace, append([]Opt{WithContainerdRoot(e.Root())}, opts...)...)
+}
