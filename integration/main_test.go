@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -52,6 +53,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer daemon.Stop()
+	defer func() {
+		if binPath != "" {
+			os.RemoveAll(filepath.Dir(binPath))
+		}
+	}()
 	return m.Run()
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,8 +57,10 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.all {
-		args["dangling"] = []string{"false"}
+	if o.all && !slices.Contains(args["dangling"], "false") {
+		// As docker does, -a adds dangling=false to the user's filters: a
+		// contradicting dangling filter is then an error, not overridden.
+		args["dangling"] = append(args["dangling"], "false")
 	}
 	filters, err := images.ParseFilters(args, time.Now())
 	if err != nil {

@@ -87,3 +87,8 @@ func TestConfirm(t *testing.T) {
 		assert.Check(t, is.Equal(out.String(), warnAll+"\nAre you sure you want to continue? [y/N] "))
 	}
 }
+
+func TestPruneAllDoesNotOverrideDanglingFilter(t *testing.T) {
+	_, err := runCLI(t, nil, "prune", "-a", "-f", "--filter", "dangling=true")
+	assert.Check(t, is.ErrorContains(err, "invalid filter 'dangling=true,false'"))
+}

@@ -38,7 +38,7 @@ func ParseFilterFlags(flags []string) (map[string][]string, error) {
 	for _, f := range flags {
 		key, value, ok := strings.Cut(f, "=")
 		if !ok || key == "" {
-			return nil, fmt.Errorf("bad format of filter (expected name=value): %q: %w", f, errdefs.ErrInvalidArgument)
+			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("bad format of filter (expected name=value): %q", f))
 		}
 		key = strings.ToLower(strings.TrimSpace(key))
 		args[key] = append(args[key], value)
@@ -64,11 +64,11 @@ func ParseFilters(args map[string][]string, now time.Time) (Filters, error) {
 	}
 	if values := args["until"]; len(values) > 0 {
 		if len(values) > 1 {
-			return Filters{}, fmt.Errorf("more than one until filter specified: %w", errdefs.ErrInvalidArgument)
+			return Filters{}, errdefs.ErrInvalidArgument.WithMessage("more than one until filter specified")
 		}
 		until, err := parseTimestamp(values[0], now)
 		if err != nil {
-			return Filters{}, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+			return Filters{}, errdefs.ErrInvalidArgument.WithMessage(err.Error())
 		}
 		f.Until = until
 	}
@@ -82,7 +82,7 @@ func invalidFilter(key string, values []string) error {
 	if values != nil {
 		msg += "=" + strings.Join(values, ",")
 	}
-	return fmt.Errorf("%s': %w", msg, errdefs.ErrInvalidArgument)
+	return errdefs.ErrInvalidArgument.WithMessage(msg + "'")
 }
 
 // parseBool accepts what Moby's GetBoolOrDefault does: one value, 1/true/0/false.

@@ -14,7 +14,7 @@ import (
 )
 
 // ErrPruneRunning is returned when a prune is asked for while one runs.
-var ErrPruneRunning = fmt.Errorf("a prune operation is already running: %w", errdefs.ErrConflict)
+var ErrPruneRunning = errdefs.ErrConflict.WithMessage("a prune operation is already running")
 
 // Report is Docker's prune report plus what failed and why.
 type Report struct {
