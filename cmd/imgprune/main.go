@@ -28,6 +28,12 @@ type globalOptions struct {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal stops the work and lets it report what it did; a
+		// second one kills the command as usual.
+		<-ctx.Done()
+		stop()
+	}()
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()
 	if err != nil {

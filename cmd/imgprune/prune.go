@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,16 +54,7 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 	if o.format != "text" && o.format != "json" {
 		return fmt.Errorf("invalid --format %q: use text or json", o.format)
 	}
-	args, err := images.ParseFilterFlags(o.filters)
-	if err != nil {
-		return err
-	}
-	if o.all && !slices.Contains(args["dangling"], "false") {
-		// As docker does, -a adds dangling=false to the user's filters: a
-		// contradicting dangling filter is then an error, not overridden.
-		args["dangling"] = append(args["dangling"], "false")
-	}
-	filters, err := images.ParseFilters(args, time.Now())
+	filters, err := o.parseFilters()
 	if err != nil {
 		return err
 	}
@@ -72,18 +64,15 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 			warning = warnAll
 		}
 		ok, err := confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), warning)
-		if err != nil {
+		if err != nil || !ok {
 			return err
 		}
-		if !ok {
-			return nil
-		}
 	}
-	svc, c, err := g.connect(cmd.Context())
+	svc, closer, err := g.connect(cmd.Context())
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer closer.Close()
 	var popts []images.PruneOpt
 	if o.dryRun {
 		popts = append(popts, images.DryRun())
@@ -92,22 +81,41 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 	if err != nil {
 		return err
 	}
+	return o.writeReport(cmd.OutOrStdout(), cmd.ErrOrStderr(), report)
+}
+
+// parseFilters reads --filter and -a as docker does: -a adds dangling=false
+// and its absence dangling=true, so a contradicting dangling filter is an
+// error rather than silently overridden.
+func (o pruneOptions) parseFilters() (images.Filters, error) {
+	args, err := images.ParseFilterFlags(o.filters)
+	if err != nil {
+		return images.Filters{}, err
+	}
+	if dangling := strconv.FormatBool(!o.all); !slices.Contains(args["dangling"], dangling) {
+		args["dangling"] = append(args["dangling"], dangling)
+	}
+	return images.ParseFilters(args, time.Now())
+}
+
+// writeReport prints the report in the chosen format on stdout, and the
+// warnings and failures on stderr. It fails when anything failed.
+func (o pruneOptions) writeReport(stdout, stderr io.Writer, report images.Report) error {
 	if o.format == "json" {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		if err := enc.Encode(report); err != nil {
+		if err := json.NewEncoder(stdout).Encode(report); err != nil {
 			return err
 		}
 	} else {
-		printReport(cmd.OutOrStdout(), report, o.dryRun)
+		printReport(stdout, report, o.dryRun)
 	}
 	for _, w := range report.Warnings {
-		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+		fmt.Fprintln(stderr, "warning:", w)
 	}
 	for _, f := range report.Failures {
-		fmt.Fprintf(cmd.ErrOrStderr(), "failed: %s: %s\n", f.Name, f.Error)
+		fmt.Fprintf(stderr, "failed: %s: %s\n", f.Name, f.Error)
 	}
 	if err := report.Err(); err != nil {
-		fmt.Fprintln(cmd.ErrOrStderr(), "imgprune:", err)
+		fmt.Fprintln(stderr, "imgprune:", err)
 		return exitError{err}
 	}
 	return nil
@@ -115,8 +123,8 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 
 // printReport prints report as `docker image prune` does.
 func printReport(w io.Writer, report images.Report, dryRun bool) {
-	var sb strings.Builder
 	if len(report.ImagesDeleted) > 0 {
+		var sb strings.Builder
 		if dryRun {
 			sb.WriteString("Would delete Images:\n")
 		} else {
@@ -129,13 +137,13 @@ func printReport(w io.Writer, report images.Report, dryRun bool) {
 				fmt.Fprintf(&sb, "deleted: %s\n", e.Deleted)
 			}
 		}
+		fmt.Fprintln(w, sb.String())
 	}
-	fmt.Fprintln(w, sb.String())
+	total := "Total reclaimed space:"
 	if dryRun {
-		fmt.Fprintln(w, "Total reclaimable space:", units.HumanSize(float64(report.SpaceReclaimed)))
-		return
+		total = "Total reclaimable space:"
 	}
-	fmt.Fprintln(w, "Total reclaimed space:", units.HumanSize(float64(report.SpaceReclaimed)))
+	fmt.Fprintln(w, total, units.HumanSize(float64(report.SpaceReclaimed)))
 }
 
 // confirm asks as docker does. Without a terminal there is nobody to ask, so

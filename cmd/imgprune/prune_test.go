@@ -28,7 +28,7 @@ func TestPrintReport(t *testing.T) {
 
 	out.Reset()
 	printReport(&out, images.Report{}, false)
-	assert.Check(t, is.Equal(out.String(), "\nTotal reclaimed space: 0B\n"))
+	assert.Check(t, is.Equal(out.String(), "Total reclaimed space: 0B\n"))
 
 	out.Reset()
 	printReport(&out, rep, true)
@@ -56,7 +56,7 @@ func TestPruneRejectsBadInputBeforeConnecting(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{args: []string{"prune", "-f", "--filter", "dangling=maybe"}, wantErr: "invalid filter 'dangling=maybe'"},
+		{args: []string{"prune", "-f", "--filter", "dangling=maybe"}, wantErr: "invalid filter 'dangling=maybe,true'"},
 		{args: []string{"prune", "-f", "--filter", "color=red"}, wantErr: "invalid filter 'color'"},
 		{args: []string{"prune", "-f", "--filter", "until"}, wantErr: "bad format of filter"},
 		{args: []string{"prune", "-f", "--format", "yaml"}, wantErr: `invalid --format "yaml"`},
@@ -88,7 +88,30 @@ func TestConfirm(t *testing.T) {
 	}
 }
 
-func TestPruneAllDoesNotOverrideDanglingFilter(t *testing.T) {
-	_, err := runCLI(t, nil, "prune", "-a", "-f", "--filter", "dangling=true")
-	assert.Check(t, is.ErrorContains(err, "invalid filter 'dangling=true,false'"))
+// TestPruneDanglingFilterIsDockers: like docker, -a adds dangling=false and
+// its absence dangling=true, so a contradicting filter is an error.
+func TestPruneDanglingFilterIsDockers(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{args: []string{"-a", "--filter", "dangling=true"}, wantErr: "invalid filter 'dangling=true,false'"},
+		{args: []string{"--filter", "dangling=false"}, wantErr: "invalid filter 'dangling=false,true'"},
+	} {
+		_, err := runCLI(t, nil, append([]string{"prune", "-f"}, tc.args...)...)
+		assert.Check(t, is.ErrorContains(err, tc.wantErr))
+	}
+	for _, tc := range []struct {
+		o    pruneOptions
+		want bool
+	}{
+		{o: pruneOptions{all: true, filters: []string{"dangling=false"}}, want: false},
+		{o: pruneOptions{filters: []string{"dangling=true"}}, want: true},
+		{o: pruneOptions{all: true}, want: false},
+		{o: pruneOptions{}, want: true},
+	} {
+		f, err := tc.o.parseFilters()
+		assert.Check(t, err)
+		assert.Check(t, is.Equal(f.DanglingOnly, tc.want), "%+v", tc.o)
+	}
 }

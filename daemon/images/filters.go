@@ -41,7 +41,7 @@ func ParseFilterFlags(flags []string) (map[string][]string, error) {
 			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("bad format of filter (expected name=value): %q", f))
 		}
 		key = strings.ToLower(strings.TrimSpace(key))
-		args[key] = append(args[key], value)
+		args[key] = append(args[key], strings.TrimSpace(value))
 	}
 	return args, nil
 }
