@@ -2,78 +2,122 @@ package images
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/errdefs"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // contentDir is where containerd's local content store keeps blobs, below
 // the daemon's root directory.
 const contentDir = "io.containerd.content.v1.content"
 
+// uuidFile is where a daemon keeps the UUID its introspection service
+// answers with, below its root directory.
+const uuidFile = "io.containerd.grpc.v1.introspection/uuid"
+
 // WithContainerdRoot lets the service look at the disk of a daemon on this
 // host: root is its root directory (/var/lib/containerd by default). A prune
 // then counts a blob as freed only once it is gone from the disk, since
-// containerd's collector forgets a blob whose unlink failed and never
-// retries it. A root that does not exist here (a remote daemon) is ignored.
+// containerd's collector forgets a blob whose unlink failed. The root is
+// only used when it is the connected daemon's own: a remote daemon's, or
+// another daemon's on this host, is ignored.
 func WithContainerdRoot(root string) Opt {
-	return func(s *Service) {
-		dir := filepath.Join(root, contentDir)
-		if st, err := os.Stat(dir); err == nil && st.IsDir() {
-			s.contentRoot = dir
+	return func(s *Service) { s.root = root }
+}
+
+// diskRoot returns the content directory to check, or "" when the disk of
+// the store is not this host's to look at.
+func (s *Service) diskRoot(ctx context.Context) string {
+	if s.root == "" {
+		return ""
+	}
+	dir := filepath.Join(s.root, contentDir)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return ""
+	}
+	if s.client != nil {
+		// Make sure the root is the connected daemon's: the daemon writes its
+		// UUID there when first asked for it.
+		info, err := s.client.Server(ctx)
+		if err != nil {
+			log.G(ctx).WithError(err).Debug("cannot tell the daemon's UUID; not checking the disk")
+			return ""
+		}
+		uuid, err := os.ReadFile(filepath.Join(s.root, uuidFile))
+		if err != nil || strings.TrimSpace(string(uuid)) != info.UUID {
+			log.G(ctx).WithField("root", s.root).Debug("the root is not the connected daemon's; not checking the disk")
+			return ""
 		}
 	}
+	return dir
 }
 
-func (s *Service) blobPath(d digest.Digest) string {
-	return filepath.Join(s.contentRoot, "blobs", d.Algorithm().String(), d.Encoded())
-}
-
-// sweepDisk checks that the freed blobs left the disk. A blob the collector
-// left behind is removed once more, when no namespace has taken it back;
-// one that stays is dropped from freed and reported.
+// sweepDisk checks that the freed blobs left the disk. When some did not,
+// containerd sweeps its content store once more; a blob still there after
+// that is dropped from freed and reported.
 func (s *Service) sweepDisk(ctx context.Context, freed map[digest.Digest]int64) []Failure {
-	if s.contentRoot == "" {
+	dir := s.diskRoot(ctx)
+	if dir == "" {
 		return nil
 	}
+	left := onDisk(dir, freed)
+	if len(left) == 0 {
+		return nil
+	}
+	log.G(ctx).WithField("blobs", len(left)).Warn("garbage collection left blobs on disk; sweeping again")
+	err := s.sweep(ctx)
 	var failures []Failure
-	for d := range freed {
-		path := s.blobPath(d)
-		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		err := s.removeForgottenBlob(ctx, d, path)
-		if err == nil {
-			log.G(ctx).WithField("blob", d).Warn("garbage collection left a blob on disk; removed it")
-			continue
-		}
+	for d := range onDisk(dir, left) {
 		delete(freed, d)
-		failures = append(failures, Failure{Name: d.String(), Error: fmt.Sprintf("garbage collection left the blob on disk and it could not be removed: %v; its bytes are not counted", err)})
+		msg := "garbage collection left the blob on disk; its bytes are not counted"
+		if err != nil {
+			msg += fmt.Sprintf(" (sweeping again failed: %v)", err)
+		}
+		failures = append(failures, Failure{Name: d.String(), Error: msg})
 	}
 	return failures
 }
 
-// removeForgottenBlob removes a blob file that no namespace references.
-func (s *Service) removeForgottenBlob(ctx context.Context, d digest.Digest, path string) error {
-	all, err := s.stores.Namespaces.List(ctx)
+// onDisk returns the blobs that still have a file in dir.
+func onDisk(dir string, blobs map[digest.Digest]int64) map[digest.Digest]int64 {
+	left := map[digest.Digest]int64{}
+	for d, size := range blobs {
+		path := filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
+		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+			left[d] = size
+		}
+	}
+	return left
+}
+
+// sweep makes containerd walk its content store and unlink every blob no
+// namespace references, under its own lock. It only does so after a
+// collection that removed content, so one is made to: a throwaway blob,
+// written under a lease that is then dropped.
+func (s *Service) sweep(ctx context.Context) error {
+	l, err := s.stores.Leases.Create(ctx, leases.WithRandomID())
 	if err != nil {
-		return fmt.Errorf("list namespaces: %w", err)
+		return err
 	}
-	for _, ns := range all {
-		_, err := s.stores.Content.Info(namespaces.WithNamespace(ctx, ns), d)
-		if err == nil {
-			return fmt.Errorf("namespace %s holds it again: %w", ns, errdefs.ErrConflict)
-		}
-		if !errdefs.IsNotFound(err) {
-			return err
-		}
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(nonce), Size: int64(len(nonce))}
+	werr := content.WriteBlob(leases.WithLease(ctx, l.ID), s.stores.Content, "imgprune-sweep-"+desc.Digest.Encoded(), strings.NewReader(string(nonce)), desc)
+	if err := s.stores.Leases.Delete(ctx, l); err != nil {
+		return err
 	}
-	return os.Remove(path)
+	if werr != nil {
+		return werr
+	}
+	return s.collect(ctx)
 }

@@ -14,62 +14,32 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// The labels containerd's garbage collector follows.
-const (
-	gcRoot       = "containerd.io/gc.root"
-	gcRefContent = "containerd.io/gc.ref.content"
-	gcRefSnap    = "containerd.io/gc.ref.snapshot."
-	gcExpire     = "containerd.io/gc.expire"
-)
-
-// snapKey names a snapshot: its snapshotter and key.
-type snapKey struct{ snapshotter, key string }
-
 // inventory is what the namespace holds besides image records, listed once:
 // content, snapshots and the garbage collector's other roots (containers,
-// unexpired leases, objects labelled as roots).
+// unexpired leases, objects labelled as roots) and back references.
 type inventory struct {
 	content   map[digest.Digest]content.Info
 	snapshots map[snapKey]snapshots.Info
 	roots     refs
-}
-
-// refs are references to content and snapshots.
-type refs struct {
-	content   []digest.Digest
-	snapshots []snapKey
-}
-
-// addLabels adds the references that labels carry for the garbage collector.
-func (r *refs) addLabels(labels map[string]string) {
-	for k, v := range labels {
-		switch {
-		case strings.HasPrefix(k, gcRefContent):
-			if d, err := digest.Parse(v); err == nil {
-				r.content = append(r.content, d)
-			}
-		case strings.HasPrefix(k, gcRefSnap):
-			name, _, _ := strings.Cut(strings.TrimPrefix(k, gcRefSnap), "/")
-			r.snapshots = append(r.snapshots, snapKey{name, v})
-		}
-	}
+	// flat are held by flat leases: kept, but not what they reference.
+	flat refs
+	// backRefs lists, for an object, the objects that say it references them.
+	backRefs map[node][]node
 }
 
 // takeInventory lists content, snapshots and roots of the namespace in ctx;
 // ctrs are its container records.
 func (s *Service) takeInventory(ctx context.Context, ctrs []containers.Container) (*inventory, error) {
-	inv := &inventory{content: map[digest.Digest]content.Info{}, snapshots: map[snapKey]snapshots.Info{}}
+	inv := &inventory{content: map[digest.Digest]content.Info{}, snapshots: map[snapKey]snapshots.Info{}, backRefs: map[node][]node{}}
 	snapshotters := map[string]bool{s.snapshotter: true}
 	err := s.stores.Content.Walk(ctx, func(info content.Info) error {
 		inv.content[info.Digest] = info
 		if _, ok := info.Labels[gcRoot]; ok {
 			inv.roots.content = append(inv.roots.content, info.Digest)
 		}
-		for k := range info.Labels {
-			if name, ok := strings.CutPrefix(k, gcRefSnap); ok {
-				name, _, _ = strings.Cut(name, "/")
-				snapshotters[name] = true
-			}
+		inv.addBackRefs(contentNode(info.Digest), info.Labels)
+		for _, k := range labelRefs(info.Labels).snapshots {
+			snapshotters[k.snapshotter] = true
 		}
 		return nil
 	})
@@ -81,9 +51,9 @@ func (s *Service) takeInventory(ctx context.Context, ctrs []containers.Container
 			inv.roots.snapshots = append(inv.roots.snapshots, snapKey{c.Snapshotter, c.SnapshotKey})
 			snapshotters[c.Snapshotter] = true
 		}
-		inv.roots.addLabels(c.Labels)
+		inv.roots.add(labelRefs(c.Labels))
 	}
-	if err := s.leaseRoots(ctx, &inv.roots, snapshotters); err != nil {
+	if err := s.leaseRoots(ctx, inv, snapshotters); err != nil {
 		return nil, err
 	}
 	for name := range snapshotters {
@@ -94,16 +64,21 @@ func (s *Service) takeInventory(ctx context.Context, ctrs []containers.Container
 	return inv, nil
 }
 
-// leaseRoots adds what unexpired leases hold: the garbage collector keeps it.
-func (s *Service) leaseRoots(ctx context.Context, r *refs, snapshotters map[string]bool) error {
+// leaseRoots adds what unexpired leases hold: the garbage collector keeps it,
+// and, unless the lease is flat, what it references.
+func (s *Service) leaseRoots(ctx context.Context, inv *inventory, snapshotters map[string]bool) error {
 	ls, err := s.stores.Leases.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list leases: %w", err)
 	}
-	now := s.now()
+	now := time.Now()
 	for _, l := range ls {
-		if exp, err := time.Parse(time.RFC3339, l.Labels[gcExpire]); err == nil && exp.Before(now) {
+		if exp, err := time.Parse(time.RFC3339, l.Labels[gcExpire]); err == nil && now.After(exp) {
 			continue
+		}
+		r := &inv.roots
+		if _, flat := l.Labels[gcFlat]; flat {
+			r = &inv.flat
 		}
 		resources, err := s.stores.Leases.ListResources(ctx, l)
 		if err != nil {
@@ -143,6 +118,7 @@ func (s *Service) walkSnapshots(ctx context.Context, name string, inv *inventory
 		if _, ok := info.Labels[gcRoot]; ok {
 			inv.roots.snapshots = append(inv.roots.snapshots, k)
 		}
+		inv.addBackRefs(snapshotNode(k), info.Labels)
 		return nil
 	})
 	// A snapshotter this daemon does not run holds nothing to count.
@@ -150,83 +126,6 @@ func (s *Service) walkSnapshots(ctx context.Context, name string, inv *inventory
 		return fmt.Errorf("list snapshots of %s: %w", name, err)
 	}
 	return nil
-}
-
-// mark returns what the garbage collector keeps when targets are the image
-// records left: everything reachable from them and from the other roots.
-func (inv *inventory) mark(targets []digest.Digest) (map[digest.Digest]bool, map[snapKey]bool) {
-	keptContent := map[digest.Digest]bool{}
-	keptSnaps := map[snapKey]bool{}
-	queue := refs{content: append(append([]digest.Digest(nil), targets...), inv.roots.content...), snapshots: append([]snapKey(nil), inv.roots.snapshots...)}
-	for len(queue.content)+len(queue.snapshots) > 0 {
-		if n := len(queue.content); n > 0 {
-			d := queue.content[n-1]
-			queue.content = queue.content[:n-1]
-			info, ok := inv.content[d]
-			if !ok || keptContent[d] {
-				continue
-			}
-			keptContent[d] = true
-			queue.addLabels(info.Labels)
-			continue
-		}
-		n := len(queue.snapshots)
-		k := queue.snapshots[n-1]
-		queue.snapshots = queue.snapshots[:n-1]
-		info, ok := inv.snapshots[k]
-		if !ok || keptSnaps[k] {
-			continue
-		}
-		keptSnaps[k] = true
-		if info.Parent != "" {
-			queue.snapshots = append(queue.snapshots, snapKey{k.snapshotter, info.Parent})
-		}
-		queue.addLabels(info.Labels)
-	}
-	return keptContent, keptSnaps
-}
-
-// reclaim is what leaves the disk when the garbage collector runs.
-type reclaim struct {
-	content   map[digest.Digest]int64
-	snapshots map[snapKey]int64
-}
-
-func (r reclaim) bytes() int64 {
-	var n int64
-	for _, size := range r.content {
-		n += size
-	}
-	for _, size := range r.snapshots {
-		n += size
-	}
-	return n
-}
-
-// predict computes what leaves the disk when only kept targets stay: content
-// and snapshots nothing reaches any more, less blobs another namespace holds.
-func (s *Service) predict(ctx context.Context, inv *inventory, kept []digest.Digest) (reclaim, error) {
-	keptContent, keptSnaps := inv.mark(kept)
-	r := reclaim{content: map[digest.Digest]int64{}, snapshots: map[snapKey]int64{}}
-	for d, info := range inv.content {
-		if !keptContent[d] {
-			r.content[d] = info.Size
-		}
-	}
-	if err := s.dropShared(ctx, r.content); err != nil {
-		return reclaim{}, err
-	}
-	for k := range inv.snapshots {
-		if keptSnaps[k] {
-			continue
-		}
-		usage, err := s.stores.Snapshotter(k.snapshotter).Usage(ctx, k.key)
-		if err != nil && !errdefs.IsNotFound(err) {
-			return reclaim{}, fmt.Errorf("usage of snapshot %s: %w", k.key, err)
-		}
-		r.snapshots[k] = usage.Size
-	}
-	return r, nil
 }
 
 // dropShared removes from blobs those another namespace holds: they stay on

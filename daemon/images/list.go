@@ -93,7 +93,7 @@ func (inv *inventory) size(target digest.Digest) int64 {
 		}
 		seen[d] = true
 		n += info.Size
-		queue.addLabels(info.Labels)
+		queue.add(labelRefs(info.Labels))
 	}
 	return n
 }

@@ -128,7 +128,7 @@ func planTarget(records []images.Image, u usage, f Filters, labels map[string]st
 	case used || !allNamesGo:
 		ensure = dangling == nil && allNamesGo && len(names) > 0
 		return tp, remove, nil, ensure
-	case len(names) == 0 && (dangling == nil || !matches || !f.matchCreated(dangling.CreatedAt)):
+	case len(names) == 0 && (dangling == nil || !matches || !f.matchCreated(createdAt(*dangling))):
 		return tp, nil, nil, false
 	}
 	tp.Gone = true

@@ -32,8 +32,8 @@ func record(name string, target digest.Digest, opts ...func(*images.Image)) imag
 	return r
 }
 
-func createdAt(t time.Time) func(*images.Image) { return func(r *images.Image) { r.CreatedAt = t } }
-func pinned(r *images.Image)                    { r.Labels = map[string]string{pinnedLabel: pinnedValue} }
+func withCreated(t time.Time) func(*images.Image) { return func(r *images.Image) { r.CreatedAt = t } }
+func pinned(r *images.Image)                      { r.Labels = map[string]string{pinnedLabel: pinnedValue} }
 
 // store is a snapshot where every target has its dangling record.
 func store(records ...images.Image) []images.Image {
@@ -176,7 +176,7 @@ func TestMakePlan(t *testing.T) {
 			name: "until keeps records created after it",
 			snapshot: Snapshot{Records: store(
 				record("docker.io/library/old:1", targetA),
-				record("docker.io/library/new:1", targetA, createdAt(epoch.Add(2*time.Hour))),
+				record("docker.io/library/new:1", targetA, withCreated(epoch.Add(2*time.Hour))),
 			)},
 			filters:    Filters{Until: epoch.Add(time.Hour)},
 			wantRemove: []string{"docker.io/library/old:1"},

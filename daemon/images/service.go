@@ -6,7 +6,6 @@ package images
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -73,10 +72,8 @@ type Service struct {
 	namespace   string
 	snapshotter string
 	listers     []ContainerLister
-	now         func() time.Time
-	// contentRoot is the daemon's content store directory when it is on
-	// this host, or empty.
-	contentRoot string
+	// root is the daemon's root directory, if it may be on this host.
+	root string
 
 	pruning sync.Mutex
 }
@@ -94,11 +91,6 @@ func WithContainerLister(l ContainerLister) Opt {
 	return func(s *Service) { s.listers = append(s.listers, l) }
 }
 
-// WithClock sets the clock that filters such as until=1h count from.
-func WithClock(now func() time.Time) Opt {
-	return func(s *Service) { s.now = now }
-}
-
 // WithClient lets the service load and unpack archives through c.
 func WithClient(c *client.Client) Opt {
 	return func(s *Service) { s.client = c }
@@ -110,7 +102,6 @@ func New(stores Stores, namespace string, opts ...Opt) *Service {
 		stores:      stores,
 		namespace:   namespace,
 		snapshotter: DefaultSnapshotter,
-		now:         time.Now,
 	}
 	for _, o := range opts {
 		o(s)

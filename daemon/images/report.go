@@ -1,0 +1,135 @@
+package images
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/image"
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrPruneRunning is returned when a prune is asked for while one runs.
+var ErrPruneRunning = errdefs.ErrConflict.WithMessage("a prune operation is already running")
+
+// Report is Docker's prune report plus what failed and why.
+type Report struct {
+	image.PruneReport
+	// Failures are the records and blobs the prune could not remove.
+	Failures []Failure `json:"Failures,omitempty"`
+	// Warnings are things the prune worked around, such as a container
+	// whose image reference could not be resolved.
+	Warnings []string `json:"Warnings,omitempty"`
+	// planned and pruned count images (names, and targets without one) the
+	// prune set out to remove and did remove.
+	planned, pruned int
+}
+
+// Failure is one thing a prune could not remove.
+type Failure struct {
+	Name  string `json:"Name"`
+	Error string `json:"Error"`
+}
+
+// Err summarises the failures, or is nil when nothing failed.
+func (r Report) Err() error {
+	if len(r.Failures) == 0 {
+		return nil
+	}
+	if failed := r.planned - r.pruned; failed > 0 {
+		return fmt.Errorf("pruned %d of %d images; %d failed", r.pruned, r.planned, failed)
+	}
+	return fmt.Errorf("pruned %d of %d images; %d failed to be cleaned up", r.pruned, r.planned, len(r.Failures))
+}
+
+// account reports what the prune did. Reclaimed bytes are those predicted to
+// leave that did: blobs and snapshots gone after the collection, that no
+// other namespace holds, and, where the disk can be seen, gone from it. What
+// other clients freed meanwhile is not this prune's to count. An error here
+// costs the byte count, never the record of what was removed.
+func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []containers.Container, predicted reclaim, done applied) Report {
+	rep := Report{Failures: done.failures, Warnings: plan.Warnings}
+	after, err := s.takeInventory(ctx, ctrRecords)
+	if err != nil {
+		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
+	}
+	goneTarget := func(digest.Digest) bool { return false }
+	if after != nil {
+		freed, failures := s.freed(ctx, predicted, after)
+		rep.Failures = append(rep.Failures, failures...)
+		rep.SpaceReclaimed = uint64(freed.bytes())
+		goneTarget = func(d digest.Digest) bool { _, ok := after.content[d]; return !ok }
+	}
+	for _, tp := range plan.Targets {
+		var untagged []string
+		for _, name := range tp.Untag {
+			if done.removed[name] {
+				untagged = append(untagged, name)
+			}
+			if !done.leftAlone[name] {
+				rep.planned++
+			}
+		}
+		rep.pruned += len(untagged)
+		nameless := tp.Gone && !tp.Named
+		danglingGone := done.removed[danglingName(tp.Target.Digest)]
+		if nameless && !done.leftAlone[danglingName(tp.Target.Digest)] {
+			rep.planned++
+			if danglingGone {
+				rep.pruned++
+			}
+		}
+		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, untagged, nameless && danglingGone, tp.Gone && goneTarget(tp.Target.Digest))...)
+	}
+	return rep
+}
+
+// freed is what left among what was predicted to leave.
+func (s *Service) freed(ctx context.Context, predicted reclaim, after *inventory) (reclaim, []Failure) {
+	freed := reclaim{content: map[digest.Digest]int64{}, snapshots: map[snapKey]int64{}}
+	for d, size := range predicted.content {
+		if _, ok := after.content[d]; !ok {
+			freed.content[d] = size
+		}
+	}
+	for k, size := range predicted.snapshots {
+		if _, ok := after.snapshots[k]; !ok {
+			freed.snapshots[k] = size
+		}
+	}
+	var failures []Failure
+	// A namespace may have taken a blob in since the prediction.
+	if err := s.dropShared(ctx, freed.content); err != nil {
+		failures = append(failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell which blobs other namespaces hold, so no content is counted: %v", err)})
+		clear(freed.content)
+	}
+	return freed, append(failures, s.sweepDisk(ctx, freed.content)...)
+}
+
+// predictedReport is the report the prune would give.
+func predictedReport(plan Plan, predicted reclaim) Report {
+	rep := Report{Warnings: plan.Warnings}
+	rep.SpaceReclaimed = uint64(predicted.bytes())
+	for _, tp := range plan.Targets {
+		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, tp.Untag, tp.Gone && !tp.Named, tp.Gone && predicted.unreachable[tp.Target.Digest])...)
+	}
+	return rep
+}
+
+// reportEntries are the report lines of one target: its names untagged, its
+// digest when its dangling record went and it had no name, then the target
+// when its content went.
+func reportEntries(tp TargetPlan, untagged []string, danglingGone, contentGone bool) []image.DeleteResponse {
+	var out []image.DeleteResponse
+	for _, name := range untagged {
+		out = append(out, image.DeleteResponse{Untagged: FamiliarName(name)})
+	}
+	if danglingGone {
+		out = append(out, image.DeleteResponse{Untagged: tp.Target.Digest.String()})
+	}
+	if contentGone {
+		out = append(out, image.DeleteResponse{Deleted: tp.Target.Digest.String()})
+	}
+	return out
+}
