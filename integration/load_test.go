@@ -148,3 +148,23 @@ func TestLoadDockerArchive(t *testing.T) {
 	assert.Check(t, err != nil)
 	assert.Check(t, is.Len(e.names(), 2), "a bad archive changes nothing")
 }
+
+// TestLoadKeepsTheTargetItRenames: a load that moves a name another tool
+// made leaves the old target counted, so its content survives.
+func TestLoadKeepsTheTargetItRenames(t *testing.T) {
+	e := newEnv(t)
+	old := testimage.New(testimage.WithNames("example.com/app:1"), testimage.WithLayers(layer(t, "old")))
+	e.write(old)
+	e.container("c1", old.Target.Digest.String(), nil)
+	newer := testimage.New(testimage.WithNames("example.com/app:1"), testimage.WithLayers(layer(t, "new")))
+	var archive bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&archive, newer))
+
+	_, err := e.svc.Load(e.ctx, &archive)
+	assert.NilError(t, err)
+
+	names := e.names()
+	assert.Check(t, is.Equal(names["example.com/app:1"], newer.Target.Digest))
+	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
+	assert.Check(t, e.hasContent(old), "the renamed target's content was collected")
+}

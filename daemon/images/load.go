@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
@@ -31,8 +32,21 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	// Released synchronously: what the archive brought that no record keeps
 	// (its index, say) is gone when Load returns, not at some later
 	// collection that would race the next prune's accounting.
-	defer s.stores.Leases.Delete(context.WithoutCancel(ctx), lease, leases.SynchronousDelete)
+	defer func() {
+		if err := s.stores.Leases.Delete(context.WithoutCancel(ctx), lease, leases.SynchronousDelete); err != nil {
+			log.G(ctx).WithError(err).Warn("release the load's lease; it expires by itself")
+		}
+	}()
 	ctx = leases.WithLease(ctx, lease.ID)
+	// The import moves names the archive shares with the store; the targets
+	// they leave must keep their refcount.
+	records, err := s.stores.Images.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load: list images: %w", err)
+	}
+	if _, err := s.adopt(ctx, records, true); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
 
 	imported, err := s.client.Import(ctx, archive,
 		client.WithImageRefTranslator(refName),
