@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/metadata"
@@ -34,10 +35,29 @@ const (
 	snapshotDir = "io.containerd.snapshotter.v1."
 )
 
-// OpenEmbedded opens the store under root, creating it when it is empty.
-// It fails with a Conflict when a running daemon holds it.
-func OpenEmbedded(ctx context.Context, root string) (*Embedded, error) {
-	if err := os.MkdirAll(filepath.Join(root, metadataDir), 0o711); err != nil {
+// EmbeddedOpt configures OpenEmbedded.
+type EmbeddedOpt func(*embeddedOptions)
+
+type embeddedOptions struct{ create bool }
+
+// CreateStore lets OpenEmbedded create a new, empty store where there is
+// none, as tests need. Without it, a root that holds no store is an error, so
+// that a mistyped root changes nothing.
+func CreateStore() EmbeddedOpt { return func(o *embeddedOptions) { o.create = true } }
+
+// OpenEmbedded opens the store under root. It fails with NotFound when root
+// holds no store, with Conflict when a running daemon holds it, and with
+// NotImplemented when it has snapshots of a snapshotter it cannot open.
+func OpenEmbedded(ctx context.Context, root string, opts ...EmbeddedOpt) (*Embedded, error) {
+	var o embeddedOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	metaDB := filepath.Join(root, metadataDir, "meta.db")
+	if !o.create && !exists(metaDB) {
+		return nil, errdefs.ErrNotFound.WithMessage(fmt.Sprintf("no containerd store under %s: %s does not exist", root, metaDB))
+	}
+	if err := os.MkdirAll(filepath.Dir(metaDB), 0o711); err != nil {
 		return nil, fmt.Errorf("open store at %s: %w", root, err)
 	}
 	cs, err := local.NewStore(filepath.Join(root, contentDir))
@@ -51,22 +71,60 @@ func OpenEmbedded(ctx context.Context, root string) (*Embedded, error) {
 	options := *bolt.DefaultOptions
 	options.NoFreelistSync = true // as containerd opens it
 	options.Timeout = time.Second
-	bdb, err := bolt.Open(filepath.Join(root, metadataDir, "meta.db"), 0o644, &options)
+	bdb, err := bolt.Open(metaDB, 0o644, &options)
 	if err != nil {
 		closeAll(sns)
 	}
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("the store at %s is in use, is containerd running? Use its socket (--address) instead: %w", root, errdefs.ErrConflict)
+		return nil, errdefs.ErrConflict.WithMessage(fmt.Sprintf("the store under %s is in use, is containerd running? Use its socket (--address) instead", root))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata at %s: %w", root, err)
 	}
 	e := &Embedded{root: root, bolt: bdb, db: metadata.NewDB(bdb, cs, sns), snapshotters: sns}
+	if err := e.checkSnapshotters(); err != nil {
+		e.Close()
+		return nil, err
+	}
 	if err := e.db.Init(ctx); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("open metadata at %s: %w", root, err)
 	}
 	return e, nil
+}
+
+// checkSnapshotters refuses a store with snapshots of a snapshotter it did
+// not open: the collection would drop their records and leave their data on
+// disk, uncounted.
+func (e *Embedded) checkSnapshotters() error {
+	var unknown []string
+	err := e.bolt.View(func(tx *bolt.Tx) error {
+		v1 := tx.Bucket([]byte("v1"))
+		if v1 == nil {
+			return nil
+		}
+		return v1.ForEach(func(ns, v []byte) error {
+			sbkt := v1.Bucket(ns)
+			if v != nil || sbkt == nil || sbkt.Bucket([]byte("snapshots")) == nil {
+				return nil
+			}
+			sbkt = sbkt.Bucket([]byte("snapshots"))
+			return sbkt.ForEach(func(name, v []byte) error {
+				b := sbkt.Bucket(name)
+				if k, _ := b.Cursor().First(); v == nil && k != nil && e.snapshotters[string(name)] == nil {
+					unknown = append(unknown, string(ns)+"/"+string(name))
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("read snapshotters of %s: %w", e.root, err)
+	}
+	if len(unknown) > 0 {
+		return errdefs.ErrNotImplemented.WithMessage(fmt.Sprintf("the store under %s has snapshots of snapshotters an offline prune cannot open (%s); prune through containerd's socket", e.root, strings.Join(unknown, ", ")))
+	}
+	return nil
 }
 
 // openSnapshotters opens the snapshotters that have state under root, and

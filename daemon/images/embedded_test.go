@@ -20,7 +20,7 @@ import (
 
 func openEmbedded(t *testing.T) *imgsvc.Embedded {
 	t.Helper()
-	e, err := imgsvc.OpenEmbedded(context.Background(), t.TempDir())
+	e, err := imgsvc.OpenEmbedded(context.Background(), t.TempDir(), imgsvc.CreateStore())
 	assert.NilError(t, err)
 	t.Cleanup(func() { e.Close() })
 	return e
@@ -76,4 +76,15 @@ func TestEmbeddedRefusesStoreInUse(t *testing.T) {
 	_, err := imgsvc.OpenEmbedded(context.Background(), e.Root())
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
 	assert.Check(t, is.ErrorContains(err, "is containerd running?"))
+}
+
+// TestEmbeddedNeedsAStore: a root without a store is an error that creates
+// nothing there.
+func TestEmbeddedNeedsAStore(t *testing.T) {
+	root := t.TempDir()
+	_, err := imgsvc.OpenEmbedded(context.Background(), root)
+	assert.Check(t, errdefs.IsNotFound(err), "got %v", err)
+	entries, err := os.ReadDir(root)
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(entries, 0))
 }
