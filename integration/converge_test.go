@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/errdefs"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -194,4 +198,67 @@ func (s cancellingStore) Delete(ctx context.Context, name string, opts ...images
 		s.cancel()
 	}
 	return err
+}
+
+// TestInterruptedPruneWithUntilConverges: a target an interrupted prune
+// left nameless is as old as when it entered, so the same until filter
+// finishes it next time.
+func TestInterruptedPruneWithUntilConverges(t *testing.T) {
+	e := newEnv(t)
+	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
+	e.write(a, b)
+	until := time.Now().UTC().Format(time.RFC3339Nano)
+	time.Sleep(10 * time.Millisecond) // the adoption below comes after until
+	var left atomic.Int32
+	left.Store(2) // both names go, no dangling record does
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = interruptingStore{Store: stores.Images, left: &left}
+	args, err := imgsvc.ParseFilterFlags([]string{"until=" + until})
+	assert.NilError(t, err)
+	f, err := imgsvc.ParseFilters(args, time.Now())
+	assert.NilError(t, err)
+	f.DanglingOnly = false
+
+	first, err := imgsvc.New(stores, e.ns).Prune(e.ctx, f)
+	assert.NilError(t, err)
+	assert.Check(t, first.Err() != nil)
+	assert.Check(t, is.Len(e.names(), 2), "only the dangling records are left")
+
+	second := e.prune([]string{"dangling=false", "until=" + until})
+	assert.Check(t, second.Err())
+	assert.Check(t, is.Len(e.names(), 0))
+	assert.Check(t, e.hasNoContent(a))
+	assert.Check(t, e.hasNoContent(b))
+}
+
+// TestPruneLockIsSharedBetweenServices: two services (two processes, say)
+// cannot prune one namespace at once; a lock left by a prune that died is
+// taken over once it expired.
+func TestPruneLockIsSharedBetweenServices(t *testing.T) {
+	e := newEnv(t)
+	stores := imgsvc.StoresFromClient(e.client)
+	blocking := blockingStore{Store: stores.Images, entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
+	stores.Images = blocking
+	first := imgsvc.New(stores, e.ns)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := first.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+		errc <- err
+	}()
+	<-blocking.entered
+
+	other := imgsvc.NewFromClient(e.client, e.ns)
+	_, err := other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+	_, err = other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true}, imgsvc.DryRun())
+	assert.Check(t, err, "a dry run runs beside a prune")
+	close(blocking.release)
+	assert.Check(t, <-errc)
+
+	// A lock whose holder died: expired, it is taken over.
+	_, err = e.client.LeasesService().Create(e.nsCtx(), leases.WithID("imgprune.prune"), leases.WithLabel("containerd.io/gc.expire", time.Now().Add(-time.Minute).Format(time.RFC3339)))
+	assert.NilError(t, err)
+	_, err = other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	assert.Check(t, err)
 }

@@ -342,3 +342,25 @@ func TestDryRunChangesNothing(t *testing.T) {
 	assert.Check(t, is.Equal(rep.SpaceReclaimed, dry.SpaceReclaimed))
 	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(a.Size()+dangling.Size())))
 }
+
+// TestPruneReportsRecordWhoseContentStays: a nameless image whose content a
+// lease holds loses its record: the report says so, and does not say its
+// content was deleted.
+func TestPruneReportsRecordWhoseContentStays(t *testing.T) {
+	e := newEnv(t)
+	img := testimage.New(testimage.WithLayers(layer(t, "held")))
+	e.writeDangling(img)
+	l, err := e.client.LeasesService().Create(e.nsCtx(), leases.WithRandomID())
+	assert.NilError(t, err)
+	assert.NilError(t, e.client.LeasesService().AddResource(e.nsCtx(), l, leases.Resource{ID: img.Target.Digest.String(), Type: "content"}))
+
+	dry := e.prune(nil, imgsvc.DryRun())
+	rep := e.prune(nil)
+
+	want := []image.DeleteResponse{{Untagged: img.Target.Digest.String()}}
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, want))
+	assert.Check(t, is.DeepEqual(dry.ImagesDeleted, want))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+	assert.Check(t, rep.Err())
+	assert.Check(t, is.Len(e.names(), 0))
+}
