@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/containerd/containerd/v2/client"
+	dockerclient "github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
 	"github.com/imgprune/imgprune/daemon/images"
@@ -24,6 +25,7 @@ type globalOptions struct {
 	snapshotter string
 	root        string
 	offline     bool
+	dockerHost  string
 }
 
 func main() {
@@ -60,6 +62,7 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&opts.address, "address", envOr("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket address (env CONTAINERD_ADDRESS)")
 	flags.StringVarP(&opts.namespace, "namespace", "n", envOr("CONTAINERD_NAMESPACE", "moby"), "containerd namespace (env CONTAINERD_NAMESPACE)")
 	flags.StringVar(&opts.root, "root", envOr("CONTAINERD_ROOT", "/var/lib/containerd"), "containerd root directory, to check that freed blobs left the disk when the daemon runs on this host (env CONTAINERD_ROOT)")
+	flags.StringVar(&opts.dockerHost, "docker-host", os.Getenv("DOCKER_HOST"), `Docker Engine whose containers also use the images (env DOCKER_HOST); by default `+defaultDockerSocket+` when it exists; "none" for no engine`)
 	flags.BoolVar(&opts.offline, "offline", false, "open the store under --root in-process instead of through the socket, for hosts where containerd is stopped or cannot start")
 	flags.StringVar(&opts.snapshotter, "snapshotter", envOr("CONTAINERD_SNAPSHOTTER", images.DefaultSnapshotter), "snapshotter to unpack into (env CONTAINERD_SNAPSHOTTER)")
 	root.AddCommand(
@@ -83,16 +86,63 @@ func envOr(key, fallback string) string {
 // daemon's socket, or in-process with --offline. The caller closes the
 // returned closer.
 func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer, error) {
+	opts := []images.Opt{images.WithSnapshotter(o.snapshotter)}
+	var open closers
+	docker, err := o.docker()
+	if err != nil {
+		return nil, nil, err
+	}
+	if docker != nil {
+		opts = append(opts, images.WithContainerLister(images.DockerContainers{Client: docker}))
+		open = append(open, docker)
+	}
 	if o.offline {
 		e, err := images.OpenEmbedded(ctx, o.root)
 		if err != nil {
+			open.Close()
 			return nil, nil, err
 		}
-		return images.NewEmbedded(e, o.namespace, images.WithSnapshotter(o.snapshotter)), e, nil
+		return images.NewEmbedded(e, o.namespace, opts...), append(open, e), nil
 	}
 	c, err := client.New(o.address, client.WithDefaultNamespace(o.namespace))
 	if err != nil {
+		open.Close()
 		return nil, nil, fmt.Errorf("connect to containerd at %s: %w", o.address, err)
 	}
-	return images.NewFromClient(c, o.namespace, images.WithSnapshotter(o.snapshotter), images.WithContainerdRoot(o.root)), c, nil
+	opts = append(opts, images.WithContainerdRoot(o.root))
+	return images.NewFromClient(c, o.namespace, opts...), append(open, c), nil
+}
+
+// closers close together.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+const defaultDockerSocket = "/var/run/docker.sock"
+
+// docker returns the client of the Docker Engine whose containers count, or
+// nil when there is none. A Docker host's engine knows containers containerd
+// does not (created and stopped ones): its images are not pruned blind.
+func (o *globalOptions) docker() (*dockerclient.Client, error) {
+	host := o.dockerHost
+	switch {
+	case host == "none":
+		return nil, nil
+	case host == "":
+		if _, err := os.Stat(defaultDockerSocket); err != nil {
+			return nil, nil
+		}
+		host = "unix://" + defaultDockerSocket
+	}
+	c, err := dockerclient.New(dockerclient.WithHost(host), dockerclient.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker host %s: %w", host, err)
+	}
+	return c, nil
 }

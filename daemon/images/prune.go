@@ -69,15 +69,16 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 
 // snapshot lists what a plan decides on, adopting records other tools made.
 func (s *Service) snapshot(ctx context.Context, f Filters, ctrRecords []containers.Container, adopt bool) (Snapshot, error) {
+	// Containers first: a prune that cannot know them changes nothing.
+	ctrs, err := s.listContainers(ctx, ctrRecords)
+	if err != nil {
+		return Snapshot{}, err
+	}
 	records, err := s.stores.Images.List(ctx)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("list images: %w", err)
 	}
 	if records, err = s.adopt(ctx, records, adopt); err != nil {
-		return Snapshot{}, err
-	}
-	ctrs, err := s.listContainers(ctx, ctrRecords)
-	if err != nil {
 		return Snapshot{}, err
 	}
 	snap := Snapshot{Records: records, Containers: ctrs}
