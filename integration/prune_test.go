@@ -230,15 +230,6 @@ func TestPruneFilters(t *testing.T) {
 	}
 }
 
-func TestPruneRejectsBadFilters(t *testing.T) {
-	for _, flags := range [][]string{{"dangling=maybe"}, {"foo=bar"}, {"until=soon"}} {
-		args, err := imgsvc.ParseFilterFlags(flags)
-		assert.NilError(t, err)
-		_, err = imgsvc.ParseFilters(args, time.Now())
-		assert.Check(t, errdefs.IsInvalidArgument(err), "%v: %v", flags, err)
-	}
-}
-
 // failingStore fails the deletion of one name.
 type failingStore struct {
 	images.Store

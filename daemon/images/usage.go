@@ -3,7 +3,7 @@ package images
 import (
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/images"
@@ -106,9 +106,6 @@ func (r resolver) resolve(ref string) (resolution, error) {
 		}
 		return resolution{}, fmt.Errorf("invalid reference: %w", err)
 	}
-	if len(ref) == 64 && shortID.MatchString(ref) {
-		return r.byIDPrefix(ref)
-	}
 	if canonical, ok := named.(reference.Canonical); ok {
 		res := resolution{targets: []digest.Digest{canonical.Digest()}}
 		if tagged, ok := named.(reference.Tagged); ok {
@@ -149,7 +146,7 @@ func (r resolver) byIDPrefix(hex string) (resolution, error) {
 			matches = append(matches, t)
 		}
 	}
-	sort.Slice(matches, func(i, j int) bool { return matches[i] < matches[j] })
+	slices.Sort(matches)
 	switch len(matches) {
 	case 0:
 		return resolution{}, fmt.Errorf("no image with ID sha256:%s", hex)
