@@ -48,7 +48,7 @@ func TestPruneKeepsImagesOfDockerContainers(t *testing.T) {
 		{ID: "web", Image: "web:1", ImageID: byName.Target.Digest.String(), State: "exited"},
 		{ID: "db", Image: byID.Target.Digest.String(), ImageID: byID.Target.Digest.String(), State: "created"},
 	}, http.StatusOK)
-	docker, err := dockerclient.New(dockerclient.WithHost(host), dockerclient.WithAPIVersionNegotiation())
+	docker, err := dockerclient.New(dockerclient.WithHost(host))
 	assert.NilError(t, err)
 	defer docker.Close()
 	e := newEnv(t, imgsvc.WithContainerLister(imgsvc.DockerContainers{Client: docker}))

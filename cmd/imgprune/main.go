@@ -140,7 +140,7 @@ func (o *globalOptions) docker() (*dockerclient.Client, error) {
 		}
 		host = "unix://" + defaultDockerSocket
 	}
-	c, err := dockerclient.New(dockerclient.WithHost(host), dockerclient.WithAPIVersionNegotiation())
+	c, err := dockerclient.New(dockerclient.WithHost(host))
 	if err != nil {
 		return nil, fmt.Errorf("docker host %s: %w", host, err)
 	}
