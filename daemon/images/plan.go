@@ -66,16 +66,16 @@ func MakePlan(s Snapshot, f Filters) Plan {
 	p := Plan{Warnings: u.warnings}
 	var dangling []images.Image
 	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
-		tp, names, dang, ensure := planTarget(byTarget[target], u, f, s.Labels[target])
-		if ensure {
-			p.EnsureDangling = append(p.EnsureDangling, tp.Target)
+		d := decide(byTarget[target], u, f, s.Labels[target])
+		if d.ensureDangling {
+			p.EnsureDangling = append(p.EnsureDangling, d.plan.Target)
 		}
-		p.Remove = append(p.Remove, names...)
-		if dang != nil {
-			dangling = append(dangling, *dang)
+		p.Remove = append(p.Remove, d.removeNames...)
+		if d.removeDangling != nil {
+			dangling = append(dangling, *d.removeDangling)
 		}
-		if len(tp.Untag) > 0 || tp.Gone {
-			p.Targets = append(p.Targets, tp)
+		if len(d.plan.Untag) > 0 || d.plan.Gone {
+			p.Targets = append(p.Targets, d.plan)
 		}
 	}
 	slices.SortFunc(p.Remove, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
@@ -84,11 +84,19 @@ func MakePlan(s Snapshot, f Filters) Plan {
 	return p
 }
 
-// planTarget decides on the records of one target. It returns the plan for
-// the target, the named records to remove, the dangling record to remove (if
-// any) and whether a dangling record must be created first.
-func planTarget(records []images.Image, u usage, f Filters, labels map[string]string) (tp TargetPlan, remove []images.Image, dangling *images.Image, ensure bool) {
+// decision is what a prune does with the records of one target.
+type decision struct {
+	plan           TargetPlan
+	removeNames    []images.Image
+	removeDangling *images.Image
+	// ensureDangling: the dangling record must be made before names go.
+	ensureDangling bool
+}
+
+// decide decides on the records of one target.
+func decide(records []images.Image, u usage, f Filters, labels map[string]string) decision {
 	var names []images.Image
+	var dangling *images.Image
 	for i, r := range records {
 		if isDangling(r.Name) {
 			dangling = &records[i]
@@ -97,40 +105,35 @@ func planTarget(records []images.Image, u usage, f Filters, labels map[string]st
 		}
 	}
 	slices.SortFunc(names, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
-	tp = TargetPlan{Target: records[0].Target, Named: len(names) > 0}
-	if dangling != nil {
-		tp.Target = dangling.Target
+	d := decision{plan: TargetPlan{Target: records[0].Target, Named: len(names) > 0}}
+	if slices.ContainsFunc(records, isPinned) {
+		return d
 	}
-	for _, r := range records {
-		if isPinned(r) {
-			return tp, nil, nil, false
-		}
-	}
-	used := u.targets[tp.Target.Digest]
+	target := d.plan.Target.Digest
+	used := u.targets[target]
 	matches := f.matchLabels(labels)
 	if !f.DanglingOnly && matches {
 		for _, r := range names {
 			if !u.names[r.Name] && f.matchCreated(r.CreatedAt) {
-				remove = append(remove, r)
+				d.removeNames = append(d.removeNames, r)
 			}
 		}
 	}
-	allNamesGo := len(remove) == len(names)
-	if used && u.keepOne[tp.Target.Digest] && len(names) > 0 && allNamesGo {
+	allNamesGo := len(d.removeNames) == len(names)
+	if used && u.keepOne[target] && len(names) > 0 && allNamesGo {
 		// Created by ID or digest: keep the alphabetically last name.
-		remove = remove[:len(remove)-1]
+		d.removeNames = d.removeNames[:len(d.removeNames)-1]
 		allNamesGo = false
 	}
-	for _, r := range remove {
-		tp.Untag = append(tp.Untag, r.Name)
+	for _, r := range d.removeNames {
+		d.plan.Untag = append(d.plan.Untag, r.Name)
 	}
 	switch {
 	case used || !allNamesGo:
-		ensure = dangling == nil && allNamesGo && len(names) > 0
-		return tp, remove, nil, ensure
-	case len(names) == 0 && (dangling == nil || !matches || !f.matchCreated(createdAt(*dangling))):
-		return tp, nil, nil, false
+		d.ensureDangling = dangling == nil && allNamesGo && len(names) > 0
+	case len(names) > 0 || (dangling != nil && matches && f.matchCreated(createdAt(*dangling))):
+		d.plan.Gone = true
+		d.removeDangling = dangling
 	}
-	tp.Gone = true
-	return tp, remove, dangling, false
+	return d
 }
