@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -256,9 +259,82 @@ func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 	close(blocking.release)
 	assert.Check(t, <-errc)
 
-	// A lock whose holder died: expired, it is taken over.
-	_, err = e.client.LeasesService().Create(e.nsCtx(), leases.WithID("imgprune.prune"), leases.WithLabel("containerd.io/gc.expire", time.Now().Add(-time.Minute).Format(time.RFC3339)))
+	// A lock whose holder on this host died is taken over; one whose holder
+	// lives is not.
+	dead := exec.Command("true")
+	assert.NilError(t, dead.Run())
+	host, _ := os.Hostname()
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	assert.NilError(t, err)
+	holder := func(pid int) string {
+		return fmt.Sprintf("%s.%s.%d.test", host, strings.ReplaceAll(strings.TrimSpace(string(boot)), "-", ""), pid)
+	}
+	lock := func(pid int) {
+		_, err := e.client.LeasesService().Create(e.nsCtx(), leases.WithID("imgprune.prune"), leases.WithLabel("org.imgprune.lock.holder", holder(pid)))
+		assert.NilError(t, err)
+	}
+	lock(dead.Process.Pid)
 	_, err = other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
 	assert.Check(t, err)
+	lock(os.Getpid())
+	_, err = other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+	assert.Check(t, is.ErrorContains(err, fmt.Sprintf("process %d on %s", os.Getpid(), host)))
+}
+
+// danglingRemovingStore removes a target's dangling record just before it
+// deletes name, as another client might.
+type danglingRemovingStore struct {
+	images.Store
+	name     string
+	dangling string
+}
+
+func (s danglingRemovingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	if name == s.name {
+		if err := s.Store.Delete(ctx, s.dangling); err != nil {
+			return err
+		}
+	}
+	return s.Store.Delete(ctx, name, opts...)
+}
+
+// TestPruneKeepsUsedContentWhenDanglingRecordVanishes: a used target losing
+// its last name keeps its content even when another client removes its
+// dangling record while the prune runs.
+func TestPruneKeepsUsedContentWhenDanglingRecordVanishes(t *testing.T) {
+	e := newEnv(t)
+	img := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	e.write(img)
+	e.container("c1", "example.com/gone:1", map[string]string{imgsvc.ImageIDLabel: img.Target.Digest.String()})
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = danglingRemovingStore{Store: stores.Images, name: "example.com/a:1", dangling: "moby-dangling@" + img.Target.Digest.String()}
+
+	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, imgsvc.Filters{})
+	assert.NilError(t, err)
+
+	assert.Check(t, rep.Err())
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+	assert.Check(t, e.hasContent(img))
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest}))
+}
+
+// TestPruneFailedNameDoesNotStopItsSiblings: one name of a target failing
+// does not keep the target's other names; it keeps its dangling record.
+func TestPruneFailedNameDoesNotStopItsSiblings(t *testing.T) {
+	e := newEnv(t)
+	img := testimage.New(testimage.WithNames("example.com/a:1", "example.com/a:2", "example.com/a:3"), testimage.WithLayers(layer(t, "a")))
+	e.write(img)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = failingStore{Store: stores.Images, fail: "example.com/a:1"}
+
+	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, imgsvc.Filters{})
+	assert.NilError(t, err)
+
+	assert.Check(t, is.Error(rep.Err(), "pruned 2 of 3 images; 1 failed"))
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{
+		"example.com/a:1": img.Target.Digest,
+		"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest,
+	}))
+	assert.Check(t, e.hasContent(img))
 }

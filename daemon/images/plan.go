@@ -26,7 +26,8 @@ type Plan struct {
 	// prune leaves every target it did not finish still counted.
 	Remove []images.Image
 	// EnsureDangling lists targets that lose their last name but must keep
-	// their content: their dangling record is created before any name goes.
+	// their content: their dangling record is made sure of before any name
+	// goes.
 	EnsureDangling []ocispec.Descriptor
 	// Targets lists, in report order, every target the prune touches:
 	// named ones by their first name removed, then the others by digest.
@@ -130,7 +131,10 @@ func decide(records []images.Image, u usage, f Filters, labels map[string]string
 	}
 	switch {
 	case used || !allNamesGo:
-		d.ensureDangling = dangling == nil && allNamesGo && len(names) > 0
+		// A used target losing its last name keeps its content through its
+		// dangling record, made sure of (another client may remove it) just
+		// before the names go.
+		d.ensureDangling = used && allNamesGo && len(names) > 0
 	case len(names) > 0 || (dangling != nil && matches && f.matchCreated(createdAt(*dangling))):
 		d.plan.Gone = true
 		d.removeDangling = dangling

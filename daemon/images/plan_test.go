@@ -135,6 +135,7 @@ func TestMakePlan(t *testing.T) {
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:2"},
+			wantEnsure: []digest.Digest{targetA}, // used, and losing its last name
 		},
 		{
 			name: "container used a target whose tag moved: its content stays",

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // PruneOpt configures one prune.
@@ -117,43 +118,73 @@ type applied struct {
 	failures  []Failure
 }
 
-// apply executes plan: dangling records it needs first, then each removal
-// on its own, named records before dangling ones.
+// apply executes plan: each removal on its own, named records before
+// dangling ones. A used target losing its last name has its dangling record
+// made sure of before its names go and once more after, since another
+// client may remove it meanwhile.
 func (s *Service) apply(ctx context.Context, plan Plan) applied {
 	a := applied{removed: map[string]bool{}, leftAlone: map[string]bool{}}
-	// A target whose name could not go keeps its dangling record, and a
-	// target whose dangling record could not be made keeps its names.
-	blocked := map[digest.Digest]bool{}
-	for _, target := range plan.EnsureDangling {
-		if _, err := s.ensureDangling(ctx, target, time.Time{}); err != nil {
-			a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: err.Error()})
-			blocked[target.Digest] = true
-		}
+	ensure := map[digest.Digest]ocispec.Descriptor{}
+	for _, t := range plan.EnsureDangling {
+		ensure[t.Digest] = t
 	}
+	// A target whose dangling record could not be made keeps its names; a
+	// target one of whose names could not go keeps its dangling record.
+	keepNames, keepDangling := map[digest.Digest]bool{}, map[digest.Digest]bool{}
+	ensured := false
 	for i, r := range plan.Remove {
 		if err := ctx.Err(); err != nil {
 			a.failures = append(a.failures, Failure{Name: r.Name, Error: fmt.Sprintf("prune interrupted; %d records left for the next prune: %v", len(plan.Remove)-i, err)})
 			break
 		}
-		if blocked[r.Target.Digest] {
+		dangling := isDangling(r.Name)
+		if dangling && !ensured {
+			a.ensure(ctx, s, plan.EnsureDangling, keepNames)
+			ensured = true
+		}
+		if t, ok := ensure[r.Target.Digest]; ok && !dangling && !keepNames[t.Digest] {
+			a.ensure(ctx, s, []ocispec.Descriptor{t}, keepNames)
+		}
+		if dangling && keepDangling[r.Target.Digest] || !dangling && keepNames[r.Target.Digest] {
 			continue
 		}
-		target := r.Target
-		err := s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
-		switch {
-		case err == nil:
-			a.removed[r.Name] = true
-		case errdefs.IsNotFound(err):
-			// Removed or re-pointed since the plan (DeleteTarget answers
-			// NotFound for both): left alone.
-			log.G(ctx).WithField("image", r.Name).Debug("image changed since the plan; left alone")
-			a.leftAlone[r.Name] = true
-		default:
-			a.failures = append(a.failures, Failure{Name: r.Name, Error: err.Error()})
-			blocked[r.Target.Digest] = true
-		}
+		a.delete(ctx, s, r, keepDangling)
+	}
+	if !ensured {
+		a.ensure(ctx, s, plan.EnsureDangling, keepNames)
 	}
 	return a
+}
+
+// ensure makes sure targets have their dangling record.
+func (a *applied) ensure(ctx context.Context, s *Service, targets []ocispec.Descriptor, keepNames map[digest.Digest]bool) {
+	for _, t := range targets {
+		if keepNames[t.Digest] {
+			continue
+		}
+		if _, err := s.ensureDangling(ctx, t, time.Time{}); err != nil {
+			a.failures = append(a.failures, Failure{Name: t.Digest.String(), Error: err.Error()})
+			keepNames[t.Digest] = true
+		}
+	}
+}
+
+// delete removes one record if it still points where the plan saw it.
+func (a *applied) delete(ctx context.Context, s *Service, r images.Image, keepDangling map[digest.Digest]bool) {
+	target := r.Target
+	err := s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
+	switch {
+	case err == nil:
+		a.removed[r.Name] = true
+	case errdefs.IsNotFound(err):
+		// Removed or re-pointed since the plan (DeleteTarget answers
+		// NotFound for both): left alone.
+		log.G(ctx).WithField("image", r.Name).Debug("image changed since the plan; left alone")
+		a.leftAlone[r.Name] = true
+	default:
+		a.failures = append(a.failures, Failure{Name: r.Name, Error: err.Error()})
+		keepDangling[r.Target.Digest] = true
+	}
 }
 
 // collect runs containerd's garbage collector once for the whole batch.
