@@ -355,3 +355,15 @@ func TestPruneReportsRecordWhoseContentStays(t *testing.T) {
 	assert.Check(t, rep.Err())
 	assert.Check(t, is.Len(e.names(), 0))
 }
+
+// TestPruneWithSnapshotterTheDaemonLacks: a snapshotter the daemon does not
+// run holds nothing; it is no reason to fail.
+func TestPruneWithSnapshotterTheDaemonLacks(t *testing.T) {
+	e := newEnv(t, imgsvc.WithSnapshotter("nosuch"))
+	img := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	e.write(img)
+	rep := e.prune([]string{"dangling=false"})
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(img.Size())))
+	_, err := e.svc.Images(e.ctx)
+	assert.Check(t, err)
+}

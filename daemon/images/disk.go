@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/leases"
@@ -105,7 +106,7 @@ func onDisk(dir string, blobs map[digest.Digest]int64) map[digest.Digest]int64 {
 // collection that removed content, so one is made to: a throwaway blob,
 // written under a lease that is then dropped.
 func (s *Service) sweep(ctx context.Context) error {
-	l, err := s.stores.Leases.Create(ctx, leases.WithRandomID())
+	l, err := s.stores.Leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func (s *Service) takeInventory(ctx context.Context, ctrs []containers.Container
 	snapshotters := map[string]bool{s.snapshotter: true}
 	err := s.stores.Content.Walk(ctx, func(info content.Info) error {
 		inv.content[info.Digest] = info
-		if _, ok := info.Labels[gcRoot]; ok {
+		if isRoot(info.Labels) {
 			inv.roots.content = append(inv.roots.content, info.Digest)
 		}
 		inv.addBackRefs(contentNode(info.Digest), info.Labels)
@@ -115,14 +115,15 @@ func (s *Service) walkSnapshots(ctx context.Context, name string, inv *inventory
 	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		k := snapKey{name, info.Name}
 		inv.snapshots[k] = info
-		if _, ok := info.Labels[gcRoot]; ok {
+		if isRoot(info.Labels) {
 			inv.roots.snapshots = append(inv.roots.snapshots, k)
 		}
 		inv.addBackRefs(snapshotNode(k), info.Labels)
 		return nil
 	})
-	// A snapshotter this daemon does not run holds nothing to count.
-	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsNotImplemented(err) {
+	// A snapshotter this daemon does not run holds nothing to count; the
+	// daemon answers InvalidArgument for one it has not loaded.
+	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsNotImplemented(err) && !errdefs.IsInvalidArgument(err) {
 		return fmt.Errorf("list snapshots of %s: %w", name, err)
 	}
 	return nil

@@ -91,6 +91,17 @@ func (inv *inventory) addBackRefs(n node, labels map[string]string) {
 	}
 }
 
+// isRoot reports whether labels make an object a root, as containerd reads
+// them: any key starting with the root label.
+func isRoot(labels map[string]string) bool {
+	for k := range labels {
+		if strings.HasPrefix(k, gcRoot) {
+			return true
+		}
+	}
+	return false
+}
+
 // expired reports whether a record carries an expiry that has passed: the
 // garbage collector does not count it as a root.
 func expired(img images.Image, now time.Time) bool {
@@ -143,7 +154,10 @@ func (inv *inventory) mark(records []images.Image) map[node]bool {
 		kept[contentNode(d)] = kept[contentNode(d)] || inv.has(contentNode(d))
 	}
 	for _, k := range inv.flat.snapshots {
-		kept[snapshotNode(k)] = kept[snapshotNode(k)] || inv.has(snapshotNode(k))
+		// A flat snapshot keeps its parents, not what its labels name.
+		for n := snapshotNode(k); inv.has(n); n = snapshotNode(snapKey{k.snapshotter, inv.snapshots[n.snap].Parent}) {
+			kept[n] = true
+		}
 	}
 	return kept
 }

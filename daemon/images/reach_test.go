@@ -66,6 +66,9 @@ func TestPredictMatchesGarbageCollection(t *testing.T) {
 	leased := blob("leased", ref(blob("leased child", nil)))
 	flat := blob("flat", ref(blob("flat child, collected", nil)))
 	blob("back-referenced", map[string]string{gcBRefContent: shared.Digest.String()})
+	blob("root, by prefix", map[string]string{gcRoot + ".anything": "1"})
+	snapshot("flat-parent", "", nil)
+	snapshot("flat-snap", "flat-parent", nil)
 	// Not kept: a record that has expired, a label that only looks like a
 	// reference, an unreferenced snapshot.
 	record("expired:1", blob("expired manifest", nil), map[string]string{gcExpire: time.Now().Add(-time.Hour).Format(time.RFC3339)})
@@ -77,15 +80,16 @@ func TestPredictMatchesGarbageCollection(t *testing.T) {
 	ctr, err := st.Containers.Create(ctx, containers.Container{ID: "c1", Runtime: containers.RuntimeInfo{Name: "x"}, Spec: &anypb.Any{}, Snapshotter: "native", SnapshotKey: "container-rw"})
 	assert.NilError(t, err)
 	for _, l := range []struct {
-		desc ocispec.Descriptor
+		res  leases.Resource
 		opts []leases.Opt
 	}{
-		{leased, []leases.Opt{leases.WithRandomID()}},
-		{flat, []leases.Opt{leases.WithRandomID(), leases.WithLabel(gcFlat, "1")}},
+		{leases.Resource{ID: leased.Digest.String(), Type: "content"}, []leases.Opt{leases.WithRandomID()}},
+		{leases.Resource{ID: flat.Digest.String(), Type: "content"}, []leases.Opt{leases.WithRandomID(), leases.WithLabel(gcFlat, "1")}},
+		{leases.Resource{ID: "flat-snap", Type: "snapshots/native"}, []leases.Opt{leases.WithRandomID(), leases.WithLabel(gcFlat, "1")}},
 	} {
 		lease, err := st.Leases.Create(ctx, l.opts...)
 		assert.NilError(t, err)
-		assert.NilError(t, st.Leases.AddResource(ctx, lease, leases.Resource{ID: l.desc.Digest.String(), Type: "content"}))
+		assert.NilError(t, st.Leases.AddResource(ctx, lease, l.res))
 	}
 
 	svc := NewEmbedded(e, "moby", WithSnapshotter("native"))

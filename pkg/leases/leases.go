@@ -5,6 +5,7 @@ package leases
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/leases"
 )
@@ -18,7 +19,8 @@ type Collector struct {
 // creates a throwaway lease and deletes it synchronously, which is how a
 // client asks containerd for a collection.
 func (c Collector) Collect(ctx context.Context) error {
-	l, err := c.Leases.Create(ctx, leases.WithRandomID())
+	// It expires, so that a process dying here leaks nothing for long.
+	l, err := c.Leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
 	if err != nil {
 		return fmt.Errorf("create lease to trigger garbage collection: %w", err)
 	}
