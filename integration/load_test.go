@@ -4,11 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -167,4 +170,39 @@ func TestLoadKeepsTheTargetItRenames(t *testing.T) {
 	assert.Check(t, is.Equal(names["example.com/app:1"], newer.Target.Digest))
 	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
 	assert.Check(t, e.hasContent(old), "the renamed target's content was collected")
+}
+
+// TestLoadIndexWithoutThisPlatform: an image index with nothing for this
+// host's platform loads, as with docker load, without being unpacked.
+func TestLoadIndexWithoutThisPlatform(t *testing.T) {
+	e := newEnv(t)
+	img := testimage.New(testimage.WithLayers(layer(t, "other")))
+	foreign := img.Target
+	foreign.Platform = &ocispec.Platform{OS: "linux", Architecture: "s390x"}
+	index, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{foreign}})
+	assert.NilError(t, err)
+	indexDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(index), Size: int64(len(index)),
+		Annotations: map[string]string{"io.containerd.image.name": "example.com/multi:1"}}
+	top, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{indexDesc}})
+	assert.NilError(t, err)
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	put := func(name string, data []byte) {
+		assert.NilError(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data))}))
+		_, err := tw.Write(data)
+		assert.NilError(t, err)
+	}
+	put("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	put("index.json", top)
+	put("blobs/sha256/"+indexDesc.Digest.Encoded(), index)
+	for _, b := range img.Blobs() {
+		put("blobs/sha256/"+b.Desc.Digest.Encoded(), b.Data)
+	}
+	assert.NilError(t, tw.Close())
+
+	loaded, err := e.svc.Load(e.ctx, &archive)
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(loaded, 1))
+	assert.Check(t, is.Equal(loaded[0].Name, "example.com/multi:1"))
+	assert.Check(t, is.Equal(e.snapshotCount(), 0))
 }

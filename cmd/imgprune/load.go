@@ -32,9 +32,6 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 			}
 			defer c.Close()
 			loaded, err := svc.Load(cmd.Context(), r)
-			if err != nil {
-				return err
-			}
 			for _, img := range loaded {
 				if name := images.FamiliarName(img.Name); name != "" {
 					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image:", name)
@@ -42,7 +39,7 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image ID:", img.Target.Digest)
 				}
 			}
-			return nil
+			return err
 		},
 	}
 	cmd.Flags().StringVarP(&input, "input", "i", "", "Read from an archive file instead of standard input")

@@ -22,7 +22,7 @@ type DockerContainers struct {
 func (d DockerContainers) ListContainers(ctx context.Context) ([]Container, error) {
 	res, err := d.Client.ContainerList(ctx, client.ContainerListOptions{All: true})
 	if err != nil {
-		return nil, fmt.Errorf("list Docker's containers: %w", err)
+		return nil, fmt.Errorf("list Docker's containers, which may use the images (if no Docker Engine uses this store, say so with --docker-host none): %w", err)
 	}
 	out := make([]Container, 0, len(res.Items))
 	for _, c := range res.Items {

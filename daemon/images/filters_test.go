@@ -37,22 +37,27 @@ func TestParseFilters(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			args, err := ParseFilterFlags(tc.flags)
-			if err == nil {
-				var f Filters
-				f, err = ParseFilters(args, now)
-				if tc.wantErr == "" {
-					assert.NilError(t, err)
-					assert.Check(t, f.Until.Equal(tc.want.Until), "until: got %v, want %v", f.Until, tc.want.Until)
-					f.Until, tc.want.Until = time.Time{}, time.Time{}
-					assert.Check(t, is.DeepEqual(f, tc.want))
-					return
-				}
+			f, err := parse(tc.flags, now)
+			if tc.wantErr != "" {
+				assert.Check(t, is.ErrorContains(err, tc.wantErr))
+				assert.Check(t, errdefs.IsInvalidArgument(err), "error %v is not InvalidArgument", err)
+				return
 			}
-			assert.Check(t, is.ErrorContains(err, tc.wantErr))
-			assert.Check(t, errdefs.IsInvalidArgument(err), "error %v is not InvalidArgument", err)
+			assert.NilError(t, err)
+			assert.Check(t, f.Until.Equal(tc.want.Until), "until: got %v, want %v", f.Until, tc.want.Until)
+			f.Until, tc.want.Until = time.Time{}, time.Time{}
+			assert.Check(t, is.DeepEqual(f, tc.want))
 		})
 	}
+}
+
+// parse reads --filter flags as the command does.
+func parse(flags []string, now time.Time) (Filters, error) {
+	args, err := ParseFilterFlags(flags)
+	if err != nil {
+		return Filters{}, err
+	}
+	return ParseFilters(args, now)
 }
 
 func TestMatchLabels(t *testing.T) {

@@ -55,24 +55,54 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
+	loaded := loadedImages(imported)
 	unpacked := map[digest.Digest]bool{}
+	for _, img := range imported {
+		if unpacked[img.Target.Digest] {
+			continue
+		}
+		unpacked[img.Target.Digest] = true
+		err := client.NewImage(s.client, img).Unpack(ctx, s.snapshotter)
+		if errdefs.IsNotFound(err) {
+			// Nothing for this host's platform: loaded, not unpacked, as
+			// docker loads a foreign image.
+			log.G(ctx).WithError(err).WithField("image", img.Name).Warn("not unpacked")
+			continue
+		}
+		if err != nil {
+			// The images are in the store: say which, so nothing is lost
+			// track of.
+			return loaded, fmt.Errorf("loaded %s but could not unpack %s into %s: %w", describeImages(loaded), img.Name, s.snapshotter, err)
+		}
+	}
+	return loaded, nil
+}
+
+// loadedImages are the images a load brought, by name; nameless ones are
+// loaded as dangling images, as docker does.
+func loadedImages(imported []images.Image) []images.Image {
 	var named []images.Image
 	for _, img := range imported {
-		if !unpacked[img.Target.Digest] {
-			if err := client.NewImage(s.client, img).Unpack(ctx, s.snapshotter); err != nil {
-				return nil, fmt.Errorf("unpack %s into %s: %w", img.Name, s.snapshotter, err)
-			}
-			unpacked[img.Target.Digest] = true
-		}
 		if !isDangling(img.Name) {
 			named = append(named, img)
 		}
 	}
 	if len(named) == 0 {
-		// Nameless images are loaded as dangling ones, as docker does.
-		return imported, nil
+		return imported
 	}
-	return named, nil
+	return named
+}
+
+func describeImages(imgs []images.Image) string {
+	var out []string
+	for _, img := range imgs {
+		if n := FamiliarName(img.Name); n != "" {
+			out = append(out, n)
+		} else {
+			out = append(out, img.Target.Digest.String())
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // refName turns an OCI layout's ref.name annotation into an image name. A
