@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -119,4 +121,57 @@ func TestPruneIgnoresAnotherDaemonsRoot(t *testing.T) {
 	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(img.Size())))
 	_, err := os.Stat(fake)
 	assert.Check(t, err, "the other daemon's blob was touched")
+}
+
+// layerFile is the path of the regular file a test layer holds.
+func layerFile(t *testing.T, l testimage.Layer) string {
+	tr := tar.NewReader(bytes.NewReader(l.Blob))
+	for {
+		hdr, err := tr.Next()
+		assert.NilError(t, err)
+		if hdr.Typeflag == tar.TypeReg {
+			return hdr.Name
+		}
+	}
+}
+
+// TestPruneDoesNotCountSnapshotLeftOnDisk: a snapshot directory the
+// snapshotter cannot remove is reported and its bytes are not counted.
+func TestPruneDoesNotCountSnapshotLeftOnDisk(t *testing.T) {
+	e := newEnv(t, imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
+	stuck := testimage.NewLayer(t.Name()+"/stuck", 256<<10)
+	img := testimage.New(testimage.WithNames("example.com/stuck:1"), testimage.WithLayers(stuck))
+	var archive bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&archive, img))
+	_, err := e.svc.Load(e.ctx, &archive)
+	assert.NilError(t, err)
+	snaps := filepath.Join(daemon.Dir, "root", "io.containerd.snapshotter.v1."+snapshotter, "snapshots")
+	files, err := filepath.Glob(filepath.Join(snaps, "*", layerFile(t, stuck)))
+	assert.NilError(t, err)
+	if snapshotter == "overlayfs" {
+		files, err = filepath.Glob(filepath.Join(snaps, "*", "fs", layerFile(t, stuck)))
+		assert.NilError(t, err)
+	}
+	assert.Assert(t, is.Len(files, 1))
+	chattr(t, "+i", files[0])
+	t.Cleanup(func() {
+		moved, _ := filepath.Glob(filepath.Join(snaps, "*", "*", filepath.Base(files[0])))
+		more, _ := filepath.Glob(filepath.Join(snaps, "*", "*", "*", filepath.Base(files[0])))
+		for _, f := range append(moved, more...) {
+			exec.Command("chattr", "-i", f).Run()
+		}
+	})
+
+	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, rep.Err() != nil)
+	assert.Assert(t, len(rep.Failures) > 0)
+	assert.Check(t, is.Contains(rep.Failures[len(rep.Failures)-1].Name, "snapshots/"+snapshotter))
+	content := uint64(img.Size())
+	assert.Check(t, dry.SpaceReclaimed > content)
+	assert.Check(t, rep.SpaceReclaimed >= content && rep.SpaceReclaimed < dry.SpaceReclaimed, "reclaimed %d, content %d, predicted %d", rep.SpaceReclaimed, content, dry.SpaceReclaimed)
+	if snapshotter == "overlayfs" {
+		assert.Check(t, is.Equal(rep.SpaceReclaimed, content), "no snapshot bytes counted")
+	}
 }

@@ -36,14 +36,13 @@ func WithContainerdRoot(root string) Opt {
 	return func(s *Service) { s.root = root }
 }
 
-// diskRoot returns the content directory to check, or "" when the disk of
-// the store is not this host's to look at.
+// diskRoot returns the daemon's root directory, or "" when the disk of the
+// store is not this host's to look at.
 func (s *Service) diskRoot(ctx context.Context) string {
 	if s.root == "" {
 		return ""
 	}
-	dir := filepath.Join(s.root, contentDir)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+	if st, err := os.Stat(filepath.Join(s.root, contentDir)); err != nil || !st.IsDir() {
 		return ""
 	}
 	if s.client != nil {
@@ -60,17 +59,14 @@ func (s *Service) diskRoot(ctx context.Context) string {
 			return ""
 		}
 	}
-	return dir
+	return s.root
 }
 
-// sweepDisk checks that the freed blobs left the disk. When some did not,
-// containerd sweeps its content store once more; a blob still there after
-// that is dropped from freed and reported.
-func (s *Service) sweepDisk(ctx context.Context, freed map[digest.Digest]int64) []Failure {
-	dir := s.diskRoot(ctx)
-	if dir == "" {
-		return nil
-	}
+// sweepDisk checks that the freed blobs left the disk under root. When some
+// did not, containerd sweeps its content store once more; a blob still there
+// after that is dropped from freed and reported.
+func (s *Service) sweepDisk(ctx context.Context, root string, freed map[digest.Digest]int64) []Failure {
+	dir := filepath.Join(root, contentDir)
 	left := onDisk(dir, freed)
 	if len(left) == 0 {
 		return nil

@@ -59,13 +59,33 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 	if o.dryRun {
 		return predictedReport(plan, predicted), nil
 	}
+	disk := s.viewDisk(ctx, predicted)
 	done := s.apply(ctx, plan)
 	// Interrupted or not, collect what was removed and report it.
 	ctx = context.WithoutCancel(ctx)
 	if err := s.collect(ctx); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
-	return s.account(ctx, plan, ctrRecords, predicted, done), nil
+	return s.account(ctx, plan, ctrRecords, predicted, disk, done), nil
+}
+
+// diskView is what a prune sees of the store's disk before it deletes:
+// nothing (nil) for a daemon whose root is not on this host.
+type diskView struct {
+	root      string
+	snapshots snapshotDirs
+}
+
+func (s *Service) viewDisk(ctx context.Context, predicted reclaim) *diskView {
+	root := s.diskRoot(ctx)
+	if root == "" {
+		return nil
+	}
+	snapshotters := map[string]bool{}
+	for k := range predicted.snapshots {
+		snapshotters[k.snapshotter] = true
+	}
+	return &diskView{root: root, snapshots: listSnapshotDirs(root, snapshotters)}
 }
 
 // snapshot lists what a plan decides on, adopting records other tools made.

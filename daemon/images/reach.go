@@ -179,6 +179,9 @@ type reclaim struct {
 	// unreachable is the content that leaves the namespace, whether or not
 	// another namespace keeps it on disk.
 	unreachable map[digest.Digest]bool
+	// shortfall is what the snapshots' bytes fall short of because a
+	// snapshotter failed to remove some from the disk.
+	shortfall int64
 }
 
 func (r reclaim) bytes() int64 {
@@ -188,6 +191,17 @@ func (r reclaim) bytes() int64 {
 	}
 	for _, size := range r.snapshots {
 		n += size
+	}
+	return n - r.shortfall
+}
+
+// snapshotBytes is what the snapshots of one snapshotter take.
+func (r reclaim) snapshotBytes(snapshotter string) int64 {
+	var n int64
+	for k, size := range r.snapshots {
+		if k.snapshotter == snapshotter {
+			n += size
+		}
 	}
 	return n
 }

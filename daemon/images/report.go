@@ -48,7 +48,7 @@ func (r Report) Err() error {
 // other namespace holds, and, where the disk can be seen, gone from it. What
 // other clients freed meanwhile is not this prune's to count. An error here
 // costs the byte count, never the record of what was removed.
-func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []containers.Container, predicted reclaim, done applied) Report {
+func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []containers.Container, predicted reclaim, disk *diskView, done applied) Report {
 	rep := Report{Failures: done.failures, Warnings: plan.Warnings}
 	after, err := s.takeInventory(ctx, ctrRecords)
 	if err != nil {
@@ -56,7 +56,7 @@ func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []container
 	}
 	goneTarget := func(digest.Digest) bool { return false }
 	if after != nil {
-		freed, failures := s.freed(ctx, predicted, after)
+		freed, failures := s.freed(ctx, predicted, after, disk)
 		rep.Failures = append(rep.Failures, failures...)
 		rep.SpaceReclaimed = uint64(freed.bytes())
 		goneTarget = func(d digest.Digest) bool { _, ok := after.content[d]; return !ok }
@@ -86,7 +86,7 @@ func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []container
 }
 
 // freed is what left among what was predicted to leave.
-func (s *Service) freed(ctx context.Context, predicted reclaim, after *inventory) (reclaim, []Failure) {
+func (s *Service) freed(ctx context.Context, predicted reclaim, after *inventory, disk *diskView) (reclaim, []Failure) {
 	freed := reclaim{content: map[digest.Digest]int64{}, snapshots: map[snapKey]int64{}}
 	for d, size := range predicted.content {
 		if _, ok := after.content[d]; !ok {
@@ -104,7 +104,11 @@ func (s *Service) freed(ctx context.Context, predicted reclaim, after *inventory
 		failures = append(failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell which blobs other namespaces hold, so no content is counted: %v", err)})
 		clear(freed.content)
 	}
-	return freed, append(failures, s.sweepDisk(ctx, freed.content)...)
+	if disk != nil {
+		failures = append(failures, s.sweepDisk(ctx, disk.root, freed.content)...)
+		failures = append(failures, disk.snapshots.check(disk.root, &freed)...)
+	}
+	return freed, failures
 }
 
 // predictedReport is the report the prune would give.
