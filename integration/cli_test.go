@@ -104,14 +104,7 @@ func TestCLIPrune(t *testing.T) {
 // failure: the report is printed, the command says what failed and exits 1.
 func TestCLIPruneFailureExitsNonZero(t *testing.T) {
 	e := newEnv(t)
-	stuck := layer(t, "stuck")
-	img := testimage.New(testimage.WithNames("example.com/stuck:1"), testimage.WithLayers(stuck))
-	e.write(img)
-	chattr(t, "+i", blobFile(stuck))
-	t.Cleanup(func() {
-		chattr(t, "-i", blobFile(stuck))
-		os.Remove(blobFile(stuck))
-	})
+	_, stuck := e.writeStuck(t)
 
 	out, stderr, code := e.run(t, "prune", "-a", "-f")
 	assert.Check(t, is.Equal(code, 1))

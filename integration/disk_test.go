@@ -29,10 +29,8 @@ func chattr(t *testing.T, flag, path string) {
 	assert.NilError(t, err, string(out))
 }
 
-// TestPruneDoesNotCountBlobLeftOnDisk: when containerd's collector cannot
-// unlink a blob, the blob is not counted as freed and the prune says so.
-func TestPruneDoesNotCountBlobLeftOnDisk(t *testing.T) {
-	e := newEnv(t, imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
+// writeStuck writes an image one of whose layers containerd cannot unlink.
+func (e *env) writeStuck(t *testing.T) (testimage.Image, testimage.Layer) {
 	stuck := layer(t, "stuck")
 	img := testimage.New(testimage.WithNames("example.com/stuck:1"), testimage.WithLayers(stuck))
 	e.write(img)
@@ -41,6 +39,14 @@ func TestPruneDoesNotCountBlobLeftOnDisk(t *testing.T) {
 		chattr(t, "-i", blobFile(stuck))
 		os.Remove(blobFile(stuck))
 	})
+	return img, stuck
+}
+
+// TestPruneDoesNotCountBlobLeftOnDisk: when containerd's collector cannot
+// unlink a blob, the blob is not counted as freed and the prune says so.
+func TestPruneDoesNotCountBlobLeftOnDisk(t *testing.T) {
+	e := newEnv(t, imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
+	img, stuck := e.writeStuck(t)
 
 	rep := e.prune([]string{"dangling=false"})
 
