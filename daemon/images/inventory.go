@@ -30,21 +30,19 @@ type inventory struct {
 // takeInventory lists content, snapshots and roots of the namespace in ctx;
 // ctrs are its container records.
 func (s *Service) takeInventory(ctx context.Context, ctrs []containers.Container) (*inventory, error) {
-	inv := &inventory{content: map[digest.Digest]content.Info{}, snapshots: map[snapKey]snapshots.Info{}, backRefs: map[node][]node{}}
+	inv, err := s.listContent(ctx)
+	if err != nil {
+		return nil, err
+	}
 	snapshotters := map[string]bool{s.snapshotter: true}
-	err := s.stores.Content.Walk(ctx, func(info content.Info) error {
-		inv.content[info.Digest] = info
+	for d, info := range inv.content {
 		if isRoot(info.Labels) {
-			inv.roots.content = append(inv.roots.content, info.Digest)
+			inv.roots.content = append(inv.roots.content, d)
 		}
-		inv.addBackRefs(contentNode(info.Digest), info.Labels)
+		inv.addBackRefs(contentNode(d), info.Labels)
 		for _, k := range labelRefs(info.Labels).snapshots {
 			snapshotters[k.snapshotter] = true
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list content: %w", err)
 	}
 	for _, c := range ctrs {
 		if c.SnapshotKey != "" {
@@ -54,6 +52,34 @@ func (s *Service) takeInventory(ctx context.Context, ctrs []containers.Container
 		inv.roots.add(labelRefs(c.Labels))
 	}
 	if err := s.leaseRoots(ctx, inv, snapshotters); err != nil {
+		return nil, err
+	}
+	for name := range snapshotters {
+		if err := s.walkSnapshots(ctx, name, inv); err != nil {
+			return nil, err
+		}
+	}
+	return inv, nil
+}
+
+// listContent starts an inventory with the namespace's content alone.
+func (s *Service) listContent(ctx context.Context) (*inventory, error) {
+	inv := &inventory{content: map[digest.Digest]content.Info{}, snapshots: map[snapKey]snapshots.Info{}, backRefs: map[node][]node{}}
+	err := s.stores.Content.Walk(ctx, func(info content.Info) error {
+		inv.content[info.Digest] = info
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list content: %w", err)
+	}
+	return inv, nil
+}
+
+// listPresent lists what is left of the namespace's content and of the
+// snapshots of snapshotters: all a prune's accounting needs afterwards.
+func (s *Service) listPresent(ctx context.Context, snapshotters map[string]bool) (*inventory, error) {
+	inv, err := s.listContent(ctx)
+	if err != nil {
 		return nil, err
 	}
 	for name := range snapshotters {

@@ -43,7 +43,8 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	inv, err := s.takeInventory(ctx, ctrRecords)
+	// Sizes need the content alone, not the collector's roots.
+	inv, err := s.listContent(ctx)
 	if err != nil {
 		return nil, err
 	}

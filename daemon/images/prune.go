@@ -66,7 +66,7 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 	if err := s.collect(ctx); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
-	return s.account(ctx, plan, ctrRecords, predicted, disk, done), nil
+	return s.account(ctx, plan, predicted, disk, done), nil
 }
 
 // diskView is what a prune sees of the store's disk before it deletes:
@@ -81,11 +81,7 @@ func (s *Service) viewDisk(ctx context.Context, predicted reclaim) *diskView {
 	if root == "" {
 		return nil
 	}
-	snapshotters := map[string]bool{}
-	for k := range predicted.snapshots {
-		snapshotters[k.snapshotter] = true
-	}
-	return &diskView{root: root, snapshots: listSnapshotDirs(root, snapshotters)}
+	return &diskView{root: root, snapshots: listSnapshotDirs(root, predicted.snapshotters())}
 }
 
 // snapshot lists what a plan decides on, adopting records other tools made.

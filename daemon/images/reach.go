@@ -195,6 +195,15 @@ func (r reclaim) bytes() int64 {
 	return n - r.shortfall
 }
 
+// snapshotters are those whose snapshots the collection frees.
+func (r reclaim) snapshotters() map[string]bool {
+	names := map[string]bool{}
+	for k := range r.snapshots {
+		names[k.snapshotter] = true
+	}
+	return names
+}
+
 // snapshotBytes is what the snapshots of one snapshotter take.
 func (r reclaim) snapshotBytes(snapshotter string) int64 {
 	var n int64

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
@@ -48,9 +47,9 @@ func (r Report) Err() error {
 // other namespace holds, and, where the disk can be seen, gone from it. What
 // other clients freed meanwhile is not this prune's to count. An error here
 // costs the byte count, never the record of what was removed.
-func (s *Service) account(ctx context.Context, plan Plan, ctrRecords []containers.Container, predicted reclaim, disk *diskView, done applied) Report {
+func (s *Service) account(ctx context.Context, plan Plan, predicted reclaim, disk *diskView, done applied) Report {
 	rep := Report{Failures: done.failures, Warnings: plan.Warnings}
-	after, err := s.takeInventory(ctx, ctrRecords)
+	after, err := s.listPresent(ctx, predicted.snapshotters())
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
 	}
