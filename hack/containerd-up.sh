@@ -75,17 +75,8 @@ if ((${#sock} + 6 > 107)); then
 	exit 2
 fi
 
-# running PID: succeeds when PID is a live (non-zombie) containerd using our
-# config. Uses builtins only, as it is polled.
-running() {
-	local pid="$1" stat args
-	[[ "${pid}" =~ ^[0-9]+$ ]] || return 1
-	read -r stat 2>/dev/null <"/proc/${pid}/stat" || return 1
-	stat="${stat##*) }"
-	[[ -n "${stat}" && "${stat:0:1}" != Z ]] || return 1
-	mapfile -d '' args 2>/dev/null <"/proc/${pid}/cmdline" || return 1
-	[[ " ${args[*]} " == *" --config ${config} "* ]]
-}
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ -f "${pidfile}" ]]; then
 	old="$(cat "${pidfile}")"
