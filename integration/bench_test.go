@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"gotest.tools/v3/assert"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
@@ -66,7 +67,7 @@ func BenchmarkDeleteEachWithGC(b *testing.B) {
 				b.StopTimer()
 				ns := fmt.Sprintf("bench-each-%d-%d", n, i)
 				fillStore(b, c, ns, n)
-				ctx := namespaced(context.Background(), ns)
+				ctx := namespaces.WithNamespace(context.Background(), ns)
 				records, err := c.ImageService().List(ctx)
 				assert.NilError(b, err)
 				b.StartTimer()

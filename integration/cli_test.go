@@ -15,7 +15,6 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/internal/testctrd"
-	"github.com/imgprune/imgprune/internal/testimage"
 )
 
 var (
@@ -65,8 +64,8 @@ func (e *env) run(t *testing.T, args ...string) (string, string, int) {
 
 func TestCLIPrune(t *testing.T) {
 	e := newEnv(t)
-	used := testimage.New(testimage.WithNames("docker.io/library/used:1"), testimage.WithLayers(layer(t, "used")))
-	unused := testimage.New(testimage.WithNames("docker.io/library/unused:1"), testimage.WithLayers(layer(t, "unused")))
+	used := newImage(t, "used", "docker.io/library/used:1")
+	unused := newImage(t, "unused", "docker.io/library/unused:1")
 	e.write(used, unused)
 	e.container("c1", "used:1", nil)
 

@@ -55,7 +55,7 @@ func TestPruneCollectsOnce(t *testing.T) {
 // dangling image that a container uses survives a prune.
 func TestPruneKeepsUsedDangling(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithLayers(layer(t, "dangling")))
+	img := newImage(t, "dangling")
 	e.writeDangling(img)
 	e.container("c1", img.Target.Digest.String(), nil)
 
@@ -87,9 +87,9 @@ func TestInterruptedPruneConverges(t *testing.T) {
 	for _, after := range []int32{0, 1, 2, 3, 4, 5} {
 		t.Run(fmt.Sprintf("after %d deletes", after), func(t *testing.T) {
 			e := newEnv(t)
-			used := testimage.New(testimage.WithNames("example.com/used:1", "example.com/used:2"), testimage.WithLayers(layer(t, "used")))
-			a := testimage.New(testimage.WithNames("example.com/a:1", "example.com/a:2"), testimage.WithLayers(layer(t, "a")))
-			b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
+			used := newImage(t, "used", "example.com/used:1", "example.com/used:2")
+			a := newImage(t, "a", "example.com/a:1", "example.com/a:2")
+			b := newImage(t, "b", "example.com/b:1")
 			e.write(used, a, b)
 			e.container("c1", used.Target.Digest.Encoded()[:12], nil)
 			var left atomic.Int32
@@ -142,8 +142,8 @@ func (s repointingStore) Delete(ctx context.Context, name string, opts ...images
 // not deleted with its new target.
 func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
 	e := newEnv(t)
-	old := testimage.New(testimage.WithNames("example.com/app:1"), testimage.WithLayers(layer(t, "old")))
-	used := testimage.New(testimage.WithNames("example.com/used:1"), testimage.WithLayers(layer(t, "used")))
+	old := newImage(t, "old", "example.com/app:1")
+	used := newImage(t, "used", "example.com/used:1")
 	e.write(old, used)
 	e.container("c1", "example.com/used:1", nil)
 	stores := imgsvc.StoresFromClient(e.client)
@@ -167,8 +167,8 @@ func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
 // deleting, still collects what it removed and keeps its report.
 func TestPruneInterruptedByContext(t *testing.T) {
 	e := newEnv(t)
-	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
-	b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
+	a := newImage(t, "a", "example.com/a:1")
+	b := newImage(t, "b", "example.com/b:1")
 	e.write(a, b)
 	ctx, cancel := context.WithCancel(e.ctx)
 	stores := imgsvc.StoresFromClient(e.client)
@@ -208,8 +208,8 @@ func (s cancellingStore) Delete(ctx context.Context, name string, opts ...images
 // finishes it next time.
 func TestInterruptedPruneWithUntilConverges(t *testing.T) {
 	e := newEnv(t)
-	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
-	b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
+	a := newImage(t, "a", "example.com/a:1")
+	b := newImage(t, "b", "example.com/b:1")
 	e.write(a, b)
 	until := time.Now().UTC().Format(time.RFC3339Nano)
 	time.Sleep(10 * time.Millisecond) // the adoption below comes after until
@@ -304,7 +304,7 @@ func (s danglingRemovingStore) Delete(ctx context.Context, name string, opts ...
 // dangling record while the prune runs.
 func TestPruneKeepsUsedContentWhenDanglingRecordVanishes(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	img := newImage(t, "a", "example.com/a:1")
 	e.write(img)
 	e.container("c1", "example.com/gone:1", map[string]string{imgsvc.ImageIDLabel: img.Target.Digest.String()})
 	stores := imgsvc.StoresFromClient(e.client)
@@ -323,7 +323,7 @@ func TestPruneKeepsUsedContentWhenDanglingRecordVanishes(t *testing.T) {
 // does not keep the target's other names; it keeps its dangling record.
 func TestPruneFailedNameDoesNotStopItsSiblings(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithNames("example.com/a:1", "example.com/a:2", "example.com/a:3"), testimage.WithLayers(layer(t, "a")))
+	img := newImage(t, "a", "example.com/a:1", "example.com/a:2", "example.com/a:3")
 	e.write(img)
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/a:1"}

@@ -112,7 +112,7 @@ func TestPruneSweepsBlobLeftOnDisk(t *testing.T) {
 // daemon's (its UUID differs) is never looked at, let alone swept.
 func TestPruneIgnoresAnotherDaemonsRoot(t *testing.T) {
 	other := t.TempDir()
-	img := testimage.New(testimage.WithNames("example.com/other:1"), testimage.WithLayers(layer(t, "other")))
+	img := newImage(t, "other", "example.com/other:1")
 	fake := filepath.Join(other, "io.containerd.content.v1.content", "blobs", "sha256", img.Layers[0].Desc.Digest.Encoded())
 	assert.NilError(t, os.MkdirAll(filepath.Dir(fake), 0o755))
 	assert.NilError(t, os.WriteFile(fake, img.Layers[0].Blob, 0o644))

@@ -13,7 +13,6 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
-	"github.com/imgprune/imgprune/internal/testimage"
 )
 
 // fakeEngine answers the two Docker Engine API calls imgprune makes: the
@@ -41,9 +40,9 @@ func fakeEngine(t *testing.T, containers []container.Summary, status int) string
 // TestPruneKeepsImagesOfDockerContainers: a Docker Engine's stopped
 // containers have no containerd record; their images stay all the same.
 func TestPruneKeepsImagesOfDockerContainers(t *testing.T) {
-	byName := testimage.New(testimage.WithNames("docker.io/library/web:1"), testimage.WithLayers(layer(t, "web")))
-	byID := testimage.New(testimage.WithNames("docker.io/library/db:1", "docker.io/library/db:2"), testimage.WithLayers(layer(t, "db")))
-	unused := testimage.New(testimage.WithNames("docker.io/library/old:1"), testimage.WithLayers(layer(t, "old")))
+	byName := newImage(t, "web", "docker.io/library/web:1")
+	byID := newImage(t, "db", "docker.io/library/db:1", "docker.io/library/db:2")
+	unused := newImage(t, "old", "docker.io/library/old:1")
 	host := fakeEngine(t, []container.Summary{
 		{ID: "web", Image: "web:1", ImageID: byName.Target.Digest.String(), State: "exited"},
 		{ID: "db", Image: byID.Target.Digest.String(), ImageID: byID.Target.Digest.String(), State: "created"},
@@ -69,7 +68,7 @@ func TestPruneKeepsImagesOfDockerContainers(t *testing.T) {
 // the prune cannot know what is used: it fails and changes nothing.
 func TestPruneRefusesWhenDockerCannotBeAsked(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithNames("docker.io/library/app:1"), testimage.WithLayers(layer(t, "app")))
+	img := newImage(t, "app", "docker.io/library/app:1")
 	e.write(img)
 	before := e.names()
 	host := fakeEngine(t, nil, http.StatusInternalServerError)

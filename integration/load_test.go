@@ -36,7 +36,7 @@ func (e *env) snapshotCount() int {
 func TestLoadUnpacksAndPruneCountsSnapshots(t *testing.T) {
 	e := newEnv(t)
 	set := testimage.NewSet(testimage.SetOptions{Count: 3, LayersPerImage: 2, SharedRate: 0.5, LayerSize: 64 << 10, Seed: t.Name(), NamePrefix: "example.com/load/app"})
-	nameless := testimage.New(testimage.WithLayers(layer(t, "nameless")))
+	nameless := newImage(t, "nameless")
 	var archive bytes.Buffer
 	assert.NilError(t, testimage.WriteArchive(&archive, append(set, nameless)...))
 
@@ -73,8 +73,8 @@ func TestLoadUnpacksAndPruneCountsSnapshots(t *testing.T) {
 // as <none>, kept by its dangling record until a prune.
 func TestTagMovesNameAndOldTargetDangles(t *testing.T) {
 	e := newEnv(t)
-	v1 := testimage.New(testimage.WithNames("example.com/app:v1"), testimage.WithLayers(layer(t, "v1")))
-	v2 := testimage.New(testimage.WithNames("example.com/app:v2"), testimage.WithLayers(layer(t, "v2")))
+	v1 := newImage(t, "v1", "example.com/app:v1")
+	v2 := newImage(t, "v2", "example.com/app:v2")
 	e.write(v1, v2)
 
 	_, err := e.svc.Tag(e.ctx, "example.com/app:v1", "example.com/app:latest")
@@ -131,7 +131,7 @@ func dockerArchive(t *testing.T, oci []byte) *bytes.Buffer {
 
 func TestLoadDockerArchive(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithNames("docker.io/library/alpine:3.20"), testimage.WithLayers(layer(t, "alpine")))
+	img := newImage(t, "alpine", "docker.io/library/alpine:3.20")
 	var oci bytes.Buffer
 	assert.NilError(t, testimage.WriteArchive(&oci, img))
 
@@ -156,10 +156,10 @@ func TestLoadDockerArchive(t *testing.T) {
 // made leaves the old target counted, so its content survives.
 func TestLoadKeepsTheTargetItRenames(t *testing.T) {
 	e := newEnv(t)
-	old := testimage.New(testimage.WithNames("example.com/app:1"), testimage.WithLayers(layer(t, "old")))
+	old := newImage(t, "old", "example.com/app:1")
 	e.write(old)
 	e.container("c1", old.Target.Digest.String(), nil)
-	newer := testimage.New(testimage.WithNames("example.com/app:1"), testimage.WithLayers(layer(t, "new")))
+	newer := newImage(t, "new", "example.com/app:1")
 	var archive bytes.Buffer
 	assert.NilError(t, testimage.WriteArchive(&archive, newer))
 
@@ -176,7 +176,7 @@ func TestLoadKeepsTheTargetItRenames(t *testing.T) {
 // host's platform loads, as with docker load, without being unpacked.
 func TestLoadIndexWithoutThisPlatform(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithLayers(layer(t, "other")))
+	img := newImage(t, "other")
 	foreign := img.Target
 	foreign.Platform = &ocispec.Platform{OS: "linux", Architecture: "s390x"}
 	index, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{foreign}})

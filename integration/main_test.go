@@ -10,11 +10,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/types/known/anypb"
 	"gotest.tools/v3/assert"
@@ -89,7 +91,7 @@ func newEnv(t *testing.T, opts ...imgsvc.Opt) *env {
 
 // nsCtx is the test's context in its namespace.
 func (e *env) nsCtx() context.Context {
-	return namespaced(e.ctx, e.ns)
+	return namespaces.WithNamespace(e.ctx, e.ns)
 }
 
 // write writes imgs and their name records, as another tool would: without
@@ -170,7 +172,7 @@ func (e *env) prune(flags []string, opts ...imgsvc.PruneOpt) imgsvc.Report {
 	e.t.Helper()
 	args, err := imgsvc.ParseFilterFlags(flags)
 	assert.NilError(e.t, err)
-	f, err := imgsvc.ParseFilters(args, timeNow())
+	f, err := imgsvc.ParseFilters(args, time.Now())
 	assert.NilError(e.t, err)
 	rep, err := e.svc.Prune(e.ctx, f, opts...)
 	assert.NilError(e.t, err)

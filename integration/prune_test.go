@@ -19,14 +19,20 @@ import (
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
+// layer is a 4 KiB layer of the test's own, named n.
 func layer(t *testing.T, n string) testimage.Layer {
 	return testimage.NewLayer(t.Name()+"/"+n, 4096)
 }
 
+// newImage is an image of one layer of the test's own, named seed, with names.
+func newImage(t *testing.T, seed string, names ...string) testimage.Image {
+	return testimage.New(testimage.WithNames(names...), testimage.WithLayers(layer(t, seed)))
+}
+
 func TestPruneDanglingOnly(t *testing.T) {
 	e := newEnv(t)
-	named := testimage.New(testimage.WithNames("docker.io/library/keep:1"), testimage.WithLayers(layer(t, "named")))
-	dangling := testimage.New(testimage.WithLayers(layer(t, "dangling")))
+	named := newImage(t, "named", "docker.io/library/keep:1")
+	dangling := newImage(t, "dangling")
 	e.write(named)
 	e.writeDangling(dangling)
 
@@ -124,7 +130,7 @@ func TestPruneLexicographicalOrder(t *testing.T) {
 	for _, tag := range tags {
 		names = append(names, "docker.io/library/busybox:"+tag)
 	}
-	img := testimage.New(testimage.WithNames(names...), testimage.WithLayers(layer(t, "busybox")))
+	img := newImage(t, "busybox", names...)
 	e.write(img)
 	e.container("c1", img.Target.Digest.String(), nil)
 
@@ -172,7 +178,7 @@ func TestPruneDoesNotCountSharedBlobs(t *testing.T) {
 	e := newEnv(t)
 	other := newEnv(t)
 	other.ns = e.ns + "-other"
-	inBoth := testimage.New(testimage.WithNames("example.com/both:1"), testimage.WithLayers(layer(t, "both")))
+	inBoth := newImage(t, "both", "example.com/both:1")
 	leased := layer(t, "leased")
 	withLeased := testimage.New(testimage.WithNames("example.com/leased:1"), testimage.WithLayers(leased))
 	e.write(inBoth, withLeased)
@@ -195,7 +201,7 @@ func TestPruneDoesNotCountSharedBlobs(t *testing.T) {
 
 func TestPruneKeepsPinnedImages(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithNames("registry.k8s.io/pause:3.10"), testimage.WithLayers(layer(t, "pause")))
+	img := newImage(t, "pause", "registry.k8s.io/pause:3.10")
 	e.write(img)
 	rec, err := e.client.ImageService().Get(e.nsCtx(), img.Names[0])
 	assert.NilError(t, err)
@@ -247,9 +253,9 @@ func (s failingStore) Delete(ctx context.Context, name string, opts ...images.De
 // is kept and says what failed; the next prune finishes the job.
 func TestPrunePartialFailure(t *testing.T) {
 	e := newEnv(t)
-	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
-	b := testimage.New(testimage.WithNames("example.com/b:1"), testimage.WithLayers(layer(t, "b")))
-	c := testimage.New(testimage.WithNames("example.com/c:1"), testimage.WithLayers(layer(t, "c")))
+	a := newImage(t, "a", "example.com/a:1")
+	b := newImage(t, "b", "example.com/b:1")
+	c := newImage(t, "c", "example.com/c:1")
 	e.write(a, b, c)
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/b:1"}
@@ -317,8 +323,8 @@ func TestPruneRefusesConcurrentPrune(t *testing.T) {
 // reports what the real prune then does.
 func TestDryRunChangesNothing(t *testing.T) {
 	e := newEnv(t)
-	a := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
-	dangling := testimage.New(testimage.WithLayers(layer(t, "dangling")))
+	a := newImage(t, "a", "example.com/a:1")
+	dangling := newImage(t, "dangling")
 	e.write(a)
 	e.writeDangling(dangling)
 	before := e.names()
@@ -339,7 +345,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 // content was deleted.
 func TestPruneReportsRecordWhoseContentStays(t *testing.T) {
 	e := newEnv(t)
-	img := testimage.New(testimage.WithLayers(layer(t, "held")))
+	img := newImage(t, "held")
 	e.writeDangling(img)
 	l, err := e.client.LeasesService().Create(e.nsCtx(), leases.WithRandomID())
 	assert.NilError(t, err)
@@ -360,7 +366,7 @@ func TestPruneReportsRecordWhoseContentStays(t *testing.T) {
 // run holds nothing; it is no reason to fail.
 func TestPruneWithSnapshotterTheDaemonLacks(t *testing.T) {
 	e := newEnv(t, imgsvc.WithSnapshotter("nosuch"))
-	img := testimage.New(testimage.WithNames("example.com/a:1"), testimage.WithLayers(layer(t, "a")))
+	img := newImage(t, "a", "example.com/a:1")
 	e.write(img)
 	rep := e.prune([]string{"dangling=false"})
 	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(img.Size())))
