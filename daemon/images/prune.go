@@ -139,56 +139,72 @@ type applied struct {
 // made sure of before its names go and once more after, since another
 // client may remove it meanwhile.
 func (s *Service) apply(ctx context.Context, plan Plan) applied {
-	a := applied{removed: map[string]bool{}, leftAlone: map[string]bool{}}
+	a := applier{
+		s:            s,
+		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}},
+		keepNames:    map[digest.Digest]bool{},
+		keepDangling: map[digest.Digest]bool{},
+	}
 	ensure := map[digest.Digest]ocispec.Descriptor{}
 	for _, t := range plan.EnsureDangling {
 		ensure[t.Digest] = t
 	}
-	// A target whose dangling record could not be made keeps its names; a
-	// target one of whose names could not go keeps its dangling record.
-	keepNames, keepDangling := map[digest.Digest]bool{}, map[digest.Digest]bool{}
-	ensured := false
+	ensuredAll := false
 	for i, r := range plan.Remove {
 		if err := ctx.Err(); err != nil {
 			a.failures = append(a.failures, Failure{Name: r.Name, Error: fmt.Sprintf("prune interrupted; %d records left for the next prune: %v", len(plan.Remove)-i, err)})
 			break
 		}
-		dangling := isDangling(r.Name)
-		if dangling && !ensured {
-			a.ensure(ctx, s, plan.EnsureDangling, keepNames)
-			ensured = true
+		if isDangling(r.Name) && !ensuredAll {
+			a.ensure(ctx, plan.EnsureDangling...)
+			ensuredAll = true
+		} else if t, ok := ensure[r.Target.Digest]; ok && !isDangling(r.Name) {
+			a.ensure(ctx, t)
 		}
-		if t, ok := ensure[r.Target.Digest]; ok && !dangling && !keepNames[t.Digest] {
-			a.ensure(ctx, s, []ocispec.Descriptor{t}, keepNames)
+		if !a.kept(r) {
+			a.delete(ctx, r)
 		}
-		if dangling && keepDangling[r.Target.Digest] || !dangling && keepNames[r.Target.Digest] {
-			continue
-		}
-		a.delete(ctx, s, r, keepDangling)
 	}
-	if !ensured {
-		a.ensure(ctx, s, plan.EnsureDangling, keepNames)
+	if !ensuredAll {
+		a.ensure(ctx, plan.EnsureDangling...)
 	}
-	return a
+	return a.applied
+}
+
+// applier carries out one plan.
+type applier struct {
+	s *Service
+	applied
+	// A target whose dangling record could not be made keeps its names; a
+	// target one of whose names could not go keeps its dangling record.
+	keepNames, keepDangling map[digest.Digest]bool
+}
+
+// kept reports whether r stays because something else about its target failed.
+func (a *applier) kept(r images.Image) bool {
+	if isDangling(r.Name) {
+		return a.keepDangling[r.Target.Digest]
+	}
+	return a.keepNames[r.Target.Digest]
 }
 
 // ensure makes sure targets have their dangling record.
-func (a *applied) ensure(ctx context.Context, s *Service, targets []ocispec.Descriptor, keepNames map[digest.Digest]bool) {
+func (a *applier) ensure(ctx context.Context, targets ...ocispec.Descriptor) {
 	for _, t := range targets {
-		if keepNames[t.Digest] {
+		if a.keepNames[t.Digest] {
 			continue
 		}
-		if _, err := s.ensureDangling(ctx, t, time.Time{}); err != nil {
+		if _, err := a.s.ensureDangling(ctx, t, time.Time{}); err != nil {
 			a.failures = append(a.failures, Failure{Name: t.Digest.String(), Error: err.Error()})
-			keepNames[t.Digest] = true
+			a.keepNames[t.Digest] = true
 		}
 	}
 }
 
 // delete removes one record if it still points where the plan saw it.
-func (a *applied) delete(ctx context.Context, s *Service, r images.Image, keepDangling map[digest.Digest]bool) {
+func (a *applier) delete(ctx context.Context, r images.Image) {
 	target := r.Target
-	err := s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
+	err := a.s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
 	switch {
 	case err == nil:
 		a.removed[r.Name] = true
@@ -199,7 +215,7 @@ func (a *applied) delete(ctx context.Context, s *Service, r images.Image, keepDa
 		a.leftAlone[r.Name] = true
 	default:
 		a.failures = append(a.failures, Failure{Name: r.Name, Error: err.Error()})
-		keepDangling[r.Target.Digest] = true
+		a.keepDangling[r.Target.Digest] = true
 	}
 }
 
