@@ -97,6 +97,14 @@ func TestCLIPrune(t *testing.T) {
 	assert.Check(t, is.Equal(code, 0))
 	assert.Check(t, is.Contains(out, "used "))
 	assert.Check(t, !strings.Contains(out, "unused"))
+	out, _, code = e.run(t, "images", "--format", "json")
+	assert.Check(t, is.Equal(code, 0))
+	var rows []imgsvc.Summary
+	assert.NilError(t, json.Unmarshal([]byte(out), &rows))
+	assert.Assert(t, is.Len(rows, 1))
+	assert.Check(t, is.Equal(rows[0].Name, "docker.io/library/used:1"))
+	assert.Check(t, is.Equal(rows[0].Size, used.Size()))
+	assert.Check(t, is.Equal(rows[0].Containers, 1))
 }
 
 // TestCLIPruneFailureExitsNonZero: a blob that cannot leave the disk is a

@@ -8,7 +8,9 @@ import (
 	"io"
 	"testing"
 
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -205,4 +207,19 @@ func TestLoadIndexWithoutThisPlatform(t *testing.T) {
 	assert.Assert(t, is.Len(loaded, 1))
 	assert.Check(t, is.Equal(loaded[0].Name, "example.com/multi:1"))
 	assert.Check(t, is.Equal(e.snapshotCount(), 0))
+}
+
+// TestTagRefusesSourceWithoutContent: a name is never made for content that
+// is gone (collected under a record another client left behind).
+func TestTagRefusesSourceWithoutContent(t *testing.T) {
+	e := newEnv(t)
+	ghost := newImage(t, "ghost") // never written: its content does not exist
+	_, err := e.client.ImageService().Create(e.nsCtx(), images.Image{Name: "example.com/ghost:1", Target: ghost.Target})
+	assert.NilError(t, err)
+
+	_, err = e.svc.Tag(e.ctx, "example.com/ghost:1", "example.com/ghost:2")
+
+	assert.Check(t, errdefs.IsNotFound(err), "got %v", err)
+	_, ok := e.names()["example.com/ghost:2"]
+	assert.Check(t, !ok)
 }

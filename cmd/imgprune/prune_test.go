@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -114,4 +115,11 @@ func TestPruneDanglingFilterIsDockers(t *testing.T) {
 		assert.Check(t, err)
 		assert.Check(t, is.Equal(f.DanglingOnly, tc.want), "%+v", tc.o)
 	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := runCLI(t, nil, "version")
+	assert.NilError(t, err)
+	assert.Check(t, strings.HasPrefix(out, "imgprune "), out)
+	assert.Check(t, is.Contains(out, runtime.GOOS+"/"+runtime.GOARCH))
 }
