@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
 	"testing"
 
@@ -12,12 +13,14 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 )
 
-// fakeEngine answers the two Docker Engine API calls imgprune makes: the
-// version ping and the container listing.
-func fakeEngine(t *testing.T, containers []container.Summary, status int) string {
+// fakeEngine answers the Docker Engine API calls imgprune makes: the
+// version ping, the container listing and the inspection of a container,
+// whose Config.Image is typed[id]. It counts the inspections in inspected.
+func fakeEngine(t *testing.T, containers []container.Summary, status int, typed map[string]string, inspected *[]string) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Api-Version", "1.51")
 		switch {
@@ -29,6 +32,15 @@ func fakeEngine(t *testing.T, containers []container.Summary, status int) string
 				return
 			}
 			json.NewEncoder(w).Encode(containers)
+		case strings.HasSuffix(r.URL.Path, "/json") && strings.Contains(r.URL.Path, "/containers/"):
+			id := path.Base(path.Dir(r.URL.Path))
+			image, ok := typed[id]
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			*inspected = append(*inspected, id)
+			json.NewEncoder(w).Encode(container.InspectResponse{ID: id, Config: &container.Config{Image: image}})
 		default:
 			http.NotFound(w, r)
 		}
@@ -43,15 +55,21 @@ func TestPruneKeepsImagesOfDockerContainers(t *testing.T) {
 	byName := newImage(t, "web", "docker.io/library/web:1")
 	byID := newImage(t, "db", "docker.io/library/db:1", "docker.io/library/db:2")
 	unused := newImage(t, "old", "docker.io/library/old:1")
+	// Created as app:1, whose name has since moved to a new build: the
+	// engine lists it by its image ID, and docker's own prune keeps app:1.
+	moved := newImage(t, "moved", "docker.io/library/app:old")
+	rebuilt := newImage(t, "rebuilt", "docker.io/library/app:1")
+	var inspected []string
 	host := fakeEngine(t, []container.Summary{
 		{ID: "web", Image: "web:1", ImageID: byName.Target.Digest.String(), State: "exited"},
 		{ID: "db", Image: byID.Target.Digest.String(), ImageID: byID.Target.Digest.String(), State: "created"},
-	}, http.StatusOK)
+		{ID: "app", Image: moved.Target.Digest.String(), ImageID: moved.Target.Digest.String(), State: "exited"},
+	}, http.StatusOK, map[string]string{"db": byID.Target.Digest.String(), "app": "app:1"}, &inspected)
 	docker, err := dockerclient.New(dockerclient.WithHost(host))
 	assert.NilError(t, err)
 	defer docker.Close()
-	e := newEnv(t, imgsvc.WithContainerLister(imgsvc.DockerContainers{Client: docker}))
-	e.write(byName, byID, unused)
+	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: docker}))
+	e.write(byName, byID, unused, moved, rebuilt)
 
 	rep := e.prune([]string{"dangling=false"})
 
@@ -62,6 +80,15 @@ func TestPruneKeepsImagesOfDockerContainers(t *testing.T) {
 	assert.Check(t, e.hasContent(byName))
 	assert.Check(t, e.hasContent(byID))
 	assert.Check(t, e.hasNoContent(unused))
+	assert.Check(t, is.Contains(names, "docker.io/library/app:1"), "the name the moved container was created with")
+	assert.Check(t, e.hasContent(moved))
+	assert.Check(t, e.hasContent(rebuilt))
+	// Only containers the engine lists by image ID are inspected, at each
+	// look at the containers.
+	assert.Check(t, len(inspected) > 0)
+	for _, id := range inspected {
+		assert.Check(t, id == "db" || id == "app", "inspected %s", id)
+	}
 }
 
 // TestPruneRefusesWhenDockerCannotBeAsked: without the engine's containers
@@ -71,7 +98,7 @@ func TestPruneRefusesWhenDockerCannotBeAsked(t *testing.T) {
 	img := newImage(t, "app", "docker.io/library/app:1")
 	e.write(img)
 	before := e.names()
-	host := fakeEngine(t, nil, http.StatusInternalServerError)
+	host := fakeEngine(t, nil, http.StatusInternalServerError, nil, nil)
 
 	_, stderr, code := e.run(t, "--docker-host", host, "prune", "-a", "-f")
 

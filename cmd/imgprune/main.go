@@ -15,6 +15,7 @@ import (
 	dockerclient "github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images"
 )
 
@@ -93,7 +94,7 @@ func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer
 		return nil, nil, err
 	}
 	if docker != nil {
-		opts = append(opts, images.WithContainerLister(images.DockerContainers{Client: docker}))
+		opts = append(opts, images.WithContainerSource(imgcontainers.Docker{Client: docker}))
 		open = append(open, docker)
 	}
 	if o.offline {

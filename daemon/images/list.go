@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/go-digest"
+
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
 // Summary is one row of the image listing: a target and one of its names,
@@ -25,48 +27,37 @@ type Summary struct {
 }
 
 // Images lists one row per target and name; a target without a name is
-// listed once with an empty name.
+// listed once with an empty name. It writes nothing.
 func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	ctx = s.withNamespace(ctx)
+	ctrs, _, err := s.listContainers(ctx)
+	if err != nil {
+		return nil, err
+	}
 	records, err := s.stores.Images.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
-	if records, err = s.adopt(ctx, records, true); err != nil {
-		return nil, err
-	}
-	ctrRecords, err := s.containerRecords(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ctrs, err := s.listContainers(ctx, ctrRecords)
-	if err != nil {
-		return nil, err
-	}
-	// Sizes need the content alone, not the collector's roots.
+	// Sizes and lineage need the content alone, not the collector's roots.
 	inv, err := s.listContent(ctx)
 	if err != nil {
 		return nil, err
 	}
-	users := containersPerTarget(records, ctrs)
+	users := containersPerTarget(records, ctrs, lineageOf(inv.content, targetsOf(records)))
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
 	}
 	var out []Summary
 	for target, recs := range byTarget {
+		tr := sortRecords(recs)
 		row := Summary{ID: target, Size: inv.size(target), Containers: users[target]}
-		named := false
-		for _, r := range recs {
-			if isDangling(r.Name) {
-				continue
-			}
-			named = true
+		for _, r := range tr.names {
 			row.Name, row.Created = r.Name, r.CreatedAt
 			out = append(out, row)
 		}
-		if !named {
-			row.Created = recs[0].CreatedAt
+		if len(tr.names) == 0 {
+			row.Created = createdAt(slices.MinFunc(recs, func(a, b images.Image) int { return createdAt(a).Compare(createdAt(b)) }))
 			out = append(out, row)
 		}
 	}
@@ -99,22 +90,23 @@ func (inv *inventory) size(target digest.Digest) int64 {
 	return n
 }
 
-// containersPerTarget counts, for each target, the containers that use it.
-func containersPerTarget(records []images.Image, ctrs []Container) map[digest.Digest]int {
+// containersPerTarget counts, for each target, the containers that use it,
+// each container once however many sources report it.
+func containersPerTarget(records []images.Image, ctrs []imgcontainers.Container, lineage Lineage) map[digest.Digest]int {
 	r := newResolver(records)
-	out := map[digest.Digest]int{}
+	users := map[digest.Digest]map[string]bool{}
 	for _, c := range ctrs {
-		targets := map[digest.Digest]bool{}
-		if c.ImageID != "" {
-			targets[c.ImageID] = true
-		}
-		res, _ := r.resolve(c.Image)
+		res, _ := r.uses(c, lineage)
 		for _, t := range res.targets {
-			targets[t] = true
+			if users[t] == nil {
+				users[t] = map[string]bool{}
+			}
+			users[t][c.ID] = true
 		}
-		for t := range targets {
-			out[t]++
-		}
+	}
+	out := map[digest.Digest]int{}
+	for t, ids := range users {
+		out[t] = len(ids)
 	}
 	return out
 }

@@ -8,26 +8,36 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
-// Snapshot is what a prune decides on: the namespace's records and
-// containers, listed once, and each target's image config labels.
+// Snapshot is what a prune decides on: the namespace's records and the
+// containers of every source, listed once, each target's image config
+// labels, and where each target is unpacked.
 type Snapshot struct {
 	Records    []images.Image
-	Containers []Container
+	Containers []imgcontainers.Container
 	// Labels are the config labels of each target, all platforms merged.
 	Labels map[digest.Digest]map[string]string
+	// Lineage maps unpacked chain IDs to their targets, for containers known
+	// by their rootfs.
+	Lineage Lineage
 }
 
 // Plan is what a prune does. It is a pure function of a Snapshot and Filters.
 type Plan struct {
+	// Adopt lists the dangling records to create before anything goes: one
+	// for each target that stays and lacks one (another tool named it). A
+	// target that goes entirely is never adopted.
+	Adopt []images.Image
 	// Remove lists the records to delete, in the order to delete them:
 	// named records first, dangling records last, so that an interrupted
 	// prune leaves every target it did not finish still counted.
 	Remove []images.Image
-	// EnsureDangling lists targets that lose their last name but must keep
-	// their content: their dangling record is made sure of before any name
-	// goes.
+	// EnsureDangling lists used targets that lose every name: their
+	// dangling record is made sure of again just before their names go and
+	// after, since another client may remove it meanwhile.
 	EnsureDangling []ocispec.Descriptor
 	// Targets lists, in report order, every target the prune touches:
 	// named ones by their first name removed, then the others by digest.
@@ -59,7 +69,7 @@ func (tp TargetPlan) reportKey() string {
 
 // MakePlan decides, for every record in s, whether it stays or goes.
 func MakePlan(s Snapshot, f Filters) Plan {
-	u := resolveUsage(s.Records, s.Containers)
+	u := resolveUsage(s.Records, s.Containers, s.Lineage)
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range s.Records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
@@ -68,6 +78,9 @@ func MakePlan(s Snapshot, f Filters) Plan {
 	var dangling []images.Image
 	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
 		d := decide(byTarget[target], u, f, s.Labels[target])
+		if d.adopt != nil {
+			p.Adopt = append(p.Adopt, *d.adopt)
+		}
 		if d.ensureDangling {
 			p.EnsureDangling = append(p.EnsureDangling, d.plan.Target)
 		}
@@ -90,54 +103,100 @@ type decision struct {
 	plan           TargetPlan
 	removeNames    []images.Image
 	removeDangling *images.Image
-	// ensureDangling: the dangling record must be made before names go.
+	// adopt is the dangling record to create: the target stays and lacks one.
+	adopt *images.Image
+	// ensureDangling: a used target loses every name.
 	ensureDangling bool
+}
+
+// targetRecords are the records of one target by kind.
+type targetRecords struct {
+	names []images.Image // names, sorted
+	ids   []images.Image // CRI's image ID records, sorted
+	// dangling is the target's dangling record, if it has one.
+	dangling *images.Image
+}
+
+func sortRecords(records []images.Image) targetRecords {
+	var tr targetRecords
+	for i, r := range records {
+		switch {
+		case isDangling(r.Name):
+			tr.dangling = &records[i]
+		case isCRIImageID(r):
+			tr.ids = append(tr.ids, r)
+		default:
+			tr.names = append(tr.names, r)
+		}
+	}
+	byName := func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) }
+	slices.SortFunc(tr.names, byName)
+	slices.SortFunc(tr.ids, byName)
+	return tr
 }
 
 // decide decides on the records of one target.
 func decide(records []images.Image, u usage, f Filters, labels map[string]string) decision {
-	var names []images.Image
-	var dangling *images.Image
-	for i, r := range records {
-		if isDangling(r.Name) {
-			dangling = &records[i]
-		} else {
-			names = append(names, r)
-		}
-	}
-	slices.SortFunc(names, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
-	d := decision{plan: TargetPlan{Target: records[0].Target, Named: len(names) > 0}}
+	tr := sortRecords(records)
+	d := decision{plan: TargetPlan{Target: records[0].Target, Named: len(tr.names) > 0}}
 	if slices.ContainsFunc(records, isPinned) {
+		d.adopt = adoption(tr)
 		return d
 	}
 	target := d.plan.Target.Digest
 	used := u.targets[target]
 	matches := f.matchLabels(labels)
-	if !f.DanglingOnly && matches {
-		for _, r := range names {
-			if !u.names[r.Name] && f.matchCreated(r.CreatedAt) {
+	goes := func(r images.Image) bool { return matches && !u.names[r.Name] && f.matchCreated(r.CreatedAt) }
+	if !f.DanglingOnly {
+		for _, r := range tr.names {
+			if goes(r) {
 				d.removeNames = append(d.removeNames, r)
 			}
 		}
 	}
-	allNamesGo := len(d.removeNames) == len(names)
-	if used && u.keepOne[target] && len(names) > 0 && allNamesGo {
+	if used && u.keepOne[target] && len(tr.names) > 0 && len(d.removeNames) == len(tr.names) {
 		// Created by ID or digest: keep the alphabetically last name.
 		d.removeNames = d.removeNames[:len(d.removeNames)-1]
-		allNamesGo = false
+	}
+	namesLeft := len(tr.names) - len(d.removeNames)
+	if !used && namesLeft == 0 && (!f.DanglingOnly || len(tr.names) == 0) {
+		// CRI's ID records go with the image's last name: an unused CRI
+		// image leaves nothing for `crictl images` to show. A used one keeps
+		// them, so that the kubelet still finds it by ID.
+		for _, r := range tr.ids {
+			if goes(r) {
+				d.removeNames = append(d.removeNames, r)
+			}
+		}
 	}
 	for _, r := range d.removeNames {
 		d.plan.Untag = append(d.plan.Untag, r.Name)
 	}
+	allGo := len(d.removeNames) == len(tr.names)+len(tr.ids)
 	switch {
-	case used || !allNamesGo:
-		// A used target losing its last name keeps its content through its
-		// dangling record, made sure of (another client may remove it) just
-		// before the names go.
-		d.ensureDangling = used && allNamesGo && len(names) > 0
-	case len(names) > 0 || (dangling != nil && matches && f.matchCreated(createdAt(*dangling))):
+	case used || !allGo:
+		// The target stays: its dangling record is its refcount. A used
+		// target losing its last name keeps its content through it, made
+		// sure of again (another client may remove it) as the names go.
+		d.adopt = adoption(tr)
+		d.ensureDangling = used && allGo && len(d.removeNames) > 0
+	case len(d.removeNames) > 0 || (tr.dangling != nil && matches && f.matchCreated(createdAt(*tr.dangling))):
 		d.plan.Gone = true
-		d.removeDangling = dangling
+		d.removeDangling = tr.dangling
 	}
 	return d
+}
+
+// adoption is the dangling record a target that stays lacks, or nil. It
+// carries when the target entered: its earliest record's creation.
+func adoption(tr targetRecords) *images.Image {
+	if tr.dangling != nil {
+		return nil
+	}
+	all := append(slices.Clone(tr.names), tr.ids...)
+	if len(all) == 0 {
+		return nil
+	}
+	first := slices.MinFunc(all, func(a, b images.Image) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return &images.Image{Name: danglingName(first.Target.Digest), Target: first.Target, CreatedAt: first.CreatedAt, Labels: createdLabel(first.CreatedAt)}
 }

@@ -11,6 +11,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
+
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
 var (
@@ -30,6 +32,12 @@ func record(name string, target digest.Digest, opts ...func(*images.Image)) imag
 		o(&r)
 	}
 	return r
+}
+
+var criConfig = digest.FromString("cri config")
+
+func criManaged(r *images.Image) {
+	r.Labels = map[string]string{imgcontainers.CRIImageLabel: imgcontainers.CRIImageManaged}
 }
 
 func withCreated(t time.Time) func(*images.Image) { return func(r *images.Image) { r.CreatedAt = t } }
@@ -66,8 +74,61 @@ func TestMakePlan(t *testing.T) {
 		wantRemove []string
 		wantGone   []digest.Digest
 		wantEnsure []digest.Digest
+		wantAdopt  []digest.Digest
 		wantWarn   string
 	}{
+		{
+			name: "an unused CRI image loses its tag, digest and ID records",
+			snapshot: Snapshot{Records: []images.Image{
+				record("registry.k8s.io/app:1", targetA, criManaged),
+				record("registry.k8s.io/app@"+targetA.String(), targetA, criManaged),
+				record(criConfig.String(), targetA, criManaged),
+			}},
+			filters:    all,
+			wantRemove: []string{"registry.k8s.io/app:1", "registry.k8s.io/app@" + targetA.String(), criConfig.String()},
+			wantGone:   []digest.Digest{targetA},
+		},
+		{
+			name: "a used CRI image keeps the name it runs and its ID record",
+			snapshot: Snapshot{
+				Records: []images.Image{
+					record("registry.k8s.io/app:1", targetA, criManaged),
+					record("registry.k8s.io/app@"+targetA.String(), targetA, criManaged),
+					record(criConfig.String(), targetA, criManaged),
+				},
+				Containers: []imgcontainers.Container{{ID: "c1", Source: "cri", Image: "registry.k8s.io/app:1", ImageID: targetA, ConfigID: criConfig}},
+			},
+			filters:    all,
+			wantRemove: []string{"registry.k8s.io/app@" + targetA.String()},
+			wantAdopt:  []digest.Digest{targetA},
+		},
+		{
+			name: "a container known by its rootfs alone keeps its target's content",
+			snapshot: Snapshot{
+				Records:    []images.Image{record("docker.io/library/old:1", targetA), record("docker.io/library/other:1", targetB)},
+				Containers: []imgcontainers.Container{{ID: "c1", Source: "rootfs", Rootfs: &imgcontainers.Parent{Snapshotter: "native", Key: "chain-a"}}},
+				Lineage:    Lineage{{Snapshotter: "native", Key: "chain-a"}: {targetA}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/old:1", "docker.io/library/other:1"},
+			wantGone:   []digest.Digest{targetB},
+			wantEnsure: []digest.Digest{targetA},
+			wantAdopt:  []digest.Digest{targetA},
+		},
+		{
+			name:       "only targets that stay are adopted",
+			snapshot:   Snapshot{Records: []images.Image{record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetB), record("docker.io/library/b:2", targetB, withCreated(epoch.Add(2*time.Hour)))}},
+			filters:    Filters{Until: epoch.Add(time.Hour)},
+			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/b:1"},
+			wantGone:   []digest.Digest{targetA},
+			wantAdopt:  []digest.Digest{targetB},
+		},
+		{
+			name:      "a dangling-only prune adopts the named targets it keeps",
+			snapshot:  Snapshot{Records: []images.Image{record("docker.io/library/a:1", targetA)}},
+			filters:   danglingOnly,
+			wantAdopt: []digest.Digest{targetA},
+		},
 		{
 			name:       "dangling only removes nameless targets",
 			snapshot:   Snapshot{Records: store(record("docker.io/library/a:1", targetA), record(dB, targetB))},
@@ -86,7 +147,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by name keeps that name and untags the others",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/a:latest", targetA)),
-				Containers: []Container{{ID: "c1", Image: "a"}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: "a"}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1"},
@@ -95,7 +156,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by full ID keeps the alphabetically last name",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/z:1", targetA), record("docker.io/library/m:1", targetA)),
-				Containers: []Container{{ID: "c1", Image: targetA.String()}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: targetA.String()}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/m:1"},
@@ -104,7 +165,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by sha256-less ID",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetA)),
-				Containers: []Container{{ID: "c1", Image: targetA.Encoded()}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: targetA.Encoded()}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1"},
@@ -113,7 +174,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by truncated ID",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetB)),
-				Containers: []Container{{ID: "c1", Image: targetA.Encoded()[:12]}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: targetA.Encoded()[:12]}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/b:1", dB},
@@ -123,7 +184,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by digest keeps a name",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA)),
-				Containers: []Container{{ID: "c1", Image: "a@" + targetA.String()}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: "a@" + targetA.String()}},
 			},
 			filters: all,
 		},
@@ -131,7 +192,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by repo:tag@digest protects repo:tag and the digest",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetB), record("docker.io/library/a:2", targetA)),
-				Containers: []Container{{ID: "c1", Image: "a:1@" + targetA.String()}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: "a:1@" + targetA.String()}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:2"},
@@ -141,7 +202,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container used a target whose tag moved: its content stays",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetB), record(dA, targetA)),
-				Containers: []Container{{ID: "c1", Image: "a:1", ImageID: targetA}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: "a:1", ImageID: targetA}},
 			},
 			filters: all,
 		},
@@ -149,18 +210,19 @@ func TestMakePlan(t *testing.T) {
 			name: "last name of a used target without its dangling record: created first",
 			snapshot: Snapshot{
 				Records:    []images.Image{record("docker.io/library/a:1", targetA)},
-				Containers: []Container{{ID: "c1", Image: "gone:1", ImageID: targetA}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: "gone:1", ImageID: targetA}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1"},
 			wantEnsure: []digest.Digest{targetA},
+			wantAdopt:  []digest.Digest{targetA},
 			wantWarn:   "container c1",
 		},
 		{
 			name: "unresolvable reference warns and blocks nothing",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA)),
-				Containers: []Container{{ID: "c1", Image: "Not A Ref!"}},
+				Containers: []imgcontainers.Container{{ID: "c1", Image: "Not A Ref!"}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1", dA},
@@ -212,6 +274,12 @@ func TestMakePlan(t *testing.T) {
 				ensure = append(ensure, d.Digest)
 			}
 			assert.Check(t, is.DeepEqual(ensure, tc.wantEnsure))
+			var adopt []digest.Digest
+			for _, r := range p.Adopt {
+				assert.Check(t, is.Equal(r.Name, danglingName(r.Target.Digest)))
+				adopt = append(adopt, r.Target.Digest)
+			}
+			assert.Check(t, is.DeepEqual(adopt, tc.wantAdopt))
 			if tc.wantWarn == "" {
 				assert.Check(t, is.Len(p.Warnings, 0))
 			} else {
@@ -241,7 +309,7 @@ func TestMakePlanIsStable(t *testing.T) {
 // names each and 500 containers using them by name, ID and digest.
 func BenchmarkMakePlan(b *testing.B) {
 	var records []images.Image
-	var ctrs []Container
+	var ctrs []imgcontainers.Container
 	for i := 0; i < 5000; i++ {
 		target := digest.FromString(fmt.Sprint("target", i))
 		records = append(records,
@@ -250,11 +318,11 @@ func BenchmarkMakePlan(b *testing.B) {
 			record(danglingName(target), target))
 		switch {
 		case i%30 == 0:
-			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: fmt.Sprintf("example.com/app%d", i)})
+			ctrs = append(ctrs, imgcontainers.Container{ID: fmt.Sprint("c", i), Image: fmt.Sprintf("example.com/app%d", i)})
 		case i%30 == 10:
-			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: target.Encoded()[:12]})
+			ctrs = append(ctrs, imgcontainers.Container{ID: fmt.Sprint("c", i), Image: target.Encoded()[:12]})
 		case i%30 == 20:
-			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: "example.com/app@" + target.String()})
+			ctrs = append(ctrs, imgcontainers.Container{ID: fmt.Sprint("c", i), Image: "example.com/app@" + target.String()})
 		}
 	}
 	s := Snapshot{Records: records, Containers: ctrs}

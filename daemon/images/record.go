@@ -6,6 +6,8 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
 // danglingPrefix is the name prefix of a dangling record. It is the one Moby
@@ -27,6 +29,17 @@ func danglingName(target digest.Digest) string {
 // isDangling reports whether name is a dangling record's name.
 func isDangling(name string) bool {
 	return strings.HasPrefix(name, danglingPrefix)
+}
+
+// isCRIImageID reports whether img is one of the records containerd's CRI
+// plugin names an image by its ID: "sha256:<config digest>", labelled as
+// managed by CRI. It is a name of the image, not one a user typed.
+func isCRIImageID(img images.Image) bool {
+	if img.Labels[imgcontainers.CRIImageLabel] != imgcontainers.CRIImageManaged {
+		return false
+	}
+	_, err := digest.Parse(img.Name)
+	return err == nil
 }
 
 // isPinned reports whether CRI pinned the record.

@@ -2,7 +2,9 @@ package images
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/image"
@@ -21,8 +23,9 @@ type Report struct {
 	// whose image reference could not be resolved.
 	Warnings []string `json:"Warnings,omitempty"`
 	// planned and pruned count images (names, and targets without one) the
-	// prune set out to remove and did remove.
-	planned, pruned int
+	// prune set out to remove and did remove; left counts those an
+	// interrupted prune did not try.
+	planned, pruned, left int
 }
 
 // Failure is one thing a prune could not remove.
@@ -36,10 +39,17 @@ func (r Report) Err() error {
 	if len(r.Failures) == 0 {
 		return nil
 	}
+	msg := fmt.Sprintf("pruned %d of %d images", r.pruned, r.planned+r.left)
 	if failed := r.planned - r.pruned; failed > 0 {
-		return fmt.Errorf("pruned %d of %d images; %d failed", r.pruned, r.planned, failed)
+		msg += fmt.Sprintf("; %d failed", failed)
 	}
-	return fmt.Errorf("pruned %d of %d images; %d failed to be cleaned up", r.pruned, r.planned, len(r.Failures))
+	if r.left > 0 {
+		msg += fmt.Sprintf("; interrupted, %d left for the next prune", r.left)
+	}
+	if r.planned == r.pruned && r.left == 0 {
+		msg += fmt.Sprintf("; %d failed to be cleaned up", len(r.Failures))
+	}
+	return errors.New(msg)
 }
 
 // account reports what the prune did. Reclaimed bytes are those predicted to
@@ -48,10 +58,13 @@ func (r Report) Err() error {
 // other clients freed meanwhile is not this prune's to count. An error here
 // costs the byte count, never the record of what was removed.
 func (s *Service) account(ctx context.Context, plan Plan, predicted reclaim, disk *diskView, done applied) Report {
-	rep := Report{Failures: done.failures, Warnings: plan.Warnings}
+	rep := Report{Failures: done.failures, Warnings: append(slices.Clone(plan.Warnings), done.warnings...)}
 	after, err := s.listPresent(ctx, predicted.snapshotters())
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
+	}
+	if len(done.untried) > 0 {
+		rep.Failures = append(rep.Failures, Failure{Name: "prune", Error: fmt.Sprintf("interrupted: %d records left for the next prune", len(done.untried))})
 	}
 	goneTarget := func(digest.Digest) bool { return false }
 	if after != nil {
@@ -66,15 +79,13 @@ func (s *Service) account(ctx context.Context, plan Plan, predicted reclaim, dis
 			if done.removed[name] {
 				untagged = append(untagged, name)
 			}
-			if !done.leftAlone[name] {
-				rep.planned++
-			}
+			rep.count(name, done)
 		}
 		rep.pruned += len(untagged)
-		nameless := tp.Gone && !tp.Named
+		nameless := tp.Gone && !tp.Named && !done.rescued[tp.Target.Digest]
 		danglingGone := done.removed[danglingName(tp.Target.Digest)]
-		if nameless && !done.leftAlone[danglingName(tp.Target.Digest)] {
-			rep.planned++
+		if nameless {
+			rep.count(danglingName(tp.Target.Digest), done)
 			if danglingGone {
 				rep.pruned++
 			}
@@ -82,6 +93,17 @@ func (s *Service) account(ctx context.Context, plan Plan, predicted reclaim, dis
 		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, untagged, nameless && danglingGone, tp.Gone && goneTarget(tp.Target.Digest))...)
 	}
 	return rep
+}
+
+// count counts a record the plan removes as planned, or as left for the next
+// prune; one another client changed meanwhile is neither.
+func (r *Report) count(name string, done applied) {
+	switch {
+	case done.untried[name]:
+		r.left++
+	case !done.leftAlone[name]:
+		r.planned++
+	}
 }
 
 // freed is what left among what was predicted to leave.

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -58,12 +59,6 @@ func StoresFromClient(c *client.Client) Stores {
 	}
 }
 
-// ContainerLister lists containers that use images of the namespace from a
-// source other than containerd's container records, a Docker Engine say.
-type ContainerLister interface {
-	ListContainers(ctx context.Context) ([]Container, error)
-}
-
 // Service is the image service of one containerd namespace. It is safe for
 // concurrent use; prunes run one at a time.
 type Service struct {
@@ -71,7 +66,9 @@ type Service struct {
 	client      *client.Client
 	namespace   string
 	snapshotter string
-	listers     []ContainerLister
+	// sources tell which images containers use: containerd's records, CRI's
+	// metadata and the rootfs lineage always, a Docker Engine's when added.
+	sources []imgcontainers.Source
 	// root is the daemon's root directory, if it may be on this host.
 	root string
 
@@ -86,9 +83,10 @@ func WithSnapshotter(name string) Opt {
 	return func(s *Service) { s.snapshotter = name }
 }
 
-// WithContainerLister adds a source of containers whose images are in use.
-func WithContainerLister(l ContainerLister) Opt {
-	return func(s *Service) { s.listers = append(s.listers, l) }
+// WithContainerSource adds a source of containers whose images are in use,
+// such as a Docker Engine's containers.
+func WithContainerSource(src imgcontainers.Source) Opt {
+	return func(s *Service) { s.sources = append(s.sources, src) }
 }
 
 // WithClient lets the service load and unpack archives through c.
@@ -102,6 +100,11 @@ func New(stores Stores, namespace string, opts ...Opt) *Service {
 		stores:      stores,
 		namespace:   namespace,
 		snapshotter: DefaultSnapshotter,
+		sources: []imgcontainers.Source{
+			imgcontainers.Records{},
+			imgcontainers.CRI{},
+			imgcontainers.Rootfs{Snapshotter: stores.Snapshotter},
+		},
 	}
 	for _, o := range opts {
 		o(s)

@@ -9,18 +9,9 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
-)
 
-// Container is what usage needs to know of a container, in any state.
-type Container struct {
-	ID string
-	// Image is the reference as the container's creator typed it: a name,
-	// "repo:tag@digest", "repo@digest", a full or truncated image ID.
-	Image string
-	// ImageID is the target digest resolved at creation, when the creator
-	// recorded it.
-	ImageID digest.Digest
-}
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
+)
 
 // shortID matches what docker accepts as a (possibly truncated) image ID.
 var shortID = regexp.MustCompile(`^[a-f0-9]{1,64}$`)
@@ -38,38 +29,65 @@ type usage struct {
 	warnings []string
 }
 
-// resolveUsage resolves every container's reference against records. It never
+// Lineage maps the snapshot an image is unpacked to (its chain ID in a
+// snapshotter) to the targets unpacked there.
+type Lineage map[imgcontainers.Parent][]digest.Digest
+
+// resolveUsage resolves what every container uses against records. It never
 // fails: a reference that cannot be resolved is a warning, and the
-// container's ImageID, when known, still protects its target.
-func resolveUsage(records []images.Image, containers []Container) usage {
+// container's other evidence (its image ID, its rootfs) still protects its
+// target.
+func resolveUsage(records []images.Image, ctrs []imgcontainers.Container, lineage Lineage) usage {
 	u := usage{
 		targets: map[digest.Digest]bool{},
 		names:   map[string]bool{},
 		keepOne: map[digest.Digest]bool{},
 	}
 	r := newResolver(records)
-	for _, c := range containers {
-		if c.ImageID != "" {
-			u.targets[c.ImageID] = true
-		}
-		if c.Image == "" {
-			continue
-		}
-		res, err := r.resolve(c.Image)
+	for _, c := range ctrs {
+		res, err := r.uses(c, lineage)
 		if err != nil {
-			u.warnings = append(u.warnings, fmt.Sprintf("container %s: image %q: %v", c.ID, c.Image, err))
+			u.warnings = append(u.warnings, fmt.Sprintf("%s container %s: image %q: %v", c.Source, c.ID, c.Image, err))
 		}
 		for _, t := range res.targets {
 			u.targets[t] = true
-			if res.byID {
-				u.keepOne[t] = true
-			}
+		}
+		for _, t := range res.byID {
+			u.keepOne[t] = true
 		}
 		if res.name != "" {
 			u.names[res.name] = true
 		}
 	}
 	return u
+}
+
+// uses resolves everything c says of its image: the reference it was
+// created with, the image ID and config digest recorded at creation, the
+// snapshot its rootfs was prepared on. The error is about the reference
+// alone; the rest is resolved whatever it says.
+func (r resolver) uses(c imgcontainers.Container, lineage Lineage) (resolution, error) {
+	var res resolution
+	var err error
+	if c.Image != "" {
+		res, err = r.resolve(c.Image)
+		if res.byIDRef {
+			res.byID = slices.Clone(res.targets)
+		}
+	}
+	if c.ImageID != "" {
+		res.targets = append(res.targets, c.ImageID)
+	}
+	if c.ConfigID != "" {
+		// CRI's image ID names its ID record.
+		if t, ok := r.byName[c.ConfigID.String()]; ok {
+			res.targets = append(res.targets, t)
+		}
+	}
+	if c.Rootfs != nil {
+		res.targets = append(res.targets, lineage[*c.Rootfs]...)
+	}
+	return res, err
 }
 
 // resolver resolves image references against a snapshot of records.
@@ -87,15 +105,21 @@ func newResolver(records []images.Image) resolver {
 	return r
 }
 
-// resolution is what one container reference uses.
+// resolution is what one container uses.
 type resolution struct {
 	name    string          // the record it names, if any
 	targets []digest.Digest // the targets it uses
-	byID    bool            // created by ID or digest: keep one name
+	byIDRef bool            // created by ID or digest: keep one name
+	byID    []digest.Digest // the targets that keep one name
 }
 
 func (r resolver) resolve(ref string) (resolution, error) {
 	ref = strings.TrimSpace(ref)
+	if target, ok := r.byName[ref]; ok {
+		// A record of exactly that name: a normalized name, or CRI's
+		// "sha256:<config digest>" ID record.
+		return resolution{name: ref, targets: []digest.Digest{target}}, nil
+	}
 	if hex, ok := strings.CutPrefix(ref, "sha256:"); ok {
 		return r.byIDPrefix(hex)
 	}
@@ -115,7 +139,7 @@ func (r resolver) resolve(ref string) (resolution, error) {
 		} else if _, ok := r.byName[named.String()]; ok {
 			res.name = named.String()
 		} else {
-			res.byID = true
+			res.byIDRef = true
 		}
 		if !r.targets[canonical.Digest()] && res.name == "" {
 			return resolution{}, fmt.Errorf("no image with digest %s", canonical.Digest())
@@ -151,7 +175,7 @@ func (r resolver) byIDPrefix(hex string) (resolution, error) {
 	case 0:
 		return resolution{}, fmt.Errorf("no image with ID sha256:%s", hex)
 	case 1:
-		return resolution{targets: matches, byID: true}, nil
+		return resolution{targets: matches, byIDRef: true}, nil
 	}
 	return resolution{targets: matches}, fmt.Errorf("image ID %q is ambiguous: it matches %d images", hex, len(matches))
 }

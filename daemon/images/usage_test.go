@@ -10,6 +10,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
+
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
 func TestResolveUsage(t *testing.T) {
@@ -30,34 +32,42 @@ func TestResolveUsage(t *testing.T) {
 		record("docker.io/library/deadbeef:latest", targetC),
 		record("example.com/one:1", ab1),
 		record("example.com/two:1", ab2),
+		record(criConfig.String(), targetC, criManaged),
 	}
+	chain := imgcontainers.Parent{Snapshotter: "overlayfs", Key: "sha256:chain"}
+	lineage := Lineage{chain: {targetA, targetB}}
 	tests := []struct {
 		name        string
-		ctr         Container
+		ctr         imgcontainers.Container
 		wantTargets []digest.Digest
 		wantNames   []string
 		wantKeepOne []digest.Digest
 		wantWarning bool
 	}{
-		{name: "familiar name means latest", ctr: Container{Image: "busybox"}, wantTargets: []digest.Digest{targetA}, wantNames: []string{"docker.io/library/busybox:latest"}},
-		{name: "tag", ctr: Container{Image: "busybox:1.36"}, wantTargets: []digest.Digest{targetB}, wantNames: []string{"docker.io/library/busybox:1.36"}},
-		{name: "full ID", ctr: Container{Image: targetB.String()}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
-		{name: "sha256-less full ID", ctr: Container{Image: targetB.Encoded()}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
-		{name: "truncated ID", ctr: Container{Image: targetB.Encoded()[:8]}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
-		{name: "truncated sha256: ID", ctr: Container{Image: "sha256:" + targetB.Encoded()[:8]}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
-		{name: "a hex name that exists is a name", ctr: Container{Image: "deadbeef"}, wantTargets: []digest.Digest{targetC}, wantNames: []string{"docker.io/library/deadbeef:latest"}},
-		{name: "repo@digest", ctr: Container{Image: "busybox@" + targetB.String()}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
-		{name: "repo:tag@digest", ctr: Container{Image: "busybox:1.36@" + targetA.String()}, wantTargets: []digest.Digest{targetA}, wantNames: []string{"docker.io/library/busybox:1.36"}},
-		{name: "unknown digest warns", ctr: Container{Image: "busybox@" + digest.FromString("x").String()}, wantWarning: true},
-		{name: "unknown name warns", ctr: Container{Image: "nosuch:1"}, wantWarning: true},
-		{name: "unknown name with image ID warns and protects the ID", ctr: Container{Image: "nosuch:1", ImageID: targetC}, wantTargets: []digest.Digest{targetC}, wantWarning: true},
-		{name: "ambiguous prefix protects all, keeps no name", ctr: Container{Image: ab1.Encoded()[:1]}, wantTargets: []digest.Digest{ab1, ab2}, wantWarning: true},
-		{name: "no reference, image ID only", ctr: Container{ImageID: targetA}, wantTargets: []digest.Digest{targetA}},
+		{name: "familiar name means latest", ctr: imgcontainers.Container{Image: "busybox"}, wantTargets: []digest.Digest{targetA}, wantNames: []string{"docker.io/library/busybox:latest"}},
+		{name: "tag", ctr: imgcontainers.Container{Image: "busybox:1.36"}, wantTargets: []digest.Digest{targetB}, wantNames: []string{"docker.io/library/busybox:1.36"}},
+		{name: "full ID", ctr: imgcontainers.Container{Image: targetB.String()}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
+		{name: "sha256-less full ID", ctr: imgcontainers.Container{Image: targetB.Encoded()}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
+		{name: "truncated ID", ctr: imgcontainers.Container{Image: targetB.Encoded()[:8]}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
+		{name: "truncated sha256: ID", ctr: imgcontainers.Container{Image: "sha256:" + targetB.Encoded()[:8]}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
+		{name: "a hex name that exists is a name", ctr: imgcontainers.Container{Image: "deadbeef"}, wantTargets: []digest.Digest{targetC}, wantNames: []string{"docker.io/library/deadbeef:latest"}},
+		{name: "repo@digest", ctr: imgcontainers.Container{Image: "busybox@" + targetB.String()}, wantTargets: []digest.Digest{targetB}, wantKeepOne: []digest.Digest{targetB}},
+		{name: "repo:tag@digest", ctr: imgcontainers.Container{Image: "busybox:1.36@" + targetA.String()}, wantTargets: []digest.Digest{targetA}, wantNames: []string{"docker.io/library/busybox:1.36"}},
+		{name: "unknown digest warns", ctr: imgcontainers.Container{Image: "busybox@" + digest.FromString("x").String()}, wantWarning: true},
+		{name: "unknown name warns", ctr: imgcontainers.Container{Image: "nosuch:1"}, wantWarning: true},
+		{name: "unknown name with image ID warns and protects the ID", ctr: imgcontainers.Container{Image: "nosuch:1", ImageID: targetC}, wantTargets: []digest.Digest{targetC}, wantWarning: true},
+		{name: "ambiguous prefix protects all, keeps no name", ctr: imgcontainers.Container{Image: ab1.Encoded()[:1]}, wantTargets: []digest.Digest{ab1, ab2}, wantWarning: true},
+		{name: "no reference, image ID only", ctr: imgcontainers.Container{ImageID: targetA}, wantTargets: []digest.Digest{targetA}},
+		{name: "CRI: config digest finds the ID record", ctr: imgcontainers.Container{ConfigID: criConfig}, wantTargets: []digest.Digest{targetC}},
+		{name: "CRI: name it runs and config digest", ctr: imgcontainers.Container{Image: "docker.io/library/deadbeef:latest", ConfigID: criConfig}, wantTargets: []digest.Digest{targetC}, wantNames: []string{"docker.io/library/deadbeef:latest"}},
+		{name: "CRI: the ID record as typed is a name", ctr: imgcontainers.Container{Image: criConfig.String()}, wantTargets: []digest.Digest{targetC}, wantNames: []string{criConfig.String()}},
+		{name: "rootfs: every target unpacked on the chain", ctr: imgcontainers.Container{Rootfs: &chain}, wantTargets: []digest.Digest{targetA, targetB}},
+		{name: "rootfs: a chain no image has", ctr: imgcontainers.Container{Rootfs: &imgcontainers.Parent{Snapshotter: "native", Key: "sha256:chain"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.ctr.ID = "c1"
-			u := resolveUsage(records, []Container{tc.ctr})
+			u := resolveUsage(records, []imgcontainers.Container{tc.ctr}, lineage)
 			assert.Check(t, is.DeepEqual(keys(u.targets), sorted(tc.wantTargets)))
 			assert.Check(t, is.DeepEqual(namesOf(u.names), sorted(tc.wantNames)))
 			assert.Check(t, is.DeepEqual(keys(u.keepOne), sorted(tc.wantKeepOne)))

@@ -1,0 +1,84 @@
+package containers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+)
+
+// The extension containerd's CRI plugin keeps a container's metadata in,
+// and the labels it puts on containers and images (its internal
+// cri/labels package).
+const (
+	CRIMetadataExtension = "io.cri-containerd.container.metadata"
+	CRIKindLabel         = "io.cri-containerd.kind"
+	CRIImageLabel        = "io.cri-containerd.image"
+	CRIImageManaged      = "managed"
+)
+
+// criMetadata is the part of CRI's versioned container metadata usage needs.
+type criMetadata struct {
+	Version  string
+	Metadata struct {
+		ID string
+		// ImageRef is the image config digest: CRI's image ID.
+		ImageRef string
+		// ImageDigest is the target digest (containerd 2.4 and later).
+		ImageDigest string
+		// ImageName is the name the container runs: a repo tag, else a
+		// repo digest.
+		ImageName string
+	}
+}
+
+// CRI reads the images of containers made by containerd's CRI plugin (the
+// kubelet's): CRI leaves Container.Image empty and keeps the image in its
+// metadata extension. Containers are recognized by that extension, in
+// whatever namespace they are.
+type CRI struct{}
+
+// Containers implements Source. A record whose metadata cannot be decoded is
+// logged and skipped: its rootfs still protects its image.
+func (CRI) Containers(ctx context.Context, records []containers.Container) ([]Container, error) {
+	var out []Container
+	for _, r := range records {
+		ext, ok := r.Extensions[CRIMetadataExtension]
+		if !ok || ext == nil {
+			continue
+		}
+		c, err := decodeCRI(ext.GetValue())
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("container", r.ID).Warn("cannot read CRI's metadata of the container; its rootfs still protects its image")
+			continue
+		}
+		c.ID = r.ID
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// decodeCRI decodes CRI's versioned container metadata.
+func decodeCRI(data []byte) (Container, error) {
+	var m criMetadata
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Container{}, fmt.Errorf("decode CRI container metadata: %w", err)
+	}
+	if m.Version != "v1" {
+		return Container{}, fmt.Errorf("decode CRI container metadata: unsupported version %q", m.Version)
+	}
+	c := Container{Source: "cri", Image: m.Metadata.ImageName}
+	if d, err := digest.Parse(m.Metadata.ImageDigest); err == nil {
+		c.ImageID = d
+	}
+	if d, err := digest.Parse(m.Metadata.ImageRef); err == nil {
+		c.ConfigID = d
+	}
+	if c.Image == "" && c.ImageID == "" && c.ConfigID == "" {
+		return Container{}, fmt.Errorf("decode CRI container metadata: it names no image")
+	}
+	return c, nil
+}

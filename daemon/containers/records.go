@@ -1,0 +1,32 @@
+package containers
+
+import (
+	"context"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/opencontainers/go-digest"
+)
+
+// ImageIDLabel is a container label holding the image ID (target digest) its
+// creator resolved, for creators that record it.
+const ImageIDLabel = "org.imgprune.image.id"
+
+// Records reads the image a containerd container record names: the
+// reference its creator typed in Container.Image (docker, nerdctl, ctr) and
+// the image ID in ImageIDLabel.
+type Records struct{}
+
+// Containers implements Source.
+func (Records) Containers(_ context.Context, records []containers.Container) ([]Container, error) {
+	var out []Container
+	for _, r := range records {
+		c := Container{ID: r.ID, Source: "containerd", Image: r.Image}
+		if id, err := digest.Parse(r.Labels[ImageIDLabel]); err == nil {
+			c.ImageID = id
+		}
+		if c.Image != "" || c.ImageID != "" {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,222 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// applied is what the writes of one prune did.
+type applied struct {
+	removed map[string]bool
+	// leftAlone are records changed by another client since the plan.
+	leftAlone map[string]bool
+	// untried are records an interrupted prune left for the next one.
+	untried map[string]bool
+	// rescued are targets a container came to use while the prune ran:
+	// they keep their dangling record and content.
+	rescued  map[digest.Digest]bool
+	failures []Failure
+	warnings []string
+}
+
+// applier carries out one plan.
+type applier struct {
+	s    *Service
+	plan Plan
+	snap Snapshot
+	applied
+	// A target whose dangling record could not be made keeps its names; a
+	// target one of whose names could not go keeps its dangling record.
+	keepNames, keepDangling map[digest.Digest]bool
+	// ensured are the targets whose dangling record was made sure of just
+	// before their names went.
+	ensured map[digest.Digest]bool
+}
+
+// apply executes plan, each write on its own: the dangling records of
+// targets that stay, then the names, a look at the containers again, the
+// dangling records that go, and a last look before the collection. A used
+// target losing its last name has its dangling record made sure of before
+// its names go and once more after, since another client may remove it
+// meanwhile.
+func (s *Service) apply(ctx context.Context, plan Plan, snap Snapshot) applied {
+	a := &applier{
+		s:            s,
+		plan:         plan,
+		snap:         snap,
+		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}, untried: map[string]bool{}, rescued: map[digest.Digest]bool{}},
+		keepNames:    map[digest.Digest]bool{},
+		keepDangling: map[digest.Digest]bool{},
+		ensured:      map[digest.Digest]bool{},
+	}
+	// What keeps content safe runs to its end even when the prune is
+	// interrupted; deletions stop.
+	safe := context.WithoutCancel(ctx)
+	ensure := map[digest.Digest]ocispec.Descriptor{}
+	for _, t := range plan.EnsureDangling {
+		ensure[t.Digest] = t
+	}
+	a.adopt(safe)
+	names, dangling := splitDangling(plan.Remove)
+	a.each(ctx, names, func(r images.Image) {
+		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
+			a.ensure(safe, t)
+			a.ensured[t.Digest] = true
+		}
+	})
+	// Names never free content; dangling records do. Look again first.
+	canDelete := a.lookAgain(safe)
+	a.ensure(safe, plan.EnsureDangling...)
+	if !canDelete {
+		a.leave(dangling)
+		return a.applied
+	}
+	a.each(ctx, dangling, nil)
+	if len(dangling) > 0 {
+		// The last look, just before the collection, gives back the dangling
+		// record of a target a container came to use during the deletions.
+		a.lookAgain(safe)
+	}
+	return a.applied
+}
+
+// splitDangling splits records ordered names first into names and dangling
+// records.
+func splitDangling(records []images.Image) (names, dangling []images.Image) {
+	for i, r := range records {
+		if isDangling(r.Name) {
+			return records[:i], records[i:]
+		}
+	}
+	return records, nil
+}
+
+// each deletes records in order, after before, until ctx is done; the
+// records it does not reach are left for the next prune.
+func (a *applier) each(ctx context.Context, records []images.Image, before func(images.Image)) {
+	for i, r := range records {
+		if ctx.Err() != nil {
+			a.leave(records[i:])
+			return
+		}
+		if before != nil {
+			before(r)
+		}
+		if !a.kept(r) {
+			a.delete(ctx, r)
+		}
+	}
+}
+
+// leave records that the prune does not try.
+func (a *applier) leave(records []images.Image) {
+	for _, r := range records {
+		a.untried[r.Name] = true
+	}
+}
+
+// kept reports whether r stays because something else about its target failed.
+func (a *applier) kept(r images.Image) bool {
+	if isDangling(r.Name) {
+		return a.keepDangling[r.Target.Digest] || a.rescued[r.Target.Digest]
+	}
+	return a.keepNames[r.Target.Digest]
+}
+
+// adopt creates the dangling records of targets that stay and lack one. A
+// used target that could not be adopted keeps its names.
+func (a *applier) adopt(ctx context.Context) {
+	for _, r := range a.plan.Adopt {
+		if _, err := a.s.ensureDangling(ctx, r.Target, createdAt(r)); err != nil {
+			a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
+			a.keepNames[r.Target.Digest] = true
+		}
+	}
+}
+
+// ensure makes sure targets have their dangling record.
+func (a *applier) ensure(ctx context.Context, targets ...ocispec.Descriptor) {
+	for _, t := range targets {
+		if a.keepNames[t.Digest] {
+			continue
+		}
+		if _, err := a.s.ensureDangling(ctx, t, time.Time{}); err != nil {
+			a.failures = append(a.failures, Failure{Name: t.Digest.String(), Error: err.Error()})
+			a.keepNames[t.Digest] = true
+		}
+	}
+}
+
+// delete removes one record if it still points where the plan saw it.
+func (a *applier) delete(ctx context.Context, r images.Image) {
+	target := r.Target
+	err := a.s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
+	switch {
+	case err == nil:
+		a.removed[r.Name] = true
+	case errdefs.IsNotFound(err):
+		// Removed or re-pointed since the plan (DeleteTarget answers
+		// NotFound for both): left alone.
+		log.G(ctx).WithField("image", r.Name).Debug("image changed since the plan; left alone")
+		a.leftAlone[r.Name] = true
+	default:
+		a.failures = append(a.failures, Failure{Name: r.Name, Error: err.Error()})
+		a.keepDangling[r.Target.Digest] = true
+	}
+}
+
+// lookAgain lists every source of containers again: containers are created
+// while a prune runs. A target the plan lets go that a container uses now
+// keeps, or gets back, its dangling record. It reports whether dangling
+// records may go: not when the containers cannot be listed.
+func (a *applier) lookAgain(ctx context.Context) bool {
+	ctrs, _, err := a.s.listContainers(ctx)
+	if err != nil {
+		a.failures = append(a.failures, Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so no dangling record is removed: %v", err)})
+		return false
+	}
+	// Against the records the plan saw: a container may name one the prune
+	// has removed since.
+	u := resolveUsage(a.snap.Records, ctrs, a.snap.Lineage)
+	for _, tp := range a.plan.Targets {
+		d := tp.Target.Digest
+		if !tp.Gone || !u.targets[d] || a.rescued[d] {
+			continue
+		}
+		a.rescued[d] = true
+		if a.removed[danglingName(d)] || !a.hadDangling(d) {
+			a.restore(ctx, tp.Target)
+		}
+		a.warnings = append(a.warnings, fmt.Sprintf("image %s came into use while the prune ran: it keeps its content", d))
+	}
+	return true
+}
+
+// hadDangling reports whether the plan saw the target's dangling record.
+func (a *applier) hadDangling(d digest.Digest) bool {
+	for _, r := range a.plan.Remove {
+		if r.Target.Digest == d && isDangling(r.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// restore gives a target back its dangling record, if its content is still
+// there.
+func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) {
+	if _, err := a.s.stores.Content.Info(ctx, target.Digest); err != nil {
+		a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: fmt.Sprintf("a container came to use the image while the prune ran, but its content is gone: %v", err)})
+		return
+	}
+	if _, err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
+		a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: err.Error()})
+	}
+}
