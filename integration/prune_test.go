@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
@@ -320,20 +321,22 @@ func TestPruneRefusesConcurrentPrune(t *testing.T) {
 	assert.Check(t, <-errc)
 }
 
-// TestDryRunChangesNothing: a dry run adopts nothing, deletes nothing and
-// reports what the real prune then does.
+// TestDryRunChangesNothing: a listing and a dry run adopt nothing, delete
+// nothing and take no lease; the dry run reports what the real prune then
+// does.
 func TestDryRunChangesNothing(t *testing.T) {
 	e := newEnv(t)
 	a := newImage(t, "a", "example.com/a:1")
 	dangling := newImage(t, "dangling")
 	e.write(a)
 	e.writeDangling(dangling)
-	before := e.names()
+	before := e.state()
 
+	_, err := e.svc.Images(e.ctx)
+	assert.NilError(t, err)
+	assert.Check(t, is.DeepEqual(e.state(), before))
 	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
-	assert.Check(t, is.DeepEqual(e.names(), before))
-	assert.Check(t, e.hasContent(a))
-	assert.Check(t, e.hasContent(dangling))
+	assert.Check(t, is.DeepEqual(e.state(), before))
 
 	rep := e.prune([]string{"dangling=false"})
 	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, dry.ImagesDeleted))
@@ -373,4 +376,27 @@ func TestPruneWithSnapshotterTheDaemonLacks(t *testing.T) {
 	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(img.Size())))
 	_, err := e.svc.Images(e.ctx)
 	assert.Check(t, err)
+}
+
+// storeState is what a store holds that a read must not change.
+type storeState struct {
+	Images  []images.Image
+	Leases  []leases.Lease
+	Content []content.Info
+}
+
+// state lists the namespace's image records, leases and content.
+func (e *env) state() storeState {
+	e.t.Helper()
+	var st storeState
+	var err error
+	st.Images, err = e.client.ImageService().List(e.nsCtx())
+	assert.NilError(e.t, err)
+	st.Leases, err = e.client.LeasesService().List(e.nsCtx())
+	assert.NilError(e.t, err)
+	assert.NilError(e.t, e.client.ContentStore().Walk(e.nsCtx(), func(info content.Info) error {
+		st.Content = append(st.Content, info)
+		return nil
+	}))
+	return st
 }

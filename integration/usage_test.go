@@ -1,0 +1,228 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
+	"google.golang.org/protobuf/types/known/anypb"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// unpack unpacks the image named name into the test's snapshotter, as a
+// pull or a load does, and returns its chain ID.
+func (e *env) unpack(name string) string {
+	e.t.Helper()
+	ctx, done, err := e.client.WithLease(e.nsCtx(), leases.WithRandomID())
+	assert.NilError(e.t, err)
+	defer done(ctx)
+	rec, err := e.client.ImageService().Get(ctx, name)
+	assert.NilError(e.t, err)
+	img := client.NewImage(e.client, rec)
+	assert.NilError(e.t, img.Unpack(ctx, snapshotter))
+	diffIDs, err := img.RootFS(ctx)
+	assert.NilError(e.t, err)
+	return identity.ChainID(diffIDs).String()
+}
+
+// rootfs prepares a container's snapshot on the image snapshot chain, as
+// every creator that runs a container does.
+func (e *env) rootfs(key, chain string) {
+	e.t.Helper()
+	_, err := e.client.SnapshotService(snapshotter).Prepare(e.nsCtx(), key, chain)
+	assert.NilError(e.t, err)
+}
+
+// criImage writes img with the records containerd's CRI plugin makes for a
+// pulled image: repo:tag, repo@digest and its ID, sha256:<config digest>,
+// each labelled as managed by CRI.
+func (e *env) criImage(img testimage.Image, repo, tag string) {
+	e.t.Helper()
+	e.write(img)
+	for _, name := range []string{repo + ":" + tag, repo + "@" + img.Target.Digest.String(), img.ConfigDesc.Digest.String()} {
+		_, err := e.client.ImageService().Create(e.nsCtx(), images.Image{
+			Name:   name,
+			Target: img.Target,
+			Labels: map[string]string{imgcontainers.CRIImageLabel: imgcontainers.CRIImageManaged},
+		})
+		assert.NilError(e.t, err)
+	}
+}
+
+// criContainer creates a container record exactly as containerd 2.4's CRI
+// plugin does: no Image, its kind label, its sandbox, its rootfs on the
+// image's chain, and the image in its metadata extension.
+func (e *env) criContainer(id string, img testimage.Image, imageName, chain string) {
+	e.t.Helper()
+	e.rootfs(id, chain)
+	meta, err := json.Marshal(map[string]any{
+		"Version": "v1",
+		"Metadata": map[string]any{
+			"ID":          id,
+			"Name":        id + "_default_pod_0",
+			"SandboxID":   "sandbox-" + id,
+			"Config":      map[string]any{"metadata": map[string]any{"name": id}, "image": map[string]any{"image": img.ConfigDesc.Digest.String()}},
+			"ImageRef":    img.ConfigDesc.Digest.String(),
+			"ImageDigest": img.Target.Digest.String(),
+			"ImageName":   imageName,
+			"LogPath":     "/var/log/pods/" + id + ".log",
+			"StopSignal":  "SIGTERM",
+		},
+	})
+	assert.NilError(e.t, err)
+	_, err = e.client.ContainerService().Create(e.nsCtx(), containers.Container{
+		ID:          id,
+		Labels:      map[string]string{imgcontainers.CRIKindLabel: "container", "io.kubernetes.pod.name": "pod"},
+		Runtime:     containers.RuntimeInfo{Name: "io.containerd.runc.v2"},
+		Spec:        &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")},
+		Snapshotter: snapshotter,
+		SnapshotKey: id,
+		SandboxID:   "sandbox-" + id,
+		Extensions: map[string]typeurl.Any{
+			imgcontainers.CRIMetadataExtension: &anypb.Any{TypeUrl: "github.com/containerd/cri/pkg/store/container/Metadata", Value: meta},
+		},
+	})
+	assert.NilError(e.t, err)
+}
+
+// TestPruneKeepsImagesOfCRIContainers: a pod's container, made through CRI,
+// keeps its image's content, the name it runs and its ID record; an unused
+// CRI image leaves no record at all.
+func TestPruneKeepsImagesOfCRIContainers(t *testing.T) {
+	e := newEnv(t)
+	used := newImage(t, "pod")
+	unused := newImage(t, "old")
+	e.criImage(used, "docker.io/library/pod", "1")
+	e.criImage(unused, "docker.io/library/old", "1")
+	chain := e.unpack("docker.io/library/pod:1")
+	e.criContainer("app", used, "docker.io/library/pod:1", chain)
+
+	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, rep.Err())
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, dry.ImagesDeleted))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, dry.SpaceReclaimed))
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{
+		"docker.io/library/pod:1":                      used.Target.Digest,
+		used.ConfigDesc.Digest.String():                used.Target.Digest,
+		"moby-dangling@" + used.Target.Digest.String(): used.Target.Digest,
+	}))
+	assert.Check(t, e.hasContent(used))
+	assert.Check(t, e.hasNoContent(unused))
+}
+
+// TestPruneKeepsImageOfContainerWhoseTagMoved: a container that records only
+// the name it ran (nerdctl, ctr) keeps the image it runs after that name
+// moved to a new build, through its rootfs, also when the old image's only
+// other name is unused.
+func TestPruneKeepsImageOfContainerWhoseTagMoved(t *testing.T) {
+	e := newEnv(t)
+	old := newImage(t, "old", "example.com/app:1", "example.com/app:build-41")
+	rebuilt := newImage(t, "rebuilt", "example.com/app:build-42")
+	e.write(old, rebuilt)
+	chain := e.unpack("example.com/app:1")
+	e.rootfs("web", chain)
+	e.containerWithRootfs("web", "example.com/app:1", "web")
+	// The tag moves to the new build.
+	_, err := e.svc.Tag(e.ctx, "example.com/app:build-42", "example.com/app:1")
+	assert.NilError(t, err)
+
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, rep.Err())
+	assert.Check(t, e.hasContent(old), "the image the container runs lost its content")
+	assert.Check(t, e.hasContent(rebuilt))
+	names := e.names()
+	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
+	assert.Check(t, is.Equal(names["example.com/app:1"], rebuilt.Target.Digest), "the name the container was created with")
+	_, kept := names["example.com/app:build-41"]
+	assert.Check(t, !kept, "an unused name of the old image stays")
+}
+
+// containerWithRootfs creates a container record of ref whose rootfs is the
+// snapshot key, as nerdctl and ctr make them.
+func (e *env) containerWithRootfs(id, ref, key string) {
+	e.t.Helper()
+	_, err := e.client.ContainerService().Create(e.nsCtx(), containers.Container{
+		ID:          id,
+		Image:       ref,
+		Runtime:     containers.RuntimeInfo{Name: "io.containerd.runc.v2"},
+		Spec:        &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")},
+		Snapshotter: snapshotter,
+		SnapshotKey: key,
+	})
+	assert.NilError(e.t, err)
+}
+
+// creatingStore creates a container by ref just after the prune's
+// deletion number at, as another client might while a prune runs.
+type creatingStore struct {
+	images.Store
+	e       *env
+	at      int32
+	ref     string
+	deletes *atomic.Int32
+}
+
+func (s creatingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	err := s.Store.Delete(ctx, name, opts...)
+	if s.deletes.Add(1) == s.at {
+		s.e.container("late", s.ref, nil)
+	}
+	return err
+}
+
+// TestPruneLooksAgainBeforeContentGoes: a container created by ID while the
+// prune deletes keeps its image's content, whether it comes between two
+// names or between two dangling records.
+func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   int32
+	}{
+		{name: "between two names", at: 1},
+		{name: "between two dangling records", at: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			a := newImage(t, "a", "example.com/a:1")
+			b := newImage(t, "b", "example.com/b:1")
+			c := newImage(t, "c", "example.com/c:1")
+			e.write(a, b, c)
+			e.prune(nil) // adopts all three: each has its dangling record
+			var deletes atomic.Int32
+			stores := imgsvc.StoresFromClient(e.client)
+			// Deletes go a:1, b:1, c:1, then the dangling records by digest.
+			stores.Images = creatingStore{Store: stores.Images, e: e, at: tc.at, ref: c.Target.Digest.String(), deletes: &deletes}
+			svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+			rep, err := svc.Prune(e.ctx, imgsvc.Filters{})
+			assert.NilError(t, err)
+
+			assert.Check(t, rep.Err())
+			assert.Check(t, e.hasContent(c), "the late container's image lost its content")
+			assert.Check(t, is.Equal(e.names()["moby-dangling@"+c.Target.Digest.String()], c.Target.Digest))
+			assert.Check(t, e.hasNoContent(a))
+			assert.Check(t, e.hasNoContent(b))
+			assert.Check(t, is.Len(rep.Warnings, 1), rep.Warnings)
+			for _, d := range rep.ImagesDeleted {
+				assert.Check(t, d.Deleted != c.Target.Digest.String(), "reported as deleted: %s", d.Deleted)
+			}
+			assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(uniqueBytes([]testimage.Image{a, b}, []testimage.Image{c}))))
+		})
+	}
+}
