@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/typeurl/v2"
@@ -128,29 +129,48 @@ func TestPruneKeepsImagesOfCRIContainers(t *testing.T) {
 // TestPruneKeepsImageOfContainerWhoseTagMoved: a container that records only
 // the name it ran (nerdctl, ctr) keeps the image it runs after that name
 // moved to a new build, through its rootfs, also when the old image's only
-// other name is unused.
+// other name is unused, and also when its config does not say where it is
+// unpacked.
 func TestPruneKeepsImageOfContainerWhoseTagMoved(t *testing.T) {
-	e := newEnv(t)
-	old := newImage(t, "old", "example.com/app:1", "example.com/app:build-41")
-	rebuilt := newImage(t, "rebuilt", "example.com/app:build-42")
-	e.write(old, rebuilt)
-	chain := e.unpack("example.com/app:1")
-	e.rootfs("web", chain)
-	e.containerWithRootfs("web", "example.com/app:1", "web")
-	// The tag moves to the new build.
-	_, err := e.svc.Tag(e.ctx, "example.com/app:build-42", "example.com/app:1")
-	assert.NilError(t, err)
+	for _, tc := range []struct {
+		name        string
+		removeLabel bool
+	}{
+		{name: "config labelled with its chain"},
+		{name: "chain computed from diff IDs", removeLabel: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			old := newImage(t, "old", "example.com/app:1", "example.com/app:build-41")
+			rebuilt := newImage(t, "rebuilt", "example.com/app:build-42")
+			e.write(old, rebuilt)
+			chain := e.unpack("example.com/app:1")
+			if tc.removeLabel {
+				label := "containerd.io/gc.ref.snapshot." + snapshotter
+				_, err := e.client.ContentStore().Update(e.nsCtx(), content.Info{Digest: old.ConfigDesc.Digest}, "labels."+label)
+				assert.NilError(t, err)
+				info, err := e.client.ContentStore().Info(e.nsCtx(), old.ConfigDesc.Digest)
+				assert.NilError(t, err)
+				assert.Check(t, is.Equal(info.Labels[label], ""))
+			}
+			e.rootfs("web", chain)
+			e.containerWithRootfs("web", "example.com/app:1", "web")
+			// The tag moves to the new build.
+			_, err := e.svc.Tag(e.ctx, "example.com/app:build-42", "example.com/app:1")
+			assert.NilError(t, err)
 
-	rep := e.prune([]string{"dangling=false"})
+			rep := e.prune([]string{"dangling=false"})
 
-	assert.Check(t, rep.Err())
-	assert.Check(t, e.hasContent(old), "the image the container runs lost its content")
-	assert.Check(t, e.hasContent(rebuilt))
-	names := e.names()
-	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
-	assert.Check(t, is.Equal(names["example.com/app:1"], rebuilt.Target.Digest), "the name the container was created with")
-	_, kept := names["example.com/app:build-41"]
-	assert.Check(t, !kept, "an unused name of the old image stays")
+			assert.Check(t, rep.Err())
+			assert.Check(t, e.hasContent(old), "the image the container runs lost its content")
+			assert.Check(t, e.hasContent(rebuilt))
+			names := e.names()
+			assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
+			assert.Check(t, is.Equal(names["example.com/app:1"], rebuilt.Target.Digest), "the name the container was created with")
+			_, kept := names["example.com/app:build-41"]
+			assert.Check(t, !kept, "an unused name of the old image stays")
+		})
+	}
 }
 
 // containerWithRootfs creates a container record of ref whose rootfs is the

@@ -1,10 +1,17 @@
 package images
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
@@ -43,4 +50,92 @@ func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) Li
 		}
 	}
 	return l
+}
+
+// configLabel is the reference label a manifest names its config with.
+const configLabel = gcRefContent + ".config"
+
+// lineage maps where each target of records is unpacked. Configs carry the
+// chain ID as a label; where a container's rootfs names a chain no label
+// matched (an image unpacked without labels, or labels removed since), the
+// chain IDs of the targets without a label for that snapshotter are computed
+// from their configs' diff IDs: only then are configs read.
+func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.Info, records []images.Image, ctrs []imgcontainers.Container) (Lineage, error) {
+	targets := targetsOf(records)
+	l := lineageOf(blobs, targets)
+	unmatched := map[string]bool{}
+	for _, c := range ctrs {
+		if c.Rootfs != nil && len(l[*c.Rootfs]) == 0 {
+			unmatched[c.Rootfs.Snapshotter] = true
+		}
+	}
+	if len(unmatched) == 0 {
+		return l, nil
+	}
+	chains := map[digest.Digest]digest.Digest{} // config -> chain ID
+	for _, t := range targets {
+		for _, cfg := range configsBelow(blobs, t) {
+			chain, ok := chains[cfg]
+			if !ok {
+				var err error
+				if chain, err = s.chainID(ctx, ocispec.Descriptor{Digest: cfg, Size: blobs[cfg].Size}); err != nil {
+					return nil, err
+				}
+				chains[cfg] = chain
+			}
+			for sn := range unmatched {
+				p := imgcontainers.Parent{Snapshotter: sn, Key: chain.String()}
+				if _, labelled := blobs[cfg].Labels[gcRefSnap+sn]; chain != "" && !labelled && !slices.Contains(l[p], t) {
+					l[p] = append(l[p], t)
+				}
+			}
+		}
+	}
+	return l, nil
+}
+
+// configsBelow lists the image configs a target reaches through manifests'
+// config labels.
+func configsBelow(blobs map[digest.Digest]content.Info, target digest.Digest) []digest.Digest {
+	var out []digest.Digest
+	seen := map[digest.Digest]bool{}
+	queue := []digest.Digest{target}
+	for len(queue) > 0 {
+		d := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		info, ok := blobs[d]
+		if !ok || seen[d] {
+			continue
+		}
+		seen[d] = true
+		for k, v := range info.Labels {
+			child, err := digest.Parse(v)
+			switch {
+			case err != nil:
+			case k == configLabel:
+				out = append(out, child)
+			case hasRefPrefix(k, gcRefContent+".m"):
+				queue = append(queue, child)
+			}
+		}
+	}
+	return out
+}
+
+// chainID computes the chain ID of an image config's layers, or "" when the
+// config is not there or has no layers.
+func (s *Service) chainID(ctx context.Context, config ocispec.Descriptor) (digest.Digest, error) {
+	blob, err := content.ReadBlob(ctx, s.stores.Content, config)
+	if errdefs.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read config %s: %w", config.Digest, err)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(blob, &cfg); err != nil || len(cfg.RootFS.DiffIDs) == 0 {
+		// Not an image config, or one without layers: no chain.
+		return "", nil
+	}
+	return identity.ChainID(cfg.RootFS.DiffIDs), nil
 }

@@ -43,7 +43,11 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	users := containersPerTarget(records, ctrs, lineageOf(inv.content, targetsOf(records)))
+	lineage, err := s.lineage(ctx, inv.content, records, ctrs)
+	if err != nil {
+		return nil, err
+	}
+	users := containersPerTarget(records, ctrs, lineage)
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)

@@ -43,7 +43,9 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 	if err != nil {
 		return Report{}, err
 	}
-	snap.Lineage = lineageOf(before.content, targetsOf(snap.Records))
+	if snap.Lineage, err = s.lineage(ctx, before.content, snap.Records, snap.Containers); err != nil {
+		return Report{}, err
+	}
 	plan := MakePlan(snap, f)
 	predicted, err := s.predict(ctx, before, keptRoots(snap.Records, plan))
 	if err != nil {
