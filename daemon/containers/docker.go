@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
 )
@@ -62,6 +63,10 @@ func listedByID(image string, id digest.Digest) bool {
 // typedImage is the reference a container was created with.
 func (d Docker) typedImage(ctx context.Context, id string) (string, error) {
 	res, err := d.Client.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if errdefs.IsNotFound(err) {
+		// Removed since the listing: what the listing said is enough.
+		return "", nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("inspect Docker container %s for the image it was created with: %w", id, err)
 	}

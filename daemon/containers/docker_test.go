@@ -1,0 +1,69 @@
+package containers
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+	"github.com/opencontainers/go-digest"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+)
+
+// engine answers as a Docker Engine's API would.
+type engine struct {
+	list      []container.Summary
+	typed     map[string]string
+	inspected []string
+}
+
+func (e *engine) ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error) {
+	return client.ContainerListResult{Items: e.list}, nil
+}
+
+func (e *engine) ContainerInspect(_ context.Context, id string, _ client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
+	e.inspected = append(e.inspected, id)
+	image, ok := e.typed[id]
+	if !ok {
+		return client.ContainerInspectResult{}, errdefs.ErrNotFound.WithMessage("no such container: " + id)
+	}
+	if image == "" {
+		return client.ContainerInspectResult{}, errors.New("engine is down")
+	}
+	return client.ContainerInspectResult{Container: container.InspectResponse{ID: id, Config: &container.Config{Image: image}}}, nil
+}
+
+func TestDockerInspectsOnlyContainersListedByID(t *testing.T) {
+	moved, web := digest.FromString("moved"), digest.FromString("web")
+	e := &engine{
+		list: []container.Summary{
+			{ID: "web", Image: "web:1", ImageID: web.String()},
+			{ID: "moved", Image: moved.String(), ImageID: moved.String()},
+		},
+		typed: map[string]string{"moved": "app:1"},
+	}
+	got, err := Docker{Client: e}.Containers(context.Background(), nil)
+	assert.NilError(t, err)
+	assert.Check(t, is.DeepEqual(got, []Container{
+		{ID: "web", Source: "docker", Image: "web:1", ImageID: web},
+		{ID: "moved", Source: "docker", Image: "app:1", ImageID: moved},
+	}))
+	assert.Check(t, is.DeepEqual(e.inspected, []string{"moved"}))
+}
+
+func TestDockerInspectFailures(t *testing.T) {
+	moved := digest.FromString("moved")
+	listed := []container.Summary{{ID: "c1", Image: moved.String(), ImageID: moved.String()}}
+
+	// Removed since the listing: the listing's image ID is kept.
+	got, err := Docker{Client: &engine{list: listed}}.Containers(context.Background(), nil)
+	assert.NilError(t, err)
+	assert.Check(t, is.DeepEqual(got, []Container{{ID: "c1", Source: "docker", Image: moved.String(), ImageID: moved}}))
+
+	// Any other failure fails the listing: a prune must know the containers.
+	_, err = Docker{Client: &engine{list: listed, typed: map[string]string{"c1": ""}}}.Containers(context.Background(), nil)
+	assert.Check(t, is.ErrorContains(err, "inspect Docker container c1"))
+}
