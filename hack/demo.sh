@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a private containerd, a set of images with shared layers, some
-# used by containers by name, by ID and by digest; a dry run, a prune, and a
-# check that every used image survived. Run it with `make demo`.
+# used by containers by name, by ID, by digest, through CRI's metadata and
+# through a rootfs whose tag moved; a dry run, a prune, and a check that
+# every used image survived. Run it with `make demo`.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -34,6 +35,8 @@ app1="$(digest_of example.com/demo/app1:latest)"
 app2="$(digest_of example.com/demo/app2:latest)"
 app3="$(digest_of example.com/demo/app3:latest)"
 app0="$(digest_of example.com/demo/app0:latest)"
+app4="$(digest_of example.com/demo/app4:latest)"
+app5="$(digest_of example.com/demo/app5:latest)"
 
 step "Load it, unpacked into the snapshotter as docker load does"
 run "${imgprune}" load -i "${dir}/images.tar"
@@ -41,12 +44,17 @@ run "${imgprune}" load -i "${dir}/images.tar"
 step "Move a tag: app11's old target becomes a dangling <none> image"
 run "${imgprune}" tag example.com/demo/app10 example.com/demo/app11
 
-step "Create containers that use images by name, by ID and by digest"
-mk() { "${bin}/mkcontainer" -namespace demo "$@"; }
+step "Create containers that use images by name, by ID and by digest, a pod's container made as CRI makes it, and one that runs app5"
+mk() { "${bin}/mkcontainer" -namespace demo -snapshotter "${CONTAINERD_SNAPSHOTTER}" "$@"; }
 mk by-name example.com/demo/app0
 mk by-full-id "${app1}"
 mk by-short-id-12 "${app2:7:12}"
 mk by-digest "example.com/demo/app3@${app3}"
+mk -cri pod example.com/demo/app4:latest
+mk -rootfs runs-app5 example.com/demo/app5:latest
+
+step "Move app5's tag to app6's image: the container still runs the old app5 (its rootfs says so)"
+run "${imgprune}" tag example.com/demo/app6 example.com/demo/app5
 
 step "The store before"
 run "${imgprune}" images
@@ -64,7 +72,7 @@ echo "${after}"
 step "Check that every used image survived"
 json="$("${imgprune}" images --format json)"
 ok=1
-for want in "${app0}" "${app1}" "${app2}" "${app3}"; do
+for want in "${app0}" "${app1}" "${app2}" "${app3}" "${app4}" "${app5}"; do
 	if grep -q "\"${want}\"" <<<"${json}"; then
 		echo "kept ${want}"
 	else
@@ -73,6 +81,7 @@ for want in "${app0}" "${app1}" "${app2}" "${app3}"; do
 	fi
 done
 grep -q 'example.com/demo/app0 ' <<<"${after}" || { echo "LOST the name app0 that a container uses" >&2; ok=0; }
+grep -q 'example.com/demo/app4 ' <<<"${after}" || { echo "LOST the name app4 that the pod's container runs" >&2; ok=0; }
 if [[ "$("${imgprune}" prune -a -f --format json)" != *'"SpaceReclaimed":0'* ]]; then
 	echo "a second prune still found something to remove" >&2
 	ok=0
