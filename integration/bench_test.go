@@ -11,6 +11,7 @@ import (
 	"gotest.tools/v3/assert"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -30,7 +31,7 @@ func BenchmarkPruneAll(b *testing.B) {
 				svc := imgsvc.NewFromClient(c, ns, imgsvc.WithSnapshotter(snapshotter))
 				fillStore(b, c, ns, n)
 				b.StartTimer()
-				rep, err := svc.Prune(context.Background(), imgsvc.Filters{})
+				rep, err := svc.Prune(context.Background(), plan.Filters{})
 				assert.NilError(b, err)
 				assert.NilError(b, rep.Err())
 				reclaimed = rep.SpaceReclaimed

@@ -20,6 +20,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -45,7 +46,7 @@ func TestPruneCollectsOnce(t *testing.T) {
 	stores.Collector = countingCollector{Collector: stores.Collector, collections: &n}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
-	rep, err := svc.Prune(e.ctx, imgsvc.Filters{})
+	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(rep.ImagesDeleted, 40))
 	assert.Check(t, is.Equal(n.Load(), int32(1)))
@@ -100,7 +101,7 @@ func TestInterruptedPruneConverges(t *testing.T) {
 			stores.Images = interruptingStore{Store: stores.Images, left: &left}
 			interrupted := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
-			first, err := interrupted.Prune(e.ctx, imgsvc.Filters{})
+			first, err := interrupted.Prune(e.ctx, plan.Filters{})
 			assert.NilError(t, err)
 			assert.Check(t, first.Err() != nil)
 			assert.Check(t, e.hasContent(used))
@@ -154,7 +155,7 @@ func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
 	stores.Images = repointingStore{Store: stores.Images, name: "example.com/app:1", to: usedRec}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
-	rep, err := svc.Prune(e.ctx, imgsvc.Filters{})
+	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 	assert.Check(t, rep.Err())
 	names := e.names()
@@ -177,7 +178,7 @@ func TestPruneInterruptedByContext(t *testing.T) {
 	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
-	rep, err := svc.Prune(ctx, imgsvc.Filters{})
+	rep, err := svc.Prune(ctx, plan.Filters{})
 	assert.NilError(t, err)
 	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 2 images; interrupted, 1 left for the next prune"))
 	// One failure says what was left; nothing untried counts as failed.
@@ -223,9 +224,9 @@ func TestInterruptedPruneWithUntilConverges(t *testing.T) {
 	left.Store(2) // both names go, no dangling record does
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = interruptingStore{Store: stores.Images, left: &left}
-	args, err := imgsvc.ParseFilterFlags([]string{"until=" + until})
+	args, err := plan.ParseFilterFlags([]string{"until=" + until})
 	assert.NilError(t, err)
-	f, err := imgsvc.ParseFilters(args, time.Now())
+	f, err := plan.ParseFilters(args, time.Now())
 	assert.NilError(t, err)
 	f.DanglingOnly = false
 
@@ -252,15 +253,15 @@ func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 	first := imgsvc.New(stores, e.ns)
 	errc := make(chan error, 1)
 	go func() {
-		_, err := first.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+		_, err := first.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 		errc <- err
 	}()
 	<-blocking.entered
 
 	other := imgsvc.NewFromClient(e.client, e.ns)
-	_, err := other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	_, err := other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
-	_, err = other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true}, imgsvc.DryRun())
+	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true}, imgsvc.DryRun())
 	assert.Check(t, err, "a dry run runs beside a prune")
 	close(blocking.release)
 	assert.Check(t, <-errc)
@@ -280,10 +281,10 @@ func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 		assert.NilError(t, err)
 	}
 	lock(dead.Process.Pid)
-	_, err = other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, err)
 	lock(os.Getpid())
-	_, err = other.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
 	assert.Check(t, is.ErrorContains(err, fmt.Sprintf("process %d on %s", os.Getpid(), host)))
 }
@@ -316,7 +317,7 @@ func TestPruneKeepsUsedContentWhenDanglingRecordVanishes(t *testing.T) {
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = danglingRemovingStore{Store: stores.Images, name: "example.com/a:1", dangling: "moby-dangling@" + img.Target.Digest.String()}
 
-	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, imgsvc.Filters{})
+	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 
 	assert.Check(t, rep.Err())
@@ -335,7 +336,7 @@ func TestPruneFailedNameDoesNotStopItsSiblings(t *testing.T) {
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/a:1"}
 
-	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, imgsvc.Filters{})
+	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 
 	assert.Check(t, is.Error(rep.Err(), "pruned 2 of 3 images; 1 failed"))

@@ -15,6 +15,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -99,7 +100,7 @@ func TestPruneSweepsBlobLeftOnDisk(t *testing.T) {
 	stores.Collector = unsticking{Collector: stores.Collector, t: t, path: blobFile(stuck), once: &sync.Once{}}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
 
-	rep, err := svc.Prune(e.ctx, imgsvc.Filters{})
+	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 
 	assert.Check(t, rep.Err())

@@ -22,6 +22,7 @@ import (
 	"gotest.tools/v3/assert"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -170,9 +171,9 @@ func (e *env) hasNoContent(img testimage.Image) bool {
 // prune runs a prune with filter flags; it fails the test on error.
 func (e *env) prune(flags []string, opts ...imgsvc.PruneOpt) imgsvc.Report {
 	e.t.Helper()
-	args, err := imgsvc.ParseFilterFlags(flags)
+	args, err := plan.ParseFilterFlags(flags)
 	assert.NilError(e.t, err)
-	f, err := imgsvc.ParseFilters(args, time.Now())
+	f, err := plan.ParseFilters(args, time.Now())
 	assert.NilError(e.t, err)
 	rep, err := e.svc.Prune(e.ctx, f, opts...)
 	assert.NilError(e.t, err)

@@ -14,6 +14,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -38,7 +39,7 @@ func TestOfflinePruneOfDaemonStore(t *testing.T) {
 	_, err = online.Load(e.ctx, &archive)
 	assert.NilError(t, err)
 	e.container("c1", set[0].Names[0], nil)
-	dry, err := online.Prune(e.ctx, imgsvc.Filters{}, imgsvc.DryRun())
+	dry, err := online.Prune(e.ctx, plan.Filters{}, imgsvc.DryRun())
 	assert.NilError(t, err)
 	c.Close()
 
@@ -47,7 +48,7 @@ func TestOfflinePruneOfDaemonStore(t *testing.T) {
 	root := filepath.Join(d.Dir, "root")
 	store, err := imgsvc.OpenEmbedded(context.Background(), root)
 	assert.NilError(t, err)
-	rep, err := imgsvc.NewEmbedded(store, "moby", imgsvc.WithSnapshotter("native")).Prune(context.Background(), imgsvc.Filters{})
+	rep, err := imgsvc.NewEmbedded(store, "moby", imgsvc.WithSnapshotter("native")).Prune(context.Background(), plan.Filters{})
 	assert.NilError(t, err)
 	assert.NilError(t, store.Close())
 
@@ -81,7 +82,7 @@ func TestOfflinePruneOfDaemonStore(t *testing.T) {
 	n := 0
 	assert.NilError(t, c.SnapshotService("native").Walk(e.nsCtx(), func(context.Context, snapshots.Info) error { n++; return nil }))
 	assert.Check(t, is.Equal(n, 2), "the used image's two layers stay unpacked")
-	again, err := imgsvc.NewFromClient(c, "moby").Prune(e.ctx, imgsvc.Filters{})
+	again, err := imgsvc.NewFromClient(c, "moby").Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(again.ImagesDeleted, 0))
 }

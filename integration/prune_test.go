@@ -18,6 +18,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -156,7 +157,7 @@ func TestPruneSpaceReclaimedIsExact(t *testing.T) {
 	e.container("c0", set[0].Names[0], nil)
 	e.container("c1", set[1].Target.Digest.Encoded()[:16], nil)
 
-	before, err := e.svc.Reclaimable(e.ctx, imgsvc.Filters{})
+	before, err := e.svc.Reclaimable(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 	rep := e.prune([]string{"dangling=false"})
 
@@ -263,7 +264,7 @@ func TestPrunePartialFailure(t *testing.T) {
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/b:1"}
 	failing := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
-	rep, err := failing.Prune(e.ctx, imgsvc.Filters{})
+	rep, err := failing.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 
 	assert.Check(t, is.Len(rep.Failures, 1))
@@ -310,11 +311,11 @@ func TestPruneRefusesConcurrentPrune(t *testing.T) {
 
 	errc := make(chan error, 1)
 	go func() {
-		_, err := svc.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+		_, err := svc.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 		errc <- err
 	}()
 	<-blocking.entered
-	_, err := svc.Prune(e.ctx, imgsvc.Filters{DanglingOnly: true})
+	_, err := svc.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
 	assert.Check(t, is.ErrorContains(err, "a prune operation is already running"))
 	close(blocking.release)

@@ -20,6 +20,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -57,7 +58,7 @@ func (e *env) criImage(img testimage.Image, repo, tag string) {
 		_, err := e.client.ImageService().Create(e.nsCtx(), images.Image{
 			Name:   name,
 			Target: img.Target,
-			Labels: map[string]string{imgcontainers.CRIImageLabel: imgcontainers.CRIImageManaged},
+			Labels: map[string]string{plan.CRIImageLabel: plan.CRIImageManaged},
 		})
 		assert.NilError(e.t, err)
 	}
@@ -230,7 +231,7 @@ func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 			stores.Images = creatingStore{Store: stores.Images, e: e, at: tc.at, ref: c.Target.Digest.String(), deletes: &deletes}
 			svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
-			rep, err := svc.Prune(e.ctx, imgsvc.Filters{})
+			rep, err := svc.Prune(e.ctx, plan.Filters{})
 			assert.NilError(t, err)
 
 			assert.Check(t, rep.Err())

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 func newLoadCommand(g *globalOptions) *cobra.Command {
@@ -33,7 +33,7 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 			defer c.Close()
 			loaded, err := svc.Load(cmd.Context(), r)
 			for _, img := range loaded {
-				if name := images.FamiliarName(img.Name); name != "" {
+				if name := plan.FamiliarName(img.Name); name != "" {
 					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image:", name)
 				} else {
 					fmt.Fprintln(cmd.OutOrStdout(), "Loaded image ID:", img.Target.Digest)

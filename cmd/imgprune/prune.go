@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 type pruneOptions struct {
@@ -87,15 +88,15 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 // parseFilters reads --filter and -a as docker does: -a adds dangling=false
 // and its absence dangling=true, so a contradicting dangling filter is an
 // error rather than silently overridden.
-func (o pruneOptions) parseFilters() (images.Filters, error) {
-	args, err := images.ParseFilterFlags(o.filters)
+func (o pruneOptions) parseFilters() (plan.Filters, error) {
+	args, err := plan.ParseFilterFlags(o.filters)
 	if err != nil {
-		return images.Filters{}, err
+		return plan.Filters{}, err
 	}
 	if dangling := strconv.FormatBool(!o.all); !slices.Contains(args["dangling"], dangling) {
 		args["dangling"] = append(args["dangling"], dangling)
 	}
-	return images.ParseFilters(args, time.Now())
+	return plan.ParseFilters(args, time.Now())
 }
 
 // writeReport prints the report in the chosen format on stdout, and the

@@ -7,17 +7,16 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/log"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 )
 
 // The extension containerd's CRI plugin keeps a container's metadata in,
-// and the labels it puts on containers and images (its internal
-// cri/labels package).
+// and the label it marks its containers' kind with (its internal cri/labels
+// package).
 const (
 	CRIMetadataExtension = "io.cri-containerd.container.metadata"
 	CRIKindLabel         = "io.cri-containerd.kind"
-	CRIImageLabel        = "io.cri-containerd.image"
-	CRIImageManaged      = "managed"
 )
 
 // criMetadata is the part of CRI's versioned container metadata usage needs.
@@ -43,8 +42,8 @@ type CRI struct{}
 
 // Containers implements Source. A record whose metadata cannot be decoded is
 // logged and skipped: its rootfs still protects its image.
-func (CRI) Containers(ctx context.Context, records []containers.Container) ([]Container, error) {
-	var out []Container
+func (CRI) Containers(ctx context.Context, records []containers.Container) ([]plan.Container, error) {
+	var out []plan.Container
 	for _, r := range records {
 		ext, ok := r.Extensions[CRIMetadataExtension]
 		if !ok || ext == nil {
@@ -62,15 +61,15 @@ func (CRI) Containers(ctx context.Context, records []containers.Container) ([]Co
 }
 
 // decodeCRI decodes CRI's versioned container metadata.
-func decodeCRI(data []byte) (Container, error) {
+func decodeCRI(data []byte) (plan.Container, error) {
 	var m criMetadata
 	if err := json.Unmarshal(data, &m); err != nil {
-		return Container{}, fmt.Errorf("decode CRI container metadata: %w", err)
+		return plan.Container{}, fmt.Errorf("decode CRI container metadata: %w", err)
 	}
 	if m.Version != "v1" {
-		return Container{}, fmt.Errorf("decode CRI container metadata: unsupported version %q", m.Version)
+		return plan.Container{}, fmt.Errorf("decode CRI container metadata: unsupported version %q", m.Version)
 	}
-	c := Container{Source: "cri", Image: m.Metadata.ImageName}
+	c := plan.Container{Source: "cri", Image: m.Metadata.ImageName}
 	if d, err := digest.Parse(m.Metadata.ImageDigest); err == nil {
 		c.ImageID = d
 	}
@@ -78,7 +77,7 @@ func decodeCRI(data []byte) (Container, error) {
 		c.ConfigID = d
 	}
 	if c.Image == "" && c.ImageID == "" && c.ConfigID == "" {
-		return Container{}, fmt.Errorf("decode CRI container metadata: it names no image")
+		return plan.Container{}, fmt.Errorf("decode CRI container metadata: it names no image")
 	}
 	return c, nil
 }

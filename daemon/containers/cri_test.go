@@ -6,6 +6,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/typeurl/v2"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/types/known/anypb"
 	"gotest.tools/v3/assert"
@@ -17,18 +18,18 @@ func TestDecodeCRI(t *testing.T) {
 	tests := []struct {
 		name    string
 		json    string
-		want    Container
+		want    plan.Container
 		wantErr string
 	}{
 		{
 			name: "containerd 2.4: name, config and target",
 			json: `{"Version":"v1","Metadata":{"ID":"c1","SandboxID":"s1","ImageRef":"` + config.String() + `","ImageDigest":"` + target.String() + `","ImageName":"docker.io/library/app:1","LogPath":""}}`,
-			want: Container{Source: "cri", Image: "docker.io/library/app:1", ImageID: target, ConfigID: config},
+			want: plan.Container{Source: "cri", Image: "docker.io/library/app:1", ImageID: target, ConfigID: config},
 		},
 		{
 			name: "before containerd 2.4: no target digest",
 			json: `{"Version":"v1","Metadata":{"ID":"c1","ImageRef":"` + config.String() + `","ImageName":"docker.io/library/app@` + target.String() + `"}}`,
-			want: Container{Source: "cri", Image: "docker.io/library/app@" + target.String(), ConfigID: config},
+			want: plan.Container{Source: "cri", Image: "docker.io/library/app@" + target.String(), ConfigID: config},
 		},
 		{name: "unknown version", json: `{"Version":"v2","Metadata":{"ImageRef":"` + config.String() + `"}}`, wantErr: `unsupported version "v2"`},
 		{name: "no image", json: `{"Version":"v1","Metadata":{"ID":"c1"}}`, wantErr: "names no image"},
@@ -58,5 +59,5 @@ func TestCRISkipsOtherRecords(t *testing.T) {
 	}
 	got, err := CRI{}.Containers(context.Background(), records)
 	assert.NilError(t, err)
-	assert.Check(t, is.DeepEqual(got, []Container{{ID: "cri", Source: "cri", Image: "docker.io/library/pod:1"}}))
+	assert.Check(t, is.DeepEqual(got, []plan.Container{{ID: "cri", Source: "cri", Image: "docker.io/library/pod:1"}}))
 }

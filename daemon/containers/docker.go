@@ -6,6 +6,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
 )
@@ -28,14 +29,14 @@ type Docker struct {
 // of the reference a container was created with once that name has moved to
 // another image; only those containers are inspected for the reference as
 // typed, which docker's own prune keeps.
-func (d Docker) Containers(ctx context.Context, _ []containers.Container) ([]Container, error) {
+func (d Docker) Containers(ctx context.Context, _ []containers.Container) ([]plan.Container, error) {
 	res, err := d.Client.ContainerList(ctx, client.ContainerListOptions{All: true})
 	if err != nil {
 		return nil, fmt.Errorf("list Docker's containers, which may use the images (if no Docker Engine uses this store, say so with --docker-host none): %w", err)
 	}
-	out := make([]Container, 0, len(res.Items))
+	out := make([]plan.Container, 0, len(res.Items))
 	for _, c := range res.Items {
-		ctr := Container{ID: c.ID, Source: "docker", Image: c.Image}
+		ctr := plan.Container{ID: c.ID, Source: "docker", Image: c.Image}
 		if id, err := digest.Parse(c.ImageID); err == nil {
 			ctr.ImageID = id
 		}

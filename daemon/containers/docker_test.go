@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
@@ -47,7 +48,7 @@ func TestDockerInspectsOnlyContainersListedByID(t *testing.T) {
 	}
 	got, err := Docker{Client: e}.Containers(context.Background(), nil)
 	assert.NilError(t, err)
-	assert.Check(t, is.DeepEqual(got, []Container{
+	assert.Check(t, is.DeepEqual(got, []plan.Container{
 		{ID: "web", Source: "docker", Image: "web:1", ImageID: web},
 		{ID: "moved", Source: "docker", Image: "app:1", ImageID: moved},
 	}))
@@ -61,7 +62,7 @@ func TestDockerInspectFailures(t *testing.T) {
 	// Removed since the listing: the listing's image ID is kept.
 	got, err := Docker{Client: &engine{list: listed}}.Containers(context.Background(), nil)
 	assert.NilError(t, err)
-	assert.Check(t, is.DeepEqual(got, []Container{{ID: "c1", Source: "docker", Image: moved.String(), ImageID: moved}}))
+	assert.Check(t, is.DeepEqual(got, []plan.Container{{ID: "c1", Source: "docker", Image: moved.String(), ImageID: moved}}))
 
 	// Any other failure fails the listing: a prune must know the containers.
 	_, err = Docker{Client: &engine{list: listed, typed: map[string]string{"c1": ""}}}.Containers(context.Background(), nil)

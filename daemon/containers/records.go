@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -17,10 +18,10 @@ const ImageIDLabel = "org.imgprune.image.id"
 type Records struct{}
 
 // Containers implements Source.
-func (Records) Containers(_ context.Context, records []containers.Container) ([]Container, error) {
-	var out []Container
+func (Records) Containers(_ context.Context, records []containers.Container) ([]plan.Container, error) {
+	var out []plan.Container
 	for _, r := range records {
-		c := Container{ID: r.ID, Source: "containerd", Image: r.Image}
+		c := plan.Container{ID: r.ID, Source: "containerd", Image: r.Image}
 		if id, err := digest.Parse(r.Labels[ImageIDLabel]); err == nil {
 			c.ImageID = id
 		}

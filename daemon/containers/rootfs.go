@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // Rootfs reads the image a container runs from its root filesystem: the
@@ -20,8 +21,8 @@ type Rootfs struct {
 
 // Containers implements Source. It asks each container's snapshot once: the
 // cost grows with the containers, never with the images.
-func (r Rootfs) Containers(ctx context.Context, records []containers.Container) ([]Container, error) {
-	var out []Container
+func (r Rootfs) Containers(ctx context.Context, records []containers.Container) ([]plan.Container, error) {
+	var out []plan.Container
 	for _, rec := range records {
 		if rec.SnapshotKey == "" || rec.Snapshotter == "" {
 			continue
@@ -42,7 +43,7 @@ func (r Rootfs) Containers(ctx context.Context, records []containers.Container) 
 		if info.Parent == "" {
 			continue
 		}
-		out = append(out, Container{ID: rec.ID, Source: "rootfs", Rootfs: &Parent{Snapshotter: rec.Snapshotter, Key: info.Parent}})
+		out = append(out, plan.Container{ID: rec.ID, Source: "rootfs", Rootfs: &plan.Parent{Snapshotter: rec.Snapshotter, Key: info.Parent}})
 	}
 	return out, nil
 }

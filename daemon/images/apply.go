@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -29,8 +30,8 @@ type applied struct {
 // applier carries out one plan.
 type applier struct {
 	s    *Service
-	plan Plan
-	snap Snapshot
+	plan plan.Plan
+	snap plan.Snapshot
 	applied
 	// A target whose dangling record could not be made keeps its names; a
 	// target one of whose names could not go keeps its dangling record.
@@ -46,10 +47,10 @@ type applier struct {
 // target losing its last name has its dangling record made sure of before
 // its names go and once more after, since another client may remove it
 // meanwhile.
-func (s *Service) apply(ctx context.Context, plan Plan, snap Snapshot) applied {
+func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot) applied {
 	a := &applier{
 		s:            s,
-		plan:         plan,
+		plan:         p,
 		snap:         snap,
 		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}, untried: map[string]bool{}, rescued: map[digest.Digest]bool{}},
 		keepNames:    map[digest.Digest]bool{},
@@ -60,11 +61,11 @@ func (s *Service) apply(ctx context.Context, plan Plan, snap Snapshot) applied {
 	// interrupted; deletions stop.
 	safe := context.WithoutCancel(ctx)
 	ensure := map[digest.Digest]ocispec.Descriptor{}
-	for _, t := range plan.EnsureDangling {
+	for _, t := range p.EnsureDangling {
 		ensure[t.Digest] = t
 	}
 	a.adopt(safe)
-	names, dangling := splitDangling(plan.Remove)
+	names, dangling := splitDangling(p.Remove)
 	a.each(ctx, names, func(r images.Image) {
 		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
 			a.ensure(safe, t)
@@ -73,7 +74,7 @@ func (s *Service) apply(ctx context.Context, plan Plan, snap Snapshot) applied {
 	})
 	// Names never free content; dangling records do. Look again first.
 	canDelete := a.lookAgain(safe)
-	a.ensure(safe, plan.EnsureDangling...)
+	a.ensure(safe, p.EnsureDangling...)
 	if !canDelete {
 		a.leave(dangling)
 		return a.applied
@@ -91,7 +92,7 @@ func (s *Service) apply(ctx context.Context, plan Plan, snap Snapshot) applied {
 // records.
 func splitDangling(records []images.Image) (names, dangling []images.Image) {
 	for i, r := range records {
-		if isDangling(r.Name) {
+		if plan.IsDangling(r.Name) {
 			return records[:i], records[i:]
 		}
 	}
@@ -124,7 +125,7 @@ func (a *applier) leave(records []images.Image) {
 
 // kept reports whether r stays because something else about its target failed.
 func (a *applier) kept(r images.Image) bool {
-	if isDangling(r.Name) {
+	if plan.IsDangling(r.Name) {
 		return a.keepDangling[r.Target.Digest] || a.rescued[r.Target.Digest]
 	}
 	return a.keepNames[r.Target.Digest]
@@ -134,7 +135,7 @@ func (a *applier) kept(r images.Image) bool {
 // used target that could not be adopted keeps its names.
 func (a *applier) adopt(ctx context.Context) {
 	for _, r := range a.plan.Adopt {
-		if _, err := a.s.ensureDangling(ctx, r.Target, createdAt(r)); err != nil {
+		if _, err := a.s.ensureDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
 			a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
 			a.keepNames[r.Target.Digest] = true
 		}
@@ -184,14 +185,14 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 	}
 	// Against the records the plan saw: a container may name one the prune
 	// has removed since.
-	u := resolveUsage(a.snap.Records, ctrs, a.snap.Lineage)
+	u := plan.ResolveUsage(a.snap.Records, ctrs, a.snap.Lineage)
 	for _, tp := range a.plan.Targets {
 		d := tp.Target.Digest
-		if !tp.Gone || !u.targets[d] || a.rescued[d] {
+		if !tp.Gone || !u.Targets[d] || a.rescued[d] {
 			continue
 		}
 		a.rescued[d] = true
-		if a.removed[danglingName(d)] || !a.hadDangling(d) {
+		if a.removed[plan.DanglingName(d)] || !a.hadDangling(d) {
 			a.restore(ctx, tp.Target)
 		}
 		a.warnings = append(a.warnings, fmt.Sprintf("image %s came into use while the prune ran: it keeps its content", d))
@@ -202,7 +203,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 // hadDangling reports whether the plan saw the target's dangling record.
 func (a *applier) hadDangling(d digest.Digest) bool {
 	for _, r := range a.plan.Remove {
-		if r.Target.Digest == d && isDangling(r.Name) {
+		if r.Target.Digest == d && plan.IsDangling(r.Name) {
 			return true
 		}
 	}

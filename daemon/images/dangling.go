@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -22,7 +23,7 @@ func (s *Service) adopt(ctx context.Context, records []images.Image, persist boo
 	entered := map[digest.Digest]images.Image{} // each target's earliest record
 	for _, r := range records {
 		d := r.Target.Digest
-		if isDangling(r.Name) {
+		if plan.IsDangling(r.Name) {
 			has[d] = true
 		} else if first, ok := entered[d]; !ok || r.CreatedAt.Before(first.CreatedAt) {
 			entered[d] = r
@@ -33,7 +34,7 @@ func (s *Service) adopt(ctx context.Context, records []images.Image, persist boo
 			continue
 		}
 		r := entered[d]
-		adopted := images.Image{Name: danglingName(d), Target: r.Target, CreatedAt: r.CreatedAt, Labels: createdLabel(r.CreatedAt)}
+		adopted := images.Image{Name: plan.DanglingName(d), Target: r.Target, CreatedAt: r.CreatedAt, Labels: plan.CreatedLabel(r.CreatedAt)}
 		if persist {
 			var err error
 			if adopted, err = s.ensureDangling(ctx, r.Target, r.CreatedAt); err != nil {
@@ -45,34 +46,12 @@ func (s *Service) adopt(ctx context.Context, records []images.Image, persist boo
 	return records, nil
 }
 
-// createdAtLabel keeps, on a dangling record adopted or made after its
-// target entered the store, when the target entered: containerd stamps a
-// record with its own creation time, and until must not see a target that
-// an interrupted prune left nameless as new.
-const createdAtLabel = "org.imgprune.created"
-
-func createdLabel(t time.Time) map[string]string {
-	if t.IsZero() {
-		return nil
-	}
-	return map[string]string{createdAtLabel: t.UTC().Format(time.RFC3339Nano)}
-}
-
-// createdAt is when a record's target entered the store, as far as the
-// record tells.
-func createdAt(img images.Image) time.Time {
-	if t, err := time.Parse(time.RFC3339Nano, img.Labels[createdAtLabel]); err == nil {
-		return t
-	}
-	return img.CreatedAt
-}
-
 // ensureDangling creates target's dangling record unless it exists. created,
 // when known, is when the target entered the store.
 func (s *Service) ensureDangling(ctx context.Context, target ocispec.Descriptor, created time.Time) (images.Image, error) {
-	img, err := s.stores.Images.Create(ctx, images.Image{Name: danglingName(target.Digest), Target: target, Labels: createdLabel(created)})
+	img, err := s.stores.Images.Create(ctx, images.Image{Name: plan.DanglingName(target.Digest), Target: target, Labels: plan.CreatedLabel(created)})
 	if errdefs.IsAlreadyExists(err) {
-		img, err = s.stores.Images.Get(ctx, danglingName(target.Digest))
+		img, err = s.stores.Images.Get(ctx, plan.DanglingName(target.Digest))
 	}
 	if err != nil {
 		return images.Image{}, fmt.Errorf("create dangling record for %s: %w", target.Digest, err)

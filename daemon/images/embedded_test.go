@@ -15,6 +15,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -52,7 +53,7 @@ func TestEmbeddedPrune(t *testing.T) {
 	assert.NilError(t, err)
 	svc := imgsvc.NewEmbedded(e, "moby")
 
-	rep, err := svc.Prune(context.Background(), imgsvc.Filters{})
+	rep, err := svc.Prune(context.Background(), plan.Filters{})
 	assert.NilError(t, err)
 
 	assert.Check(t, rep.Err())

@@ -13,15 +13,15 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // lineageOf maps where each target is unpacked, from the labels a content
 // walk returned: an unpacked image's config carries
 // containerd.io/gc.ref.snapshot.<snapshotter> = <chain ID>. It reads no blob
 // and asks nothing of the store.
-func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) Lineage {
-	l := Lineage{}
+func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) plan.Lineage {
+	l := plan.Lineage{}
 	chains := map[digest.Digest][]snapKey{} // memo: the chains below a blob
 	var below func(d digest.Digest, seen map[digest.Digest]bool) []snapKey
 	below = func(d digest.Digest, seen map[digest.Digest]bool) []snapKey {
@@ -43,7 +43,7 @@ func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) Li
 	}
 	for _, t := range targets {
 		for _, k := range below(t, map[digest.Digest]bool{}) {
-			p := imgcontainers.Parent{Snapshotter: k.snapshotter, Key: k.key}
+			p := plan.Parent{Snapshotter: k.snapshotter, Key: k.key}
 			if !slices.Contains(l[p], t) {
 				l[p] = append(l[p], t)
 			}
@@ -60,7 +60,7 @@ const configLabel = gcRefContent + ".config"
 // matched (an image unpacked without labels, or labels removed since), the
 // chain IDs of the targets without a label for that snapshotter are computed
 // from their configs' diff IDs: only then are configs read.
-func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.Info, records []images.Image, ctrs []imgcontainers.Container) (Lineage, error) {
+func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.Info, records []images.Image, ctrs []plan.Container) (plan.Lineage, error) {
 	targets := targetsOf(records)
 	l := lineageOf(blobs, targets)
 	unmatched := map[string]bool{}
@@ -84,7 +84,7 @@ func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.I
 				chains[cfg] = chain
 			}
 			for sn := range unmatched {
-				p := imgcontainers.Parent{Snapshotter: sn, Key: chain.String()}
+				p := plan.Parent{Snapshotter: sn, Key: chain.String()}
 				if _, labelled := blobs[cfg].Labels[gcRefSnap+sn]; chain != "" && !labelled && !slices.Contains(l[p], t) {
 					l[p] = append(l[p], t)
 				}

@@ -10,7 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/go-digest"
 
-	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // Summary is one row of the image listing: a target and one of its names,
@@ -47,21 +47,21 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	users := containersPerTarget(records, ctrs, lineage)
+	users := plan.UsersPerTarget(records, ctrs, lineage)
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
 	}
 	var out []Summary
 	for target, recs := range byTarget {
-		tr := sortRecords(recs)
+		tr := plan.SortRecords(recs)
 		row := Summary{ID: target, Size: inv.size(target), Containers: users[target]}
-		for _, r := range tr.names {
+		for _, r := range tr.Names {
 			row.Name, row.Created = r.Name, r.CreatedAt
 			out = append(out, row)
 		}
-		if len(tr.names) == 0 {
-			row.Created = createdAt(slices.MinFunc(recs, func(a, b images.Image) int { return createdAt(a).Compare(createdAt(b)) }))
+		if len(tr.Names) == 0 {
+			row.Created = plan.CreatedAt(slices.MinFunc(recs, func(a, b images.Image) int { return plan.CreatedAt(a).Compare(plan.CreatedAt(b)) }))
 			out = append(out, row)
 		}
 	}
@@ -94,29 +94,8 @@ func (inv *inventory) size(target digest.Digest) int64 {
 	return n
 }
 
-// containersPerTarget counts, for each target, the containers that use it,
-// each container once however many sources report it.
-func containersPerTarget(records []images.Image, ctrs []imgcontainers.Container, lineage Lineage) map[digest.Digest]int {
-	r := newResolver(records)
-	users := map[digest.Digest]map[string]bool{}
-	for _, c := range ctrs {
-		res, _ := r.uses(c, lineage)
-		for _, t := range res.targets {
-			if users[t] == nil {
-				users[t] = map[string]bool{}
-			}
-			users[t][c.ID] = true
-		}
-	}
-	out := map[digest.Digest]int{}
-	for t, ids := range users {
-		out[t] = len(ids)
-	}
-	return out
-}
-
 // Reclaimable returns the bytes a prune with f would free now.
-func (s *Service) Reclaimable(ctx context.Context, f Filters) (int64, error) {
+func (s *Service) Reclaimable(ctx context.Context, f plan.Filters) (int64, error) {
 	rep, err := s.Prune(ctx, f, DryRun())
 	if err != nil {
 		return 0, err

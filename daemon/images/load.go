@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/distribution/reference"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -50,7 +51,7 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 
 	imported, err := s.client.Import(ctx, archive,
 		client.WithImageRefTranslator(refName),
-		client.WithDigestRef(func(d digest.Digest) string { return danglingName(d) }),
+		client.WithDigestRef(func(d digest.Digest) string { return plan.DanglingName(d) }),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -83,7 +84,7 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 func loadedImages(imported []images.Image) []images.Image {
 	var named []images.Image
 	for _, img := range imported {
-		if !isDangling(img.Name) {
+		if !plan.IsDangling(img.Name) {
 			named = append(named, img)
 		}
 	}
@@ -96,7 +97,7 @@ func loadedImages(imported []images.Image) []images.Image {
 func describeImages(imgs []images.Image) string {
 	var out []string
 	for _, img := range imgs {
-		if n := FamiliarName(img.Name); n != "" {
+		if n := plan.FamiliarName(img.Name); n != "" {
 			out = append(out, n)
 		} else {
 			out = append(out, img.Target.Digest.String())

@@ -6,6 +6,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -21,7 +22,7 @@ func DryRun() PruneOpt { return func(o *pruneOptions) { o.dryRun = true } }
 // not stop the others: it is in the report, which is returned whole once
 // anything was removed. A prune of the namespace already running, in this
 // process or another, is a Conflict; a dry run runs beside it.
-func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Report, error) {
+func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (Report, error) {
 	var o pruneOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -46,22 +47,22 @@ func (s *Service) Prune(ctx context.Context, f Filters, opts ...PruneOpt) (Repor
 	if snap.Lineage, err = s.lineage(ctx, before.content, snap.Records, snap.Containers); err != nil {
 		return Report{}, err
 	}
-	plan := MakePlan(snap, f)
-	predicted, err := s.predict(ctx, before, keptRoots(snap.Records, plan))
+	p := plan.Make(snap, f)
+	predicted, err := s.predict(ctx, before, keptRoots(snap.Records, p))
 	if err != nil {
 		return Report{}, err
 	}
 	if o.dryRun {
-		return predictedReport(plan, predicted), nil
+		return predictedReport(p, predicted), nil
 	}
 	disk := s.viewDisk(ctx, predicted)
-	done := s.apply(ctx, plan, snap)
+	done := s.apply(ctx, p, snap)
 	// Interrupted or not, collect what was removed and report it.
 	ctx = context.WithoutCancel(ctx)
 	if err := s.collect(ctx); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
-	return s.account(ctx, plan, predicted, disk, done), nil
+	return s.account(ctx, p, predicted, disk, done), nil
 }
 
 // diskView is what a prune sees of the store's disk before it deletes:
@@ -81,20 +82,20 @@ func (s *Service) viewDisk(ctx context.Context, predicted reclaim) *diskView {
 
 // snapshot lists what a plan decides on. It writes nothing: records other
 // tools made are adopted by the plan, and only for targets that stay.
-func (s *Service) snapshot(ctx context.Context, f Filters) (Snapshot, []containers.Container, error) {
+func (s *Service) snapshot(ctx context.Context, f plan.Filters) (plan.Snapshot, []containers.Container, error) {
 	// Containers first: a prune that cannot know them changes nothing.
 	ctrs, ctrRecords, err := s.listContainers(ctx)
 	if err != nil {
-		return Snapshot{}, nil, err
+		return plan.Snapshot{}, nil, err
 	}
 	records, err := s.stores.Images.List(ctx)
 	if err != nil {
-		return Snapshot{}, nil, fmt.Errorf("list images: %w", err)
+		return plan.Snapshot{}, nil, fmt.Errorf("list images: %w", err)
 	}
-	snap := Snapshot{Records: records, Containers: ctrs}
+	snap := plan.Snapshot{Records: records, Containers: ctrs}
 	if len(f.Labels)+len(f.NotLabels) > 0 {
 		if snap.Labels, err = s.configLabels(ctx, records); err != nil {
-			return Snapshot{}, nil, err
+			return plan.Snapshot{}, nil, err
 		}
 	}
 	return snap, ctrRecords, nil
@@ -115,9 +116,9 @@ func targetsOf(records []images.Image) []digest.Digest {
 
 // keptRoots are the records that stay under plan, plus the dangling records
 // it creates.
-func keptRoots(records []images.Image, plan Plan) []images.Image {
+func keptRoots(records []images.Image, p plan.Plan) []images.Image {
 	gone := map[string]bool{}
-	for _, r := range plan.Remove {
+	for _, r := range p.Remove {
 		gone[r.Name] = true
 	}
 	var kept []images.Image
@@ -126,7 +127,7 @@ func keptRoots(records []images.Image, plan Plan) []images.Image {
 			kept = append(kept, r)
 		}
 	}
-	return append(kept, plan.Adopt...)
+	return append(kept, p.Adopt...)
 }
 
 // collect runs containerd's garbage collector once for the whole batch.

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/containerd/errdefs"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
 )
@@ -57,8 +58,8 @@ func (r Report) Err() error {
 // other namespace holds, and, where the disk can be seen, gone from it. What
 // other clients freed meanwhile is not this prune's to count. An error here
 // costs the byte count, never the record of what was removed.
-func (s *Service) account(ctx context.Context, plan Plan, predicted reclaim, disk *diskView, done applied) Report {
-	rep := Report{Failures: done.failures, Warnings: append(slices.Clone(plan.Warnings), done.warnings...)}
+func (s *Service) account(ctx context.Context, p plan.Plan, predicted reclaim, disk *diskView, done applied) Report {
+	rep := Report{Failures: done.failures, Warnings: append(slices.Clone(p.Warnings), done.warnings...)}
 	after, err := s.listPresent(ctx, predicted.snapshotters())
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
@@ -73,7 +74,7 @@ func (s *Service) account(ctx context.Context, plan Plan, predicted reclaim, dis
 		rep.SpaceReclaimed = uint64(freed.bytes())
 		goneTarget = func(d digest.Digest) bool { _, ok := after.content[d]; return !ok }
 	}
-	for _, tp := range plan.Targets {
+	for _, tp := range p.Targets {
 		var untagged []string
 		for _, name := range tp.Untag {
 			if done.removed[name] {
@@ -83,9 +84,9 @@ func (s *Service) account(ctx context.Context, plan Plan, predicted reclaim, dis
 		}
 		rep.pruned += len(untagged)
 		nameless := tp.Gone && !tp.Named && !done.rescued[tp.Target.Digest]
-		danglingGone := done.removed[danglingName(tp.Target.Digest)]
+		danglingGone := done.removed[plan.DanglingName(tp.Target.Digest)]
 		if nameless {
-			rep.count(danglingName(tp.Target.Digest), done)
+			rep.count(plan.DanglingName(tp.Target.Digest), done)
 			if danglingGone {
 				rep.pruned++
 			}
@@ -133,10 +134,10 @@ func (s *Service) freed(ctx context.Context, predicted reclaim, after *inventory
 }
 
 // predictedReport is the report the prune would give.
-func predictedReport(plan Plan, predicted reclaim) Report {
-	rep := Report{Warnings: plan.Warnings}
+func predictedReport(p plan.Plan, predicted reclaim) Report {
+	rep := Report{Warnings: p.Warnings}
 	rep.SpaceReclaimed = uint64(predicted.bytes())
-	for _, tp := range plan.Targets {
+	for _, tp := range p.Targets {
 		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, tp.Untag, tp.Gone && !tp.Named, tp.Gone && predicted.unreachable[tp.Target.Digest])...)
 	}
 	return rep
@@ -145,10 +146,10 @@ func predictedReport(plan Plan, predicted reclaim) Report {
 // reportEntries are the report lines of one target: its names untagged, its
 // digest when its dangling record went and it had no name, then the target
 // when its content went.
-func reportEntries(tp TargetPlan, untagged []string, danglingGone, contentGone bool) []image.DeleteResponse {
+func reportEntries(tp plan.TargetPlan, untagged []string, danglingGone, contentGone bool) []image.DeleteResponse {
 	var out []image.DeleteResponse
 	for _, name := range untagged {
-		out = append(out, image.DeleteResponse{Untagged: FamiliarName(name)})
+		out = append(out, image.DeleteResponse{Untagged: plan.FamiliarName(name)})
 	}
 	if danglingGone {
 		out = append(out, image.DeleteResponse{Untagged: tp.Target.Digest.String()})

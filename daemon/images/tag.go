@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -69,13 +70,13 @@ func (s *Service) resolveImage(ctx context.Context, ref string) (images.Image, e
 	if err != nil {
 		return images.Image{}, fmt.Errorf("list images: %w", err)
 	}
-	res, err := newResolver(records).resolve(ref)
+	name, targets, err := plan.Resolve(records, ref)
 	if err != nil {
 		return images.Image{}, fmt.Errorf("no such image %q: %v: %w", ref, err, errdefs.ErrNotFound)
 	}
-	want := res.targets[0]
+	want := targets[0]
 	for _, rec := range records {
-		if rec.Target.Digest == want && (res.name == "" || rec.Name == res.name) {
+		if rec.Target.Digest == want && (name == "" || rec.Name == name) {
 			return rec, nil
 		}
 	}

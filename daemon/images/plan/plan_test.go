@@ -1,4 +1,4 @@
-package images
+package plan
 
 import (
 	"fmt"
@@ -11,8 +11,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
-
-	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
 var (
@@ -37,19 +35,19 @@ func record(name string, target digest.Digest, opts ...func(*images.Image)) imag
 var criConfig = digest.FromString("cri config")
 
 func criManaged(r *images.Image) {
-	r.Labels = map[string]string{imgcontainers.CRIImageLabel: imgcontainers.CRIImageManaged}
+	r.Labels = map[string]string{CRIImageLabel: CRIImageManaged}
 }
 
 func withCreated(t time.Time) func(*images.Image) { return func(r *images.Image) { r.CreatedAt = t } }
-func pinned(r *images.Image)                      { r.Labels = map[string]string{pinnedLabel: pinnedValue} }
+func pinned(r *images.Image)                      { r.Labels = map[string]string{PinnedLabel: PinnedValue} }
 
 // store is a snapshot where every target has its dangling record.
 func store(records ...images.Image) []images.Image {
 	seen := map[digest.Digest]bool{}
 	for _, r := range records {
-		if !seen[r.Target.Digest] && !isDangling(r.Name) {
+		if !seen[r.Target.Digest] && !IsDangling(r.Name) {
 			seen[r.Target.Digest] = true
-			records = append(records, record(danglingName(r.Target.Digest), r.Target.Digest))
+			records = append(records, record(DanglingName(r.Target.Digest), r.Target.Digest))
 		}
 	}
 	return records
@@ -66,7 +64,7 @@ func names(p Plan) []string {
 func TestMakePlan(t *testing.T) {
 	all := Filters{}
 	danglingOnly := Filters{DanglingOnly: true}
-	dA, dB, dC := danglingName(targetA), danglingName(targetB), danglingName(targetC)
+	dA, dB, dC := DanglingName(targetA), DanglingName(targetB), DanglingName(targetC)
 	tests := []struct {
 		name       string
 		snapshot   Snapshot
@@ -96,7 +94,7 @@ func TestMakePlan(t *testing.T) {
 					record("registry.k8s.io/app@"+targetA.String(), targetA, criManaged),
 					record(criConfig.String(), targetA, criManaged),
 				},
-				Containers: []imgcontainers.Container{{ID: "c1", Source: "cri", Image: "registry.k8s.io/app:1", ImageID: targetA, ConfigID: criConfig}},
+				Containers: []Container{{ID: "c1", Source: "cri", Image: "registry.k8s.io/app:1", ImageID: targetA, ConfigID: criConfig}},
 			},
 			filters:    all,
 			wantRemove: []string{"registry.k8s.io/app@" + targetA.String()},
@@ -106,7 +104,7 @@ func TestMakePlan(t *testing.T) {
 			name: "a container known by its rootfs alone keeps its target's content",
 			snapshot: Snapshot{
 				Records:    []images.Image{record("docker.io/library/old:1", targetA), record("docker.io/library/other:1", targetB)},
-				Containers: []imgcontainers.Container{{ID: "c1", Source: "rootfs", Rootfs: &imgcontainers.Parent{Snapshotter: "native", Key: "chain-a"}}},
+				Containers: []Container{{ID: "c1", Source: "rootfs", Rootfs: &Parent{Snapshotter: "native", Key: "chain-a"}}},
 				Lineage:    Lineage{{Snapshotter: "native", Key: "chain-a"}: {targetA}},
 			},
 			filters:    all,
@@ -147,7 +145,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by name keeps that name and untags the others",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/a:latest", targetA)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: "a"}},
+				Containers: []Container{{ID: "c1", Image: "a"}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1"},
@@ -156,7 +154,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by full ID keeps the alphabetically last name",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/z:1", targetA), record("docker.io/library/m:1", targetA)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: targetA.String()}},
+				Containers: []Container{{ID: "c1", Image: targetA.String()}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/m:1"},
@@ -165,7 +163,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by sha256-less ID",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetA)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: targetA.Encoded()}},
+				Containers: []Container{{ID: "c1", Image: targetA.Encoded()}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1"},
@@ -174,7 +172,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by truncated ID",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetB)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: targetA.Encoded()[:12]}},
+				Containers: []Container{{ID: "c1", Image: targetA.Encoded()[:12]}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/b:1", dB},
@@ -184,7 +182,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by digest keeps a name",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: "a@" + targetA.String()}},
+				Containers: []Container{{ID: "c1", Image: "a@" + targetA.String()}},
 			},
 			filters: all,
 		},
@@ -192,7 +190,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container by repo:tag@digest protects repo:tag and the digest",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetB), record("docker.io/library/a:2", targetA)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: "a:1@" + targetA.String()}},
+				Containers: []Container{{ID: "c1", Image: "a:1@" + targetA.String()}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:2"},
@@ -202,7 +200,7 @@ func TestMakePlan(t *testing.T) {
 			name: "container used a target whose tag moved: its content stays",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetB), record(dA, targetA)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: "a:1", ImageID: targetA}},
+				Containers: []Container{{ID: "c1", Image: "a:1", ImageID: targetA}},
 			},
 			filters: all,
 		},
@@ -210,7 +208,7 @@ func TestMakePlan(t *testing.T) {
 			name: "last name of a used target without its dangling record: created first",
 			snapshot: Snapshot{
 				Records:    []images.Image{record("docker.io/library/a:1", targetA)},
-				Containers: []imgcontainers.Container{{ID: "c1", Image: "gone:1", ImageID: targetA}},
+				Containers: []Container{{ID: "c1", Image: "gone:1", ImageID: targetA}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1"},
@@ -222,7 +220,7 @@ func TestMakePlan(t *testing.T) {
 			name: "unresolvable reference warns and blocks nothing",
 			snapshot: Snapshot{
 				Records:    store(record("docker.io/library/a:1", targetA)),
-				Containers: []imgcontainers.Container{{ID: "c1", Image: "Not A Ref!"}},
+				Containers: []Container{{ID: "c1", Image: "Not A Ref!"}},
 			},
 			filters:    all,
 			wantRemove: []string{"docker.io/library/a:1", dA},
@@ -260,7 +258,7 @@ func TestMakePlan(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := MakePlan(tc.snapshot, tc.filters)
+			p := Make(tc.snapshot, tc.filters)
 			assert.Check(t, is.DeepEqual(names(p), tc.wantRemove))
 			var gone []digest.Digest
 			for _, tp := range p.Targets {
@@ -276,7 +274,7 @@ func TestMakePlan(t *testing.T) {
 			assert.Check(t, is.DeepEqual(ensure, tc.wantEnsure))
 			var adopt []digest.Digest
 			for _, r := range p.Adopt {
-				assert.Check(t, is.Equal(r.Name, danglingName(r.Target.Digest)))
+				assert.Check(t, is.Equal(r.Name, DanglingName(r.Target.Digest)))
 				adopt = append(adopt, r.Target.Digest)
 			}
 			assert.Check(t, is.DeepEqual(adopt, tc.wantAdopt))
@@ -294,14 +292,14 @@ func TestMakePlan(t *testing.T) {
 // the listing.
 func TestMakePlanIsStable(t *testing.T) {
 	records := store(record("docker.io/library/b:1", targetB), record("docker.io/library/a:1", targetA), record("docker.io/library/c:1", targetC))
-	want := MakePlan(Snapshot{Records: records}, Filters{})
+	want := Make(Snapshot{Records: records}, Filters{})
 	for i := 0; i < 10; i++ {
 		shuffled := append([]images.Image(nil), records...)
 		for j := range shuffled {
 			k := (j*7 + i) % len(shuffled)
 			shuffled[j], shuffled[k] = shuffled[k], shuffled[j]
 		}
-		assert.DeepEqual(t, MakePlan(Snapshot{Records: shuffled}, Filters{}), want)
+		assert.DeepEqual(t, Make(Snapshot{Records: shuffled}, Filters{}), want)
 	}
 }
 
@@ -309,25 +307,25 @@ func TestMakePlanIsStable(t *testing.T) {
 // names each and 500 containers using them by name, ID and digest.
 func BenchmarkMakePlan(b *testing.B) {
 	var records []images.Image
-	var ctrs []imgcontainers.Container
+	var ctrs []Container
 	for i := 0; i < 5000; i++ {
 		target := digest.FromString(fmt.Sprint("target", i))
 		records = append(records,
 			record(fmt.Sprintf("example.com/app%d:latest", i), target),
 			record(fmt.Sprintf("example.com/app%d:v1", i), target),
-			record(danglingName(target), target))
+			record(DanglingName(target), target))
 		switch {
 		case i%30 == 0:
-			ctrs = append(ctrs, imgcontainers.Container{ID: fmt.Sprint("c", i), Image: fmt.Sprintf("example.com/app%d", i)})
+			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: fmt.Sprintf("example.com/app%d", i)})
 		case i%30 == 10:
-			ctrs = append(ctrs, imgcontainers.Container{ID: fmt.Sprint("c", i), Image: target.Encoded()[:12]})
+			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: target.Encoded()[:12]})
 		case i%30 == 20:
-			ctrs = append(ctrs, imgcontainers.Container{ID: fmt.Sprint("c", i), Image: "example.com/app@" + target.String()})
+			ctrs = append(ctrs, Container{ID: fmt.Sprint("c", i), Image: "example.com/app@" + target.String()})
 		}
 	}
 	s := Snapshot{Records: records, Containers: ctrs}
 	b.ReportAllocs()
 	for b.Loop() {
-		MakePlan(s, Filters{})
+		Make(s, Filters{})
 	}
 }

@@ -1,4 +1,4 @@
-package images
+package plan
 
 import (
 	"cmp"
@@ -8,8 +8,6 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
 // Snapshot is what a prune decides on: the namespace's records and the
@@ -17,7 +15,7 @@ import (
 // labels, and where each target is unpacked.
 type Snapshot struct {
 	Records    []images.Image
-	Containers []imgcontainers.Container
+	Containers []Container
 	// Labels are the config labels of each target, all platforms merged.
 	Labels map[digest.Digest]map[string]string
 	// Lineage maps unpacked chain IDs to their targets, for containers known
@@ -67,14 +65,14 @@ func (tp TargetPlan) reportKey() string {
 	return "1" + tp.Target.Digest.String()
 }
 
-// MakePlan decides, for every record in s, whether it stays or goes.
-func MakePlan(s Snapshot, f Filters) Plan {
-	u := resolveUsage(s.Records, s.Containers, s.Lineage)
+// Make decides, for every record in s, whether it stays or goes.
+func Make(s Snapshot, f Filters) Plan {
+	u := ResolveUsage(s.Records, s.Containers, s.Lineage)
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range s.Records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
 	}
-	p := Plan{Warnings: u.warnings}
+	p := Plan{Warnings: u.Warnings}
 	var dangling []images.Image
 	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
 		d := decide(byTarget[target], u, f, s.Labels[target])
@@ -109,61 +107,62 @@ type decision struct {
 	ensureDangling bool
 }
 
-// targetRecords are the records of one target by kind.
-type targetRecords struct {
-	names []images.Image // names, sorted
-	ids   []images.Image // CRI's image ID records, sorted
-	// dangling is the target's dangling record, if it has one.
-	dangling *images.Image
+// TargetRecords are the records of one target by kind.
+type TargetRecords struct {
+	Names []images.Image // names, sorted
+	IDs   []images.Image // CRI's image ID records, sorted
+	// Dangling is the target's dangling record, if it has one.
+	Dangling *images.Image
 }
 
-func sortRecords(records []images.Image) targetRecords {
-	var tr targetRecords
+// SortRecords sorts the records of one target by kind.
+func SortRecords(records []images.Image) TargetRecords {
+	var tr TargetRecords
 	for i, r := range records {
 		switch {
-		case isDangling(r.Name):
-			tr.dangling = &records[i]
-		case isCRIImageID(r):
-			tr.ids = append(tr.ids, r)
+		case IsDangling(r.Name):
+			tr.Dangling = &records[i]
+		case IsCRIImageID(r):
+			tr.IDs = append(tr.IDs, r)
 		default:
-			tr.names = append(tr.names, r)
+			tr.Names = append(tr.Names, r)
 		}
 	}
 	byName := func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) }
-	slices.SortFunc(tr.names, byName)
-	slices.SortFunc(tr.ids, byName)
+	slices.SortFunc(tr.Names, byName)
+	slices.SortFunc(tr.IDs, byName)
 	return tr
 }
 
 // decide decides on the records of one target.
-func decide(records []images.Image, u usage, f Filters, labels map[string]string) decision {
-	tr := sortRecords(records)
-	d := decision{plan: TargetPlan{Target: records[0].Target, Named: len(tr.names) > 0}}
-	if slices.ContainsFunc(records, isPinned) {
+func decide(records []images.Image, u Usage, f Filters, labels map[string]string) decision {
+	tr := SortRecords(records)
+	d := decision{plan: TargetPlan{Target: records[0].Target, Named: len(tr.Names) > 0}}
+	if slices.ContainsFunc(records, IsPinned) {
 		d.adopt = adoption(tr)
 		return d
 	}
 	target := d.plan.Target.Digest
-	used := u.targets[target]
+	used := u.Targets[target]
 	matches := f.matchLabels(labels)
-	goes := func(r images.Image) bool { return matches && !u.names[r.Name] && f.matchCreated(r.CreatedAt) }
+	goes := func(r images.Image) bool { return matches && !u.Names[r.Name] && f.matchCreated(r.CreatedAt) }
 	if !f.DanglingOnly {
-		for _, r := range tr.names {
+		for _, r := range tr.Names {
 			if goes(r) {
 				d.removeNames = append(d.removeNames, r)
 			}
 		}
 	}
-	if used && u.keepOne[target] && len(tr.names) > 0 && len(d.removeNames) == len(tr.names) {
+	if used && u.KeepOne[target] && len(tr.Names) > 0 && len(d.removeNames) == len(tr.Names) {
 		// Created by ID or digest: keep the alphabetically last name.
 		d.removeNames = d.removeNames[:len(d.removeNames)-1]
 	}
-	namesLeft := len(tr.names) - len(d.removeNames)
-	if !used && namesLeft == 0 && (!f.DanglingOnly || len(tr.names) == 0) {
+	namesLeft := len(tr.Names) - len(d.removeNames)
+	if !used && namesLeft == 0 && (!f.DanglingOnly || len(tr.Names) == 0) {
 		// CRI's ID records go with the image's last name: an unused CRI
 		// image leaves nothing for `crictl images` to show. A used one keeps
 		// them, so that the kubelet still finds it by ID.
-		for _, r := range tr.ids {
+		for _, r := range tr.IDs {
 			if goes(r) {
 				d.removeNames = append(d.removeNames, r)
 			}
@@ -172,7 +171,7 @@ func decide(records []images.Image, u usage, f Filters, labels map[string]string
 	for _, r := range d.removeNames {
 		d.plan.Untag = append(d.plan.Untag, r.Name)
 	}
-	allGo := len(d.removeNames) == len(tr.names)+len(tr.ids)
+	allGo := len(d.removeNames) == len(tr.Names)+len(tr.IDs)
 	switch {
 	case used || !allGo:
 		// The target stays: its dangling record is its refcount. A used
@@ -180,23 +179,23 @@ func decide(records []images.Image, u usage, f Filters, labels map[string]string
 		// sure of again (another client may remove it) as the names go.
 		d.adopt = adoption(tr)
 		d.ensureDangling = used && allGo && len(d.removeNames) > 0
-	case len(d.removeNames) > 0 || (tr.dangling != nil && matches && f.matchCreated(createdAt(*tr.dangling))):
+	case len(d.removeNames) > 0 || (tr.Dangling != nil && matches && f.matchCreated(CreatedAt(*tr.Dangling))):
 		d.plan.Gone = true
-		d.removeDangling = tr.dangling
+		d.removeDangling = tr.Dangling
 	}
 	return d
 }
 
 // adoption is the dangling record a target that stays lacks, or nil. It
 // carries when the target entered: its earliest record's creation.
-func adoption(tr targetRecords) *images.Image {
-	if tr.dangling != nil {
+func adoption(tr TargetRecords) *images.Image {
+	if tr.Dangling != nil {
 		return nil
 	}
-	all := append(slices.Clone(tr.names), tr.ids...)
+	all := append(slices.Clone(tr.Names), tr.IDs...)
 	if len(all) == 0 {
 		return nil
 	}
 	first := slices.MinFunc(all, func(a, b images.Image) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return &images.Image{Name: danglingName(first.Target.Digest), Target: first.Target, CreatedAt: first.CreatedAt, Labels: createdLabel(first.CreatedAt)}
+	return &images.Image{Name: DanglingName(first.Target.Digest), Target: first.Target, CreatedAt: first.CreatedAt, Labels: CreatedLabel(first.CreatedAt)}
 }

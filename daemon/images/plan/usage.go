@@ -1,4 +1,4 @@
-package images
+package plan
 
 import (
 	"fmt"
@@ -9,54 +9,52 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
-
-	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 )
 
 // shortID matches what docker accepts as a (possibly truncated) image ID.
 var shortID = regexp.MustCompile(`^[a-f0-9]{1,64}$`)
 
-// usage is what a set of containers holds in a snapshot of records.
-type usage struct {
-	// targets must keep their content: their dangling record stays.
-	targets map[digest.Digest]bool
-	// names are records a container was created by.
-	names map[string]bool
-	// keepOne are targets used by ID or digest: one name of theirs stays
+// Usage is what a set of containers holds in a snapshot of records.
+type Usage struct {
+	// Targets must keep their content: their dangling record stays.
+	Targets map[digest.Digest]bool
+	// Names are records a container was created by.
+	Names map[string]bool
+	// KeepOne are targets used by ID or digest: one name of theirs stays
 	// when prune would remove them all.
-	keepOne map[digest.Digest]bool
-	// warnings name containers whose reference could not be resolved.
-	warnings []string
+	KeepOne map[digest.Digest]bool
+	// Warnings name containers whose reference could not be resolved.
+	Warnings []string
 }
 
 // Lineage maps the snapshot an image is unpacked to (its chain ID in a
 // snapshotter) to the targets unpacked there.
-type Lineage map[imgcontainers.Parent][]digest.Digest
+type Lineage map[Parent][]digest.Digest
 
-// resolveUsage resolves what every container uses against records. It never
+// ResolveUsage resolves what every container uses against records. It never
 // fails: a reference that cannot be resolved is a warning, and the
 // container's other evidence (its image ID, its rootfs) still protects its
 // target.
-func resolveUsage(records []images.Image, ctrs []imgcontainers.Container, lineage Lineage) usage {
-	u := usage{
-		targets: map[digest.Digest]bool{},
-		names:   map[string]bool{},
-		keepOne: map[digest.Digest]bool{},
+func ResolveUsage(records []images.Image, ctrs []Container, lineage Lineage) Usage {
+	u := Usage{
+		Targets: map[digest.Digest]bool{},
+		Names:   map[string]bool{},
+		KeepOne: map[digest.Digest]bool{},
 	}
 	r := newResolver(records)
 	for _, c := range ctrs {
 		res, err := r.uses(c, lineage)
 		if err != nil {
-			u.warnings = append(u.warnings, fmt.Sprintf("%s container %s: image %q: %v", c.Source, c.ID, c.Image, err))
+			u.Warnings = append(u.Warnings, fmt.Sprintf("%s container %s: image %q: %v", c.Source, c.ID, c.Image, err))
 		}
 		for _, t := range res.targets {
-			u.targets[t] = true
+			u.Targets[t] = true
 		}
 		for _, t := range res.byID {
-			u.keepOne[t] = true
+			u.KeepOne[t] = true
 		}
 		if res.name != "" {
-			u.names[res.name] = true
+			u.Names[res.name] = true
 		}
 	}
 	return u
@@ -66,7 +64,7 @@ func resolveUsage(records []images.Image, ctrs []imgcontainers.Container, lineag
 // created with, the image ID and config digest recorded at creation, the
 // snapshot its rootfs was prepared on. The error is about the reference
 // alone; the rest is resolved whatever it says.
-func (r resolver) uses(c imgcontainers.Container, lineage Lineage) (resolution, error) {
+func (r resolver) uses(c Container, lineage Lineage) (resolution, error) {
 	var res resolution
 	var err error
 	if c.Image != "" {
@@ -88,6 +86,35 @@ func (r resolver) uses(c imgcontainers.Container, lineage Lineage) (resolution, 
 		res.targets = append(res.targets, lineage[*c.Rootfs]...)
 	}
 	return res, err
+}
+
+// UsersPerTarget counts, for each target, the containers that use it, each
+// container once however many sources report it.
+func UsersPerTarget(records []images.Image, ctrs []Container, lineage Lineage) map[digest.Digest]int {
+	r := newResolver(records)
+	users := map[digest.Digest]map[string]bool{}
+	for _, c := range ctrs {
+		res, _ := r.uses(c, lineage)
+		for _, t := range res.targets {
+			if users[t] == nil {
+				users[t] = map[string]bool{}
+			}
+			users[t][c.ID] = true
+		}
+	}
+	out := map[digest.Digest]int{}
+	for t, ids := range users {
+		out[t] = len(ids)
+	}
+	return out
+}
+
+// Resolve resolves a reference as a user types it (a name, a digest, a full
+// or truncated image ID) against records: the record it names, if any, and
+// the targets it means.
+func Resolve(records []images.Image, ref string) (name string, targets []digest.Digest, err error) {
+	res, err := newResolver(records).resolve(ref)
+	return res.name, res.targets, err
 }
 
 // resolver resolves image references against a snapshot of records.

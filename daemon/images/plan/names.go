@@ -1,0 +1,89 @@
+package plan
+
+import (
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+// danglingPrefix is the name prefix of a dangling record. It is the one Moby
+// uses, so a Docker Engine sharing the namespace and imgprune agree on them.
+const danglingPrefix = "moby-dangling@"
+
+// The label containerd's CRI plugin marks the image records it makes with.
+const (
+	CRIImageLabel   = "io.cri-containerd.image"
+	CRIImageManaged = "managed"
+)
+
+// PinnedLabel marks an image that containerd's CRI must never garbage collect.
+const (
+	PinnedLabel = "io.cri-containerd.pinned"
+	PinnedValue = "pinned"
+)
+
+// DanglingName is the name of the record that keeps target's content alive
+// whatever names point at it: one per target, the target's refcount.
+func DanglingName(target digest.Digest) string {
+	return danglingPrefix + target.String()
+}
+
+// IsDangling reports whether name is a dangling record's name.
+func IsDangling(name string) bool {
+	return strings.HasPrefix(name, danglingPrefix)
+}
+
+// IsCRIImageID reports whether img is one of the records containerd's CRI
+// plugin names an image by its ID: "sha256:<config digest>", labelled as
+// managed by CRI. It is a name of the image, not one a user typed.
+func IsCRIImageID(img images.Image) bool {
+	if img.Labels[CRIImageLabel] != CRIImageManaged {
+		return false
+	}
+	_, err := digest.Parse(img.Name)
+	return err == nil
+}
+
+// IsPinned reports whether CRI pinned the record.
+func IsPinned(img images.Image) bool {
+	return img.Labels[PinnedLabel] == PinnedValue
+}
+
+// FamiliarName is how docker shows a record's name: "busybox:latest" for
+// "docker.io/library/busybox:latest", and "" for a dangling record. Names
+// that do not parse are shown as stored.
+func FamiliarName(name string) string {
+	if IsDangling(name) {
+		return ""
+	}
+	ref, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return name
+	}
+	return reference.FamiliarString(ref)
+}
+
+// CreatedAtLabel keeps, on a dangling record adopted or made after its
+// target entered the store, when the target entered: containerd stamps a
+// record with its own creation time, and until must not see a target that
+// an interrupted prune left nameless as new.
+const CreatedAtLabel = "org.imgprune.created"
+
+func CreatedLabel(t time.Time) map[string]string {
+	if t.IsZero() {
+		return nil
+	}
+	return map[string]string{CreatedAtLabel: t.UTC().Format(time.RFC3339Nano)}
+}
+
+// CreatedAt is when a record's target entered the store, as far as the
+// record tells.
+func CreatedAt(img images.Image) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, img.Labels[CreatedAtLabel]); err == nil {
+		return t
+	}
+	return img.CreatedAt
+}
