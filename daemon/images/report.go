@@ -45,7 +45,7 @@ func (r Report) Err() error {
 		msg += fmt.Sprintf("; %d failed", failed)
 	}
 	if r.left > 0 {
-		msg += fmt.Sprintf("; interrupted, %d left for the next prune", r.left)
+		msg += fmt.Sprintf("; stopped early, %d left for the next prune", r.left)
 	}
 	if r.planned == r.pruned && r.left == 0 {
 		msg += fmt.Sprintf("; %d failed to be cleaned up", len(r.Failures))
@@ -65,7 +65,7 @@ func (s *Service) account(ctx context.Context, p plan.Plan, predicted reclaim, d
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
 	}
 	if len(done.untried) > 0 {
-		rep.Failures = append(rep.Failures, Failure{Name: "prune", Error: fmt.Sprintf("interrupted: %d records left for the next prune", len(done.untried))})
+		rep.Failures = append(rep.Failures, Failure{Name: "prune", Error: fmt.Sprintf("stopped early: %d records left for the next prune", len(done.untried))})
 	}
 	goneTarget := func(digest.Digest) bool { return false }
 	if after != nil {
