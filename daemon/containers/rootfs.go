@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+
 	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
@@ -19,31 +20,46 @@ type Rootfs struct {
 	Snapshotter func(name string) snapshots.Snapshotter
 }
 
-// Containers implements Source. It asks each container's snapshot once: the
-// cost grows with the containers, never with the images.
+// Containers implements Source. It walks the snapshots that are not
+// committed (containers' are active or views; images' are committed) once
+// per snapshotter the containers use: the cost never grows with the images.
 func (r Rootfs) Containers(ctx context.Context, records []containers.Container) ([]plan.Container, error) {
+	parents := map[string]map[string]string{} // snapshotter -> key -> parent
 	var out []plan.Container
 	for _, rec := range records {
 		if rec.SnapshotKey == "" || rec.Snapshotter == "" {
 			continue
 		}
-		sn := r.Snapshotter(rec.Snapshotter)
-		if sn == nil {
-			continue
+		byKey, ok := parents[rec.Snapshotter]
+		if !ok {
+			var err error
+			if byKey, err = r.uncommitted(ctx, rec.Snapshotter); err != nil {
+				return nil, err
+			}
+			parents[rec.Snapshotter] = byKey
 		}
-		info, err := sn.Stat(ctx, rec.SnapshotKey)
-		if errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsNotImplemented(err) {
-			// No snapshot (removed, or a snapshotter the daemon lacks):
-			// no rootfs to protect.
-			continue
+		if parent := byKey[rec.SnapshotKey]; parent != "" {
+			out = append(out, plan.Container{ID: rec.ID, Source: "rootfs", Rootfs: &plan.Parent{Snapshotter: rec.Snapshotter, Key: parent}})
 		}
-		if err != nil {
-			return nil, fmt.Errorf("rootfs of container %s: %w", rec.ID, err)
-		}
-		if info.Parent == "" {
-			continue
-		}
-		out = append(out, plan.Container{ID: rec.ID, Source: "rootfs", Rootfs: &plan.Parent{Snapshotter: rec.Snapshotter, Key: info.Parent}})
 	}
 	return out, nil
+}
+
+// uncommitted maps the keys of a snapshotter's uncommitted snapshots to
+// their parents. A snapshotter the store lacks has none.
+func (r Rootfs) uncommitted(ctx context.Context, name string) (map[string]string, error) {
+	byKey := map[string]string{}
+	sn := r.Snapshotter(name)
+	if sn == nil {
+		return byKey, nil
+	}
+	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		byKey[info.Name] = info.Parent
+		return nil
+	}, "kind!=committed")
+	// A daemon answers InvalidArgument for a snapshotter it has not loaded.
+	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) && !errdefs.IsNotImplemented(err) {
+		return nil, fmt.Errorf("list the snapshots of %s, to see which images containers run: %w", name, err)
+	}
+	return byKey, nil
 }
