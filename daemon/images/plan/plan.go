@@ -187,9 +187,12 @@ func decide(records []images.Image, u Usage, f Filters, labels map[string]string
 }
 
 // adoption is the dangling record a target that stays lacks, or nil. It
-// carries when the target entered: its earliest record's creation.
+// carries when the target entered: its earliest record's creation. A CRI
+// image needs none: its ID record, which stays as long as the image does, is
+// already one record per target that CRI keeps, and a dangling record would
+// show in `crictl images` as a digest of the image.
 func adoption(tr TargetRecords) *images.Image {
-	if tr.Dangling != nil {
+	if tr.Dangling != nil || len(tr.IDs) > 0 {
 		return nil
 	}
 	all := append(slices.Clone(tr.Names), tr.IDs...)
