@@ -2,20 +2,17 @@ package images
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // contentDir is where containerd's local content store keeps blobs, below
@@ -72,7 +69,7 @@ func (s *Service) sweepDisk(ctx context.Context, root string, freed map[digest.D
 		return nil
 	}
 	log.G(ctx).WithField("blobs", len(left)).Warn("garbage collection left blobs on disk; sweeping again")
-	err := s.sweep(ctx)
+	err := imgleases.Sweep(ctx, s.stores.Leases, s.stores.Content, s.collect)
 	var failures []Failure
 	for d := range onDisk(dir, left) {
 		delete(freed, d)
@@ -95,26 +92,4 @@ func onDisk(dir string, blobs map[digest.Digest]int64) map[digest.Digest]int64 {
 		}
 	}
 	return left
-}
-
-// sweep makes containerd walk its content store and unlink every blob no
-// namespace references, under its own lock. It only does so after a
-// collection that removed content, so one is made to: a throwaway blob,
-// written under a lease that is then dropped.
-func (s *Service) sweep(ctx context.Context) error {
-	l, err := s.stores.Leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
-	if err != nil {
-		return err
-	}
-	nonce := make([]byte, 32)
-	rand.Read(nonce)
-	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(nonce), Size: int64(len(nonce))}
-	werr := content.WriteBlob(leases.WithLease(ctx, l.ID), s.stores.Content, "imgprune-sweep-"+desc.Digest.Encoded(), strings.NewReader(string(nonce)), desc)
-	if err := s.stores.Leases.Delete(ctx, l); err != nil {
-		return err
-	}
-	if werr != nil {
-		return werr
-	}
-	return s.collect(ctx)
 }

@@ -9,12 +9,13 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/distribution/reference"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
+
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // Load imports an OCI or Docker archive, as `docker load` does: names come
@@ -26,19 +27,14 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 		return nil, fmt.Errorf("load needs a containerd daemon: %w", errdefs.ErrNotImplemented)
 	}
 	ctx = s.withNamespace(ctx)
-	lease, err := s.stores.Leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
+	// Everything the load writes is leased until it returns, then released
+	// synchronously: what the archive brought that no record keeps (its
+	// index, say) is gone before the next prune's accounting.
+	ctx, release, err := imgleases.Temporary(ctx, s.stores.Leases, 24*time.Hour)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	// Released synchronously: what the archive brought that no record keeps
-	// (its index, say) is gone when Load returns, not at some later
-	// collection that would race the next prune's accounting.
-	defer func() {
-		if err := s.stores.Leases.Delete(context.WithoutCancel(ctx), lease, leases.SynchronousDelete); err != nil {
-			log.G(ctx).WithError(err).Warn("release the load's lease; it expires by itself")
-		}
-	}()
-	ctx = leases.WithLease(ctx, lease.ID)
+	defer release()
 	// The import moves names the archive shares with the store; the targets
 	// they leave must keep their refcount.
 	records, err := s.stores.Images.List(ctx)

@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/imgprune/imgprune/daemon/images/plan"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // Tag gives the image source (a name or an image ID) the name target. A
@@ -33,7 +32,7 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 	}
 	// Hold the source's content while the name is made, so that a prune
 	// running now cannot collect it under the new name.
-	ctx, release, err := s.hold(ctx, src.Target)
+	ctx, release, err := imgleases.Hold(ctx, s.stores.Leases, s.stores.Content, src.Target.Digest)
 	if err != nil {
 		return images.Image{}, fmt.Errorf("tag %s: %w", source, err)
 	}
@@ -81,23 +80,4 @@ func (s *Service) resolveImage(ctx context.Context, ref string) (images.Image, e
 		}
 	}
 	return images.Image{}, fmt.Errorf("no such image %q: %w", strings.TrimSpace(ref), errdefs.ErrNotFound)
-}
-
-// hold leases target's content for the caller, once it is sure the content is
-// still there. The returned func releases it.
-func (s *Service) hold(ctx context.Context, target ocispec.Descriptor) (context.Context, func(), error) {
-	l, err := s.stores.Leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
-	if err != nil {
-		return ctx, nil, err
-	}
-	release := func() { s.stores.Leases.Delete(context.WithoutCancel(ctx), l) }
-	err = s.stores.Leases.AddResource(ctx, l, leases.Resource{ID: target.Digest.String(), Type: "content"})
-	if err == nil {
-		_, err = s.stores.Content.Info(ctx, target.Digest)
-	}
-	if err != nil {
-		release()
-		return ctx, nil, err
-	}
-	return leases.WithLease(ctx, l.ID), release, nil
 }

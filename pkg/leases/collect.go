@@ -1,5 +1,7 @@
-// Package leases holds imgprune's use of containerd leases: the one
-// garbage collection a prune triggers on a daemon.
+// Package leases is the one home of imgprune's use of containerd leases: the
+// prune lock, the holds that keep in-flight writes from a collection, the one
+// collection a prune triggers, and the sweep of blobs left on disk. A prune
+// never deletes a lease it did not create.
 package leases
 
 import (

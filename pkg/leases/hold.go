@@ -1,0 +1,83 @@
+package leases
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// holdExpiry bounds what a process that dies while holding leaks.
+const holdExpiry = time.Hour
+
+// Hold leases the content d for the caller, once it is sure the content is
+// still there, so that a write making a new name for it (a tag) cannot lose
+// it to a collection meanwhile. The returned context carries the lease;
+// release drops it.
+func Hold(ctx context.Context, lm leases.Manager, cs content.Store, d digest.Digest) (context.Context, func(), error) {
+	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry))
+	if err != nil {
+		return ctx, nil, err
+	}
+	release := func() {
+		if err := lm.Delete(context.WithoutCancel(ctx), l); err != nil {
+			log.G(ctx).WithError(err).Debug("release a hold; it expires by itself")
+		}
+	}
+	err = lm.AddResource(ctx, l, leases.Resource{ID: d.String(), Type: "content"})
+	if err == nil {
+		_, err = cs.Info(ctx, d)
+	}
+	if err != nil {
+		release()
+		return ctx, nil, err
+	}
+	return leases.WithLease(ctx, l.ID), release, nil
+}
+
+// Temporary leases whatever is written under the returned context (a load's
+// blobs, records and snapshots) until release, which drops the lease
+// synchronously: what nothing else references is gone when it returns, not
+// at a later collection that would race the next prune's accounting.
+func Temporary(ctx context.Context, lm leases.Manager, expiration time.Duration) (context.Context, func(), error) {
+	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(expiration))
+	if err != nil {
+		return ctx, nil, err
+	}
+	release := func() {
+		if err := lm.Delete(context.WithoutCancel(ctx), l, leases.SynchronousDelete); err != nil {
+			log.G(ctx).WithError(err).Warn("release a lease; it expires by itself")
+		}
+	}
+	return leases.WithLease(ctx, l.ID), release, nil
+}
+
+// Sweep makes containerd walk its content store and unlink every blob no
+// namespace references, under its own lock: never a file unlinked behind a
+// running daemon's back. containerd sweeps only after a collection that
+// removed content, so one is made to: a throwaway blob, written under a
+// lease that is then dropped, and collect.
+func Sweep(ctx context.Context, lm leases.Manager, cs content.Store, collect func(context.Context) error) error {
+	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry))
+	if err != nil {
+		return err
+	}
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(nonce), Size: int64(len(nonce))}
+	werr := content.WriteBlob(leases.WithLease(ctx, l.ID), cs, "imgprune-sweep-"+desc.Digest.Encoded(), strings.NewReader(string(nonce)), desc)
+	if err := lm.Delete(ctx, l); err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("write the blob that makes containerd sweep: %w", werr)
+	}
+	return collect(ctx)
+}
