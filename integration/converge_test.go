@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
@@ -243,8 +240,8 @@ func TestInterruptedPruneWithUntilConverges(t *testing.T) {
 }
 
 // TestPruneLockIsSharedBetweenServices: two services (two processes, say)
-// cannot prune one namespace at once; a lock left by a prune that died is
-// taken over once it expired.
+// cannot prune one namespace at once; a dry run runs beside a prune. A lock
+// left by a prune that died: TestPruneLockOfAKilledHolder.
 func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 	e := newEnv(t)
 	stores := imgsvc.StoresFromClient(e.client)
@@ -265,28 +262,6 @@ func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 	assert.Check(t, err, "a dry run runs beside a prune")
 	close(blocking.release)
 	assert.Check(t, <-errc)
-
-	// A lock whose holder on this host died is taken over; one whose holder
-	// lives is not.
-	dead := exec.Command("true")
-	assert.NilError(t, dead.Run())
-	host, _ := os.Hostname()
-	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	assert.NilError(t, err)
-	holder := func(pid int) string {
-		return fmt.Sprintf("%s.%s.%d.test", host, strings.ReplaceAll(strings.TrimSpace(string(boot)), "-", ""), pid)
-	}
-	lock := func(pid int) {
-		_, err := e.client.LeasesService().Create(e.nsCtx(), leases.WithID("imgprune.prune"), leases.WithLabel("org.imgprune.lock.holder", holder(pid)))
-		assert.NilError(t, err)
-	}
-	lock(dead.Process.Pid)
-	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
-	assert.Check(t, err)
-	lock(os.Getpid())
-	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
-	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
-	assert.Check(t, is.ErrorContains(err, fmt.Sprintf("process %d on %s", os.Getpid(), host)))
 }
 
 // danglingRemovingStore removes a target's dangling record just before it

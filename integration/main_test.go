@@ -40,6 +40,9 @@ func envOr(key, fallback string) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(holdLockEnv) != "" {
+		os.Exit(holdLock())
+	}
 	os.Exit(run(m))
 }
 

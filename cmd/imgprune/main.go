@@ -9,11 +9,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/containerd/containerd/v2/client"
 	dockerclient "github.com/moby/moby/client"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images"
@@ -111,7 +114,26 @@ func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer
 		return nil, nil, fmt.Errorf("connect to containerd at %s: %w", o.address, err)
 	}
 	opts = append(opts, images.WithContainerdRoot(o.root))
+	if path := o.pruneLockFile(); path != "" {
+		opts = append(opts, images.WithPruneLockFile(path))
+	}
 	return images.NewFromClient(c, o.namespace, opts...), append(open, c), nil
+}
+
+// pruneLockFile is the file every prune of the namespace on this host
+// locks: beside the daemon's socket, which a DaemonSet pod mounts too. It is
+// "" when the socket's folder is not this host's to write (an address that
+// is not a path, a read-only mount): the lock's heartbeat then does alone.
+func (o *globalOptions) pruneLockFile() string {
+	path := strings.TrimPrefix(o.address, "unix://")
+	if !filepath.IsAbs(path) {
+		return ""
+	}
+	dir := filepath.Dir(path)
+	if unix.Access(dir, unix.W_OK) != nil {
+		return ""
+	}
+	return filepath.Join(dir, "imgprune-prune."+o.namespace+".lock")
 }
 
 // closers close together.

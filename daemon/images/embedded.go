@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // Embedded is a containerd store opened in-process from the daemon's root
@@ -208,5 +210,8 @@ func (n embeddedNamespaces) List(ctx context.Context) ([]string, error) {
 // NewEmbedded returns the service for namespace over an embedded store,
 // checking the disk below its root.
 func NewEmbedded(e *Embedded, namespace string, opts ...Opt) *Service {
-	return New(e.Stores(), namespace, append([]Opt{WithContainerdRoot(e.Root())}, opts...)...)
+	// The store is this process's alone: a prune lock in it was left by a
+	// prune that died.
+	exclusive := func(s *Service) { s.lockOpts = append(s.lockOpts, imgleases.Exclusive()) }
+	return New(e.Stores(), namespace, append([]Opt{WithContainerdRoot(e.Root()), exclusive}, opts...)...)
 }

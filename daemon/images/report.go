@@ -6,14 +6,10 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/containerd/errdefs"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
 )
-
-// ErrPruneRunning is returned when a prune is asked for while one runs.
-var ErrPruneRunning = errdefs.ErrConflict.WithMessage("a prune operation is already running")
 
 // Report is Docker's prune report plus what failed and why.
 type Report struct {

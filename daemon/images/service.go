@@ -72,7 +72,8 @@ type Service struct {
 	// root is the daemon's root directory, if it may be on this host.
 	root string
 
-	pruning sync.Mutex
+	pruning  sync.Mutex
+	lockOpts []imgleases.LockOpt
 }
 
 // Opt configures a Service.

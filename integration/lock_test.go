@@ -1,0 +1,128 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
+)
+
+// The environment of a process that holds the prune lock until killed:
+// the test binary run again (see TestMain).
+const (
+	holdLockEnv = "IMGPRUNE_TEST_HOLD_LOCK"
+	holdNSEnv   = "IMGPRUNE_TEST_HOLD_NAMESPACE"
+	holdFileEnv = "IMGPRUNE_TEST_HOLD_FILE"
+)
+
+// holdLock takes the prune lock and blocks; it never returns unless it
+// fails.
+func holdLock() int {
+	c, err := client.New(os.Getenv(holdLockEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx := namespaces.WithNamespace(context.Background(), os.Getenv(holdNSEnv))
+	var opts []imgleases.LockOpt
+	if file := os.Getenv(holdFileEnv); file != "" {
+		opts = append(opts, imgleases.WithLockFile(file))
+	}
+	if _, err := imgleases.LockPrune(ctx, c.LeasesService(), opts...); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("locked")
+	select {}
+}
+
+// TestPruneLockOfAKilledHolder: a prune SIGKILLed while it holds the lock as
+// PID 1 of its own PID namespace (an OOM-killed DaemonSet pod) keeps the
+// next prune from the host out for less than 30 s: not at all when both lock
+// the file beside the socket, for the lock's ttl when it ran elsewhere.
+func TestPruneLockOfAKilledHolder(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		sameFile bool
+		within   time.Duration
+	}{
+		{name: "same lock file", sameFile: true, within: time.Second},
+		{name: "elsewhere, its heartbeat stops", within: 30 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			svc := e.svc
+			file := ""
+			if tc.sameFile {
+				file = filepath.Join(filepath.Dir(daemon.Address), "imgprune-prune."+e.ns+".lock")
+				svc = imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(file))
+			}
+			holder := startHolder(t, e.ns, file)
+			host, _ := os.Hostname()
+
+			_, err := svc.Prune(e.ctx, plan.Filters{DanglingOnly: true})
+			assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+			assert.Check(t, is.ErrorContains(err, "by process 1 on "+host), "the holder is PID 1 of its namespace")
+
+			assert.NilError(t, syscall.Kill(-holder.Process.Pid, syscall.SIGKILL))
+			holder.Wait()
+			start := time.Now()
+			for {
+				_, err = svc.Prune(e.ctx, plan.Filters{DanglingOnly: true})
+				if err == nil || !errdefs.IsConflict(err) || time.Since(start) > 40*time.Second {
+					break
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+			took := time.Since(start)
+			assert.NilError(t, err)
+			t.Logf("the next prune went ahead %v after the holder was killed", took.Round(time.Millisecond))
+			assert.Check(t, took < tc.within, "blocked for %v", took)
+		})
+	}
+}
+
+// startHolder runs a process that takes the prune lock of ns as PID 1 of a
+// PID namespace of its own, and waits until it holds it.
+func startHolder(t *testing.T, ns, file string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), holdLockEnv+"="+daemon.Address, holdNSEnv+"="+ns, holdFileEnv+"="+file)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	assert.NilError(t, err)
+	assert.NilError(t, cmd.Start())
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	locked := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		locked <- strings.TrimSpace(line) == "locked"
+	}()
+	select {
+	case ok := <-locked:
+		assert.Assert(t, ok, "the holder did not take the lock")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the holder did not take the lock within 30 s")
+	}
+	return cmd
+}
