@@ -14,6 +14,8 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
@@ -143,7 +145,8 @@ func layerFile(t *testing.T, l testimage.Layer) string {
 }
 
 // TestPruneDoesNotCountSnapshotLeftOnDisk: a snapshot directory the
-// snapshotter cannot remove is reported and its bytes are not counted.
+// snapshotter cannot remove is reported and its bytes are not counted, also
+// when another namespace's snapshot leaves the disk in the same collection.
 func TestPruneDoesNotCountSnapshotLeftOnDisk(t *testing.T) {
 	e := newEnv(t, imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
 	stuck := testimage.NewLayer(t.Name()+"/stuck", 256<<10)
@@ -169,9 +172,17 @@ func TestPruneDoesNotCountSnapshotLeftOnDisk(t *testing.T) {
 		}
 	})
 
+	// Another namespace's snapshot that nothing keeps goes in the same
+	// collection: its directory must not stand in for the one left.
+	other := namespaces.WithNamespace(e.ctx, e.ns+"-other")
+	_, err = e.client.SnapshotService(snapshotter).Prepare(other, "orphan", "")
+	assert.NilError(t, err)
+
 	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
 	rep := e.prune([]string{"dangling=false"})
 
+	_, err = e.client.SnapshotService(snapshotter).Stat(other, "orphan")
+	assert.Check(t, errdefs.IsNotFound(err), "the other namespace's orphan went in the same collection: %v", err)
 	assert.Check(t, rep.Err() != nil)
 	assert.Assert(t, len(rep.Failures) > 0)
 	assert.Check(t, is.Contains(rep.Failures[len(rep.Failures)-1].Name, "snapshots/"+snapshotter))

@@ -161,6 +161,7 @@ func (e *Embedded) Stores() Stores {
 		Content:     e.db.ContentStore(),
 		Leases:      metadata.NewLeaseManager(e.db),
 		Containers:  metadata.NewContainerStore(e.db),
+		Sandboxes:   metadata.NewSandboxStore(e.db),
 		Namespaces:  embeddedNamespaces{e.db},
 		Snapshotter: e.db.Snapshotter,
 		Collector:   e,

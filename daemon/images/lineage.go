@@ -14,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
 )
 
 // lineageOf maps where each target is unpacked, from the labels a content
@@ -22,9 +23,9 @@ import (
 // and asks nothing of the store.
 func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) plan.Lineage {
 	l := plan.Lineage{}
-	chains := map[digest.Digest][]snapKey{} // memo: the chains below a blob
-	var below func(d digest.Digest, seen map[digest.Digest]bool) []snapKey
-	below = func(d digest.Digest, seen map[digest.Digest]bool) []snapKey {
+	chains := map[digest.Digest][]reach.Snapshot{} // memo: the chains below a blob
+	var below func(d digest.Digest, seen map[digest.Digest]bool) []reach.Snapshot
+	below = func(d digest.Digest, seen map[digest.Digest]bool) []reach.Snapshot {
 		if c, ok := chains[d]; ok {
 			return c
 		}
@@ -33,9 +34,9 @@ func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) pl
 			return nil
 		}
 		seen[d] = true
-		r := labelRefs(info.Labels)
-		out := r.snapshots
-		for _, child := range r.content {
+		r := reach.LabelRefs(info.Labels)
+		out := r.Snapshots
+		for _, child := range r.Content {
 			out = append(out, below(child, seen)...)
 		}
 		chains[d] = out
@@ -43,7 +44,7 @@ func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) pl
 	}
 	for _, t := range targets {
 		for _, k := range below(t, map[digest.Digest]bool{}) {
-			p := plan.Parent{Snapshotter: k.snapshotter, Key: k.key}
+			p := plan.Parent{Snapshotter: k.Snapshotter, Key: k.Key}
 			if !slices.Contains(l[p], t) {
 				l[p] = append(l[p], t)
 			}
@@ -53,7 +54,7 @@ func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) pl
 }
 
 // configLabel is the reference label a manifest names its config with.
-const configLabel = gcRefContent + ".config"
+const configLabel = reach.LabelRefContent + ".config"
 
 // lineage maps where each target of records is unpacked. Configs carry the
 // chain ID as a label; where a container's rootfs names a chain no label
@@ -85,7 +86,7 @@ func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.I
 			}
 			for sn := range unmatched {
 				p := plan.Parent{Snapshotter: sn, Key: chain.String()}
-				if _, labelled := blobs[cfg].Labels[gcRefSnap+sn]; chain != "" && !labelled && !slices.Contains(l[p], t) {
+				if _, labelled := blobs[cfg].Labels[reach.LabelRefSnapshot+sn]; chain != "" && !labelled && !slices.Contains(l[p], t) {
 					l[p] = append(l[p], t)
 				}
 			}
@@ -114,7 +115,7 @@ func configsBelow(blobs map[digest.Digest]content.Info, target digest.Digest) []
 			case err != nil:
 			case k == configLabel:
 				out = append(out, child)
-			case hasRefPrefix(k, gcRefContent+".m"):
+			case reach.HasRefPrefix(k, reach.LabelRefContent+".m"):
 				queue = append(queue, child)
 			}
 		}

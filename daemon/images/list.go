@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
 )
 
 // Summary is one row of the image listing: a target and one of its names,
@@ -39,11 +40,11 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
 	// Sizes and lineage need the content alone, not the collector's roots.
-	inv, err := s.listContent(ctx)
+	inv, err := reach.ListContent(ctx, s.stores.Content)
 	if err != nil {
 		return nil, err
 	}
-	lineage, err := s.lineage(ctx, inv.content, records, ctrs)
+	lineage, err := s.lineage(ctx, inv.Content, records, ctrs)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +56,7 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	var out []Summary
 	for target, recs := range byTarget {
 		tr := plan.SortRecords(recs)
-		row := Summary{ID: target, Size: inv.size(target), Containers: users[target]}
+		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target]}
 		for _, r := range tr.Names {
 			row.Name, row.Created = r.Name, r.CreatedAt
 			out = append(out, row)
@@ -73,25 +74,6 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
 	return out, nil
-}
-
-// size is the content reachable from target.
-func (inv *inventory) size(target digest.Digest) int64 {
-	var n int64
-	seen := map[digest.Digest]bool{}
-	queue := refs{content: []digest.Digest{target}}
-	for len(queue.content) > 0 {
-		d := queue.content[len(queue.content)-1]
-		queue.content = queue.content[:len(queue.content)-1]
-		info, ok := inv.content[d]
-		if !ok || seen[d] {
-			continue
-		}
-		seen[d] = true
-		n += info.Size
-		queue.add(labelRefs(info.Labels))
-	}
-	return n
 }
 
 // Reclaimable returns the bytes a prune with f would free now.

@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -40,15 +41,15 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	if err != nil {
 		return Report{}, err
 	}
-	before, err := s.takeInventory(ctx, ctrRecords)
+	before, err := reach.Take(ctx, s.stores.Reach(), ctrRecords, s.snapshotter)
 	if err != nil {
 		return Report{}, err
 	}
-	if snap.Lineage, err = s.lineage(ctx, before.content, snap.Records, snap.Containers); err != nil {
+	if snap.Lineage, err = s.lineage(ctx, before.Content, snap.Records, snap.Containers); err != nil {
 		return Report{}, err
 	}
 	p := plan.Make(snap, f)
-	predicted, err := s.predict(ctx, before, keptRoots(snap.Records, p))
+	predicted, err := reach.Predict(ctx, s.stores.Reach(), before, keptRoots(snap.Records, p))
 	if err != nil {
 		return Report{}, err
 	}
@@ -72,12 +73,12 @@ type diskView struct {
 	snapshots snapshotDirs
 }
 
-func (s *Service) viewDisk(ctx context.Context, predicted reclaim) *diskView {
+func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim) *diskView {
 	root := s.diskRoot(ctx)
 	if root == "" {
 		return nil
 	}
-	return &diskView{root: root, snapshots: listSnapshotDirs(root, predicted.snapshotters())}
+	return &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}
 }
 
 // snapshot lists what a plan decides on. It writes nothing: records other

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
 )
@@ -54,9 +55,9 @@ func (r Report) Err() error {
 // other namespace holds, and, where the disk can be seen, gone from it. What
 // other clients freed meanwhile is not this prune's to count. An error here
 // costs the byte count, never the record of what was removed.
-func (s *Service) account(ctx context.Context, p plan.Plan, predicted reclaim, disk *diskView, done applied) Report {
+func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Reclaim, disk *diskView, done applied) Report {
 	rep := Report{Failures: done.failures, Warnings: append(slices.Clone(p.Warnings), done.warnings...)}
-	after, err := s.listPresent(ctx, predicted.snapshotters())
+	after, err := reach.ListPresent(ctx, s.stores.Reach(), predicted.Snapshotters())
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
 	}
@@ -67,8 +68,8 @@ func (s *Service) account(ctx context.Context, p plan.Plan, predicted reclaim, d
 	if after != nil {
 		freed, failures := s.freed(ctx, predicted, after, disk)
 		rep.Failures = append(rep.Failures, failures...)
-		rep.SpaceReclaimed = uint64(freed.bytes())
-		goneTarget = func(d digest.Digest) bool { _, ok := after.content[d]; return !ok }
+		rep.SpaceReclaimed = uint64(freed.Bytes())
+		goneTarget = func(d digest.Digest) bool { _, ok := after.Content[d]; return !ok }
 	}
 	for _, tp := range p.Targets {
 		var untagged []string
@@ -104,37 +105,37 @@ func (r *Report) count(name string, done applied) {
 }
 
 // freed is what left among what was predicted to leave.
-func (s *Service) freed(ctx context.Context, predicted reclaim, after *inventory, disk *diskView) (reclaim, []Failure) {
-	freed := reclaim{content: map[digest.Digest]int64{}, snapshots: map[snapKey]int64{}}
-	for d, size := range predicted.content {
-		if _, ok := after.content[d]; !ok {
-			freed.content[d] = size
+func (s *Service) freed(ctx context.Context, predicted reach.Reclaim, after *reach.Graph, disk *diskView) (reach.Reclaim, []Failure) {
+	freed := reach.NewReclaim()
+	for d, size := range predicted.Content {
+		if _, ok := after.Content[d]; !ok {
+			freed.Content[d] = size
 		}
 	}
-	for k, size := range predicted.snapshots {
-		if _, ok := after.snapshots[k]; !ok {
-			freed.snapshots[k] = size
+	for k, size := range predicted.Snapshots {
+		if _, ok := after.Snapshots[k]; !ok {
+			freed.Snapshots[k] = size
 		}
 	}
 	var failures []Failure
 	// A namespace may have taken a blob in since the prediction.
-	if err := s.dropShared(ctx, freed.content); err != nil {
+	if err := reach.DropShared(ctx, s.stores.Reach(), freed.Content); err != nil {
 		failures = append(failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell which blobs other namespaces hold, so no content is counted: %v", err)})
-		clear(freed.content)
+		clear(freed.Content)
 	}
 	if disk != nil {
-		failures = append(failures, s.sweepDisk(ctx, disk.root, freed.content)...)
-		failures = append(failures, disk.snapshots.check(disk.root, &freed)...)
+		failures = append(failures, s.sweepDisk(ctx, disk.root, freed.Content)...)
+		failures = append(failures, s.checkSnapshotDirs(ctx, disk.snapshots, disk.root, &freed)...)
 	}
 	return freed, failures
 }
 
 // predictedReport is the report the prune would give.
-func predictedReport(p plan.Plan, predicted reclaim) Report {
+func predictedReport(p plan.Plan, predicted reach.Reclaim) Report {
 	rep := Report{Warnings: p.Warnings}
-	rep.SpaceReclaimed = uint64(predicted.bytes())
+	rep.SpaceReclaimed = uint64(predicted.Bytes())
 	for _, tp := range p.Targets {
-		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, tp.Untag, tp.Gone && !tp.Named, tp.Gone && predicted.unreachable[tp.Target.Digest])...)
+		rep.ImagesDeleted = append(rep.ImagesDeleted, reportEntries(tp, tp.Untag, tp.Gone && !tp.Named, tp.Gone && predicted.Unreachable[tp.Target.Digest])...)
 	}
 	return rep
 }

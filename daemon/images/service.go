@@ -12,10 +12,12 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/sandbox"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
+	"github.com/imgprune/imgprune/daemon/reach"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -29,6 +31,7 @@ type Stores struct {
 	Content     content.Store
 	Leases      leases.Manager
 	Containers  containers.Store
+	Sandboxes   sandbox.Store
 	Namespaces  NamespaceLister
 	Snapshotter func(name string) snapshots.Snapshotter
 	// Collector runs the garbage collection a prune ends with.
@@ -46,6 +49,11 @@ type Collector interface {
 	Collect(ctx context.Context) error
 }
 
+// Reach is what the model of the collector lists.
+func (s Stores) Reach() reach.Stores {
+	return reach.Stores{Content: s.Content, Leases: s.Leases, Sandboxes: s.Sandboxes, Snapshotter: s.Snapshotter, Namespaces: s.Namespaces}
+}
+
 // StoresFromClient returns the stores of a containerd daemon.
 func StoresFromClient(c *client.Client) Stores {
 	return Stores{
@@ -53,6 +61,7 @@ func StoresFromClient(c *client.Client) Stores {
 		Content:     c.ContentStore(),
 		Leases:      c.LeasesService(),
 		Containers:  c.ContainerService(),
+		Sandboxes:   c.SandboxStore(),
 		Namespaces:  c.NamespaceService(),
 		Snapshotter: c.SnapshotService,
 		Collector:   imgleases.Collector{Leases: c.LeasesService()},

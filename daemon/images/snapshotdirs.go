@@ -1,29 +1,77 @@
 package images
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/imgprune/imgprune/daemon/reach"
 )
 
-// snapshotDirs are the entries of each snapshotter's snapshots directory
-// below a daemon's root, listed before a prune, to tell afterwards which
-// snapshots the snapshotter failed to remove from the disk. The native and
-// overlayfs snapshotters keep one directory a snapshot there; containerd's
-// collector only logs a directory they cannot remove.
-type snapshotDirs map[string]map[string]bool
+// snapshotDirs is, per snapshotter, what a daemon's root holds of its
+// snapshots: the entries of its snapshots directory and the snapshot
+// records of every namespace. The native and overlayfs snapshotters keep
+// one directory a snapshot there; containerd's collector only logs one they
+// cannot remove. A collection removes the snapshots of every namespace, so
+// directories are weighed against the records of all of them.
+type snapshotDirs map[string]snapshotState
 
-func listSnapshotDirs(root string, snapshotters map[string]bool) snapshotDirs {
+type snapshotState struct {
+	entries map[string]bool
+	records int
+}
+
+// listSnapshotDirs reads the state of snapshotters under root. A snapshotter
+// whose directory or records cannot be read is left out: nothing is checked
+// of it.
+func (s *Service) listSnapshotDirs(ctx context.Context, root string, snapshotters map[string]bool) snapshotDirs {
 	dirs := snapshotDirs{}
 	for name := range snapshotters {
-		if entries, err := readNames(snapshotsDir(root, name)); err == nil {
-			dirs[name] = entries
+		entries, err := readNames(snapshotsDir(root, name))
+		if err != nil {
+			continue
 		}
+		records, err := s.countSnapshots(ctx, name)
+		if err != nil {
+			continue
+		}
+		dirs[name] = snapshotState{entries: entries, records: records}
 	}
 	return dirs
+}
+
+// countSnapshots counts the snapshot records of a snapshotter in every
+// namespace.
+func (s *Service) countSnapshots(ctx context.Context, name string) (int, error) {
+	all := []string{s.namespace}
+	if s.stores.Namespaces != nil {
+		var err error
+		if all, err = s.stores.Namespaces.List(ctx); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	for _, ns := range all {
+		sn := s.stores.Snapshotter(name)
+		if sn == nil {
+			return 0, fmt.Errorf("no snapshotter %s", name)
+		}
+		err := sn.Walk(namespaces.WithNamespace(ctx, ns), func(context.Context, snapshots.Info) error {
+			n++
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 func snapshotsDir(root, snapshotter string) string {
@@ -42,47 +90,55 @@ func readNames(dir string) (map[string]bool, error) {
 	return names, nil
 }
 
-// check compares the snapshots directories now with before. A directory the
-// native snapshotter failed to remove stays as "rm-<id>": its bytes are not
-// counted. Fewer directories gone than snapshots removed means overlayfs (or
-// another) failed to remove some, and which is unknown: none of that
-// snapshotter's bytes are counted.
-func (before snapshotDirs) check(root string, freed *reclaim) []Failure {
+// check compares each snapshotter's state now with before, for the
+// snapshots this prune freed, and sets what their bytes fall short of:
+//   - a directory the native snapshotter failed to remove stays as
+//     "rm-<id>": its bytes are not counted;
+//   - fewer directories gone than snapshot records gone, in all namespaces,
+//     means some removed snapshot stayed on disk, and which is unknown: none
+//     of that snapshotter's freed bytes are counted.
+func (s *Service) checkSnapshotDirs(ctx context.Context, before snapshotDirs, root string, freed *reach.Reclaim) []Failure {
 	var failures []Failure
-	for name, was := range before {
-		now, err := readNames(snapshotsDir(root, name))
-		if err != nil {
+	for name := range freed.Snapshotters() {
+		was, ok := before[name]
+		if !ok {
 			continue
 		}
-		gone, expected := 0, 0
-		for e := range was {
-			if !now[e] && !strings.HasPrefix(e, "rm-") {
-				gone++
-			}
-		}
-		for k := range freed.snapshots {
-			if k.snapshotter == name {
-				expected++
-			}
+		now := s.listSnapshotDirs(ctx, root, map[string]bool{name: true})[name]
+		if now.entries == nil {
+			continue
 		}
 		var left []string
 		var leftBytes int64
-		for e := range now {
-			if strings.HasPrefix(e, "rm-") && !was[e] {
+		for e := range now.entries {
+			if strings.HasPrefix(e, "rm-") && !was.entries[e] {
 				left = append(left, e)
 				leftBytes += diskUsage(filepath.Join(snapshotsDir(root, name), e))
 			}
 		}
+		dirsGone := countLive(was.entries) - countLive(now.entries)
+		recordsGone := was.records - now.records
 		switch {
 		case len(left) > 0:
-			freed.shortfall += min(leftBytes, freed.snapshotBytes(name)-freed.shortfall)
+			freed.Shortfall[name] += leftBytes
 			failures = append(failures, Failure{Name: "snapshots/" + name, Error: fmt.Sprintf("the snapshotter left %d removed snapshots on disk (%s); their %d bytes are not counted", len(left), strings.Join(left, ", "), leftBytes)})
-		case gone < expected:
-			freed.shortfall += freed.snapshotBytes(name)
-			failures = append(failures, Failure{Name: "snapshots/" + name, Error: fmt.Sprintf("%d snapshots were removed but only %d directories left the disk; no snapshot bytes of %s are counted", expected, gone, name)})
+		case dirsGone < recordsGone:
+			freed.Shortfall[name] = freed.SnapshotBytes(name)
+			failures = append(failures, Failure{Name: "snapshots/" + name, Error: fmt.Sprintf("%d snapshots were removed but only %d directories left the disk; no snapshot bytes of %s are counted", recordsGone, dirsGone, name)})
 		}
 	}
 	return failures
+}
+
+// countLive counts the entries that are snapshots, not removals under way.
+func countLive(entries map[string]bool) int {
+	n := 0
+	for e := range entries {
+		if !strings.HasPrefix(e, "rm-") {
+			n++
+		}
+	}
+	return n
 }
 
 // diskUsage is the space the files below path take, in bytes.

@@ -1,0 +1,144 @@
+package reach
+
+import (
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+)
+
+// keep returns what the collector keeps when records are the image records
+// left: what unexpired records, containers, leases, ingests, sandboxes and
+// root labels reach, following references, snapshot parents, back
+// references and satisfied conditional references.
+func (g *Graph) keep(records []images.Image) map[node]bool {
+	byName := make(map[string]images.Image, len(records))
+	for _, r := range records {
+		byName[r.Name] = r
+	}
+	// Edges that depend on the records left, beside the graph's own.
+	extra := map[node][]node{}
+	for d, info := range g.Content {
+		g.addSatisfied(extra, contentNode(d), info.Labels)
+	}
+	var queue []node
+	push := func(r Refs) {
+		for _, d := range r.Content {
+			queue = append(queue, contentNode(d))
+		}
+		for _, s := range r.Snapshots {
+			queue = append(queue, snapshotNode(s))
+		}
+		for _, name := range r.Images {
+			queue = append(queue, imageNode(name))
+		}
+	}
+	for _, r := range records {
+		n := imageNode(r.Name)
+		g.addSatisfied(extra, n, r.Labels)
+		if !expired(r.Labels, g.now) {
+			queue = append(queue, n)
+			continue
+		}
+		// An expired record is no root, but what it says references it
+		// keeps it.
+		for _, by := range nodes(backRefs(r.Labels)) {
+			extra[by] = append(extra[by], n)
+		}
+	}
+	push(g.roots)
+	kept := map[node]bool{}
+	for len(queue) > 0 {
+		n := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if kept[n] || !g.has(n, byName) {
+			continue
+		}
+		kept[n] = true
+		queue = append(queue, g.backRefs[n]...)
+		queue = append(queue, extra[n]...)
+		switch {
+		case n.content != "":
+			push(LabelRefs(g.Content[n.content].Labels))
+		case n.image != "":
+			r := byName[n.image]
+			queue = append(queue, contentNode(r.Target.Digest))
+			push(LabelRefs(r.Labels))
+		default:
+			info := g.Snapshots[n.snap]
+			if info.Parent != "" {
+				queue = append(queue, snapshotNode(Snapshot{n.snap.Snapshotter, info.Parent}))
+			}
+			push(LabelRefs(info.Labels))
+		}
+	}
+	g.keepFlat(kept, byName)
+	return kept
+}
+
+// keepFlat keeps what flat leases hold, and nothing it references: a flat
+// snapshot keeps its parents, a flat image its target.
+func (g *Graph) keepFlat(kept map[node]bool, byName map[string]images.Image) {
+	for _, d := range g.flat.Content {
+		kept[contentNode(d)] = kept[contentNode(d)] || g.has(contentNode(d), byName)
+	}
+	for _, name := range g.flat.Images {
+		if r, ok := byName[name]; ok {
+			kept[imageNode(name)] = true
+			target := contentNode(r.Target.Digest)
+			kept[target] = kept[target] || g.has(target, byName)
+		}
+	}
+	for _, s := range g.flat.Snapshots {
+		for n := snapshotNode(s); g.has(n, byName); n = snapshotNode(Snapshot{s.Snapshotter, g.Snapshots[n.snap].Parent}) {
+			kept[n] = true
+		}
+	}
+}
+
+// addSatisfied adds the conditional snapshot references of from whose
+// condition the snapshot's used-at time satisfies now.
+func (g *Graph) addSatisfied(edges map[node][]node, from node, labels map[string]string) {
+	for _, c := range conditions(labels, g.now) {
+		info, ok := g.Snapshots[c.snapshot]
+		if !ok {
+			continue
+		}
+		usedAt, err := time.Parse(time.RFC3339, info.Labels[LabelCondUsedAt])
+		if err != nil {
+			continue
+		}
+		for _, test := range c.tests {
+			if test(usedAt) {
+				edges[from] = append(edges[from], snapshotNode(c.snapshot))
+				break
+			}
+		}
+	}
+}
+
+func nodes(r Refs) []node {
+	var out []node
+	for _, d := range r.Content {
+		out = append(out, contentNode(d))
+	}
+	for _, s := range r.Snapshots {
+		out = append(out, snapshotNode(s))
+	}
+	for _, name := range r.Images {
+		out = append(out, imageNode(name))
+	}
+	return out
+}
+
+func (g *Graph) has(n node, records map[string]images.Image) bool {
+	switch {
+	case n.content != "":
+		_, ok := g.Content[n.content]
+		return ok
+	case n.image != "":
+		_, ok := records[n.image]
+		return ok
+	}
+	_, ok := g.Snapshots[n.snap]
+	return ok
+}
