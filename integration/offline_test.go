@@ -15,6 +15,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -46,9 +47,9 @@ func TestOfflinePruneOfDaemonStore(t *testing.T) {
 	t.Setenv("KEEP", "1") // keep the store when the daemon stops
 	assert.NilError(t, d.Stop())
 	root := filepath.Join(d.Dir, "root")
-	store, err := imgsvc.OpenEmbedded(context.Background(), root)
+	store, err := embedded.Open(context.Background(), root)
 	assert.NilError(t, err)
-	rep, err := imgsvc.NewEmbedded(store, "moby", imgsvc.WithSnapshotter("native")).Prune(context.Background(), plan.Filters{})
+	rep, err := store.Service("moby", imgsvc.WithSnapshotter("native")).Prune(context.Background(), plan.Filters{})
 	assert.NilError(t, err)
 	assert.NilError(t, store.Close())
 

@@ -20,6 +20,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/store/embedded"
 )
 
 // globalOptions locate the containerd store to work on.
@@ -101,12 +102,12 @@ func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer
 		open = append(open, docker)
 	}
 	if o.offline {
-		e, err := images.OpenEmbedded(ctx, o.root)
+		e, err := embedded.Open(ctx, o.root)
 		if err != nil {
 			open.Close()
 			return nil, nil, err
 		}
-		return images.NewEmbedded(e, o.namespace, opts...), append(open, e), nil
+		return e.Service(o.namespace, opts...), append(open, e), nil
 	}
 	c, err := client.New(o.address, client.WithDefaultNamespace(o.namespace))
 	if err != nil {

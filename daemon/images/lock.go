@@ -18,6 +18,13 @@ func WithPruneLockFile(path string) Opt {
 	return func(s *Service) { s.lockOpts = append(s.lockOpts, imgleases.WithLockFile(path)) }
 }
 
+// WithExclusiveStore says the service's store is this process's alone (a
+// store opened in-process): a prune lock found in it was left by a prune
+// that died, and is taken over at once.
+func WithExclusiveStore() Opt {
+	return func(s *Service) { s.lockOpts = append(s.lockOpts, imgleases.Exclusive()) }
+}
+
 // lock makes this prune the only one of the namespace, in this process and
 // across processes. The returned func releases it.
 func (s *Service) lock(ctx context.Context) (func(), error) {

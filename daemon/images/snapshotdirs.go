@@ -74,6 +74,10 @@ func (s *Service) countSnapshots(ctx context.Context, name string) (int, error) 
 	return n, nil
 }
 
+// snapshotDir prefixes the directory a snapshotter keeps its state in,
+// below a daemon's root.
+const snapshotDir = "io.containerd.snapshotter.v1."
+
 func snapshotsDir(root, snapshotter string) string {
 	return filepath.Join(root, snapshotDir+snapshotter, "snapshots")
 }

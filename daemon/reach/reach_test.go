@@ -22,6 +22,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store/embedded"
 )
 
 // store builds objects in an embedded containerd store, as the daemon keeps
@@ -69,7 +70,7 @@ func expiredLabel() string { return time.Now().Add(-time.Hour).Format(time.RFC33
 // collection frees, runs containerd's own collection and compares.
 func TestPredictMatchesGarbageCollection(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "moby")
-	e, err := imgsvc.OpenEmbedded(ctx, t.TempDir(), imgsvc.CreateStore())
+	e, err := embedded.Open(ctx, t.TempDir(), embedded.CreateStore())
 	assert.NilError(t, err)
 	defer e.Close()
 	s := store{t: t, ctx: ctx, st: e.Stores(), sn: e.Stores().Snapshotter("native")}

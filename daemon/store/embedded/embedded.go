@@ -1,4 +1,9 @@
-package images
+// Package embedded opens a containerd store in-process from a stopped
+// daemon's root directory: containerd's metadata DB on its bolt file, its
+// local content store and the snapshotters found on disk. It serves hosts
+// where the daemon is stopped or cannot start (a full disk), and tests that
+// need no daemon.
+package embedded
 
 import (
 	"context"
@@ -18,13 +23,11 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	imgleases "github.com/imgprune/imgprune/pkg/leases"
+	"github.com/imgprune/imgprune/daemon/images"
 )
 
-// Embedded is a containerd store opened in-process from the daemon's root
-// directory: for hosts where the daemon is stopped or cannot start (a full
-// disk), and for tests that need no daemon.
-type Embedded struct {
+// Store is a containerd store opened in-process from a daemon's root.
+type Store struct {
 	root         string
 	bolt         *bolt.DB
 	db           *metadata.DB
@@ -34,24 +37,25 @@ type Embedded struct {
 // The directories containerd's plugins keep their state in, below the root.
 const (
 	metadataDir = "io.containerd.metadata.v1.bolt"
+	contentDir  = "io.containerd.content.v1.content"
 	snapshotDir = "io.containerd.snapshotter.v1."
 )
 
-// EmbeddedOpt configures OpenEmbedded.
-type EmbeddedOpt func(*embeddedOptions)
+// Opt configures Open.
+type Opt func(*options)
 
-type embeddedOptions struct{ create bool }
+type options struct{ create bool }
 
-// CreateStore lets OpenEmbedded create a new, empty store where there is
+// CreateStore lets Open create a new, empty store where there is
 // none, as tests need. Without it, a root that holds no store is an error, so
 // that a mistyped root changes nothing.
-func CreateStore() EmbeddedOpt { return func(o *embeddedOptions) { o.create = true } }
+func CreateStore() Opt { return func(o *options) { o.create = true } }
 
-// OpenEmbedded opens the store under root. It fails with NotFound when root
+// Open opens the store under root. It fails with NotFound when root
 // holds no store, with Conflict when a running daemon holds it, and with
 // NotImplemented when it has snapshots of a snapshotter it cannot open.
-func OpenEmbedded(ctx context.Context, root string, opts ...EmbeddedOpt) (*Embedded, error) {
-	var o embeddedOptions
+func Open(ctx context.Context, root string, opts ...Opt) (*Store, error) {
+	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -83,7 +87,7 @@ func OpenEmbedded(ctx context.Context, root string, opts ...EmbeddedOpt) (*Embed
 	if err != nil {
 		return nil, fmt.Errorf("open metadata at %s: %w", root, err)
 	}
-	e := &Embedded{root: root, bolt: bdb, db: metadata.NewDB(bdb, cs, sns), snapshotters: sns}
+	e := &Store{root: root, bolt: bdb, db: metadata.NewDB(bdb, cs, sns), snapshotters: sns}
 	if err := e.checkSnapshotters(); err != nil {
 		e.Close()
 		return nil, err
@@ -98,7 +102,7 @@ func OpenEmbedded(ctx context.Context, root string, opts ...EmbeddedOpt) (*Embed
 // checkSnapshotters refuses a store with snapshots of a snapshotter it did
 // not open: the collection would drop their records and leave their data on
 // disk, uncounted.
-func (e *Embedded) checkSnapshotters() error {
+func (e *Store) checkSnapshotters() error {
 	var unknown []string
 	err := e.bolt.View(func(tx *bolt.Tx) error {
 		v1 := tx.Bucket([]byte("v1"))
@@ -154,26 +158,26 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// Stores returns the store's interfaces for a Service.
-func (e *Embedded) Stores() Stores {
-	return Stores{
+// Stores returns the store's interfaces for an image service.
+func (e *Store) Stores() images.Stores {
+	return images.Stores{
 		Images:      metadata.NewImageStore(e.db),
 		Content:     e.db.ContentStore(),
 		Leases:      metadata.NewLeaseManager(e.db),
 		Containers:  metadata.NewContainerStore(e.db),
 		Sandboxes:   metadata.NewSandboxStore(e.db),
-		Namespaces:  embeddedNamespaces{e.db},
+		Namespaces:  namespaceList{e.db},
 		Snapshotter: e.db.Snapshotter,
 		Collector:   e,
 	}
 }
 
 // Root is the directory the store was opened from.
-func (e *Embedded) Root() string { return e.root }
+func (e *Store) Root() string { return e.root }
 
 // Collect runs the metadata store's garbage collection, which removes the
 // content and snapshots nothing references.
-func (e *Embedded) Collect(ctx context.Context) error {
+func (e *Store) Collect(ctx context.Context) error {
 	if _, err := e.db.GarbageCollect(ctx); err != nil {
 		return fmt.Errorf("garbage collection: %w", err)
 	}
@@ -181,7 +185,7 @@ func (e *Embedded) Collect(ctx context.Context) error {
 }
 
 // Close releases the store, snapshotters included, for containerd.
-func (e *Embedded) Close() error {
+func (e *Store) Close() error {
 	return errors.Join(closeAll(e.snapshotters), e.bolt.Close())
 }
 
@@ -195,10 +199,10 @@ func closeAll(sns map[string]snapshots.Snapshotter) error {
 	return errors.Join(errs...)
 }
 
-// embeddedNamespaces lists the namespaces of a metadata store.
-type embeddedNamespaces struct{ db *metadata.DB }
+// namespaceList lists the namespaces of a metadata store.
+type namespaceList struct{ db *metadata.DB }
 
-func (n embeddedNamespaces) List(ctx context.Context) ([]string, error) {
+func (n namespaceList) List(ctx context.Context) ([]string, error) {
 	var out []string
 	err := n.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -208,11 +212,9 @@ func (n embeddedNamespaces) List(ctx context.Context) ([]string, error) {
 	return out, err
 }
 
-// NewEmbedded returns the service for namespace over an embedded store,
-// checking the disk below its root.
-func NewEmbedded(e *Embedded, namespace string, opts ...Opt) *Service {
-	// The store is this process's alone: a prune lock in it was left by a
-	// prune that died.
-	exclusive := func(s *Service) { s.lockOpts = append(s.lockOpts, imgleases.Exclusive()) }
-	return New(e.Stores(), namespace, append([]Opt{WithContainerdRoot(e.Root()), exclusive}, opts...)...)
+// Service returns the image service of namespace over the store, checking
+// the disk below its root. The store is this process's alone, so a prune
+// lock found in it was left by a prune that died.
+func (e *Store) Service(namespace string, opts ...images.Opt) *images.Service {
+	return images.New(e.Stores(), namespace, append([]images.Opt{images.WithContainerdRoot(e.Root()), images.WithExclusiveStore()}, opts...)...)
 }

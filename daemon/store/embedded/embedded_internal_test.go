@@ -1,4 +1,4 @@
-package images
+package embedded
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func TestEmbeddedRefusesUnknownSnapshotter(t *testing.T) {
 	assert.NilError(t, sn.Close())
 	assert.NilError(t, bdb.Close())
 
-	_, err = OpenEmbedded(context.Background(), root)
+	_, err = Open(context.Background(), root)
 	assert.Check(t, errdefs.IsNotImplemented(err), "got %v", err)
 	assert.Check(t, is.ErrorContains(err, "moby/special"))
 }

@@ -1,4 +1,4 @@
-package images_test
+package embedded_test
 
 import (
 	"context"
@@ -14,20 +14,20 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
-	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
-func openEmbedded(t *testing.T) *imgsvc.Embedded {
+func openEmbedded(t *testing.T) *embedded.Store {
 	t.Helper()
-	e, err := imgsvc.OpenEmbedded(context.Background(), t.TempDir(), imgsvc.CreateStore())
+	e, err := embedded.Open(context.Background(), t.TempDir(), embedded.CreateStore())
 	assert.NilError(t, err)
 	t.Cleanup(func() { e.Close() })
 	return e
 }
 
-func blobOnDisk(e *imgsvc.Embedded, b testimage.Blob) bool {
+func blobOnDisk(e *embedded.Store, b testimage.Blob) bool {
 	_, err := os.Stat(filepath.Join(e.Root(), "io.containerd.content.v1.content", "blobs", "sha256", b.Desc.Digest.Encoded()))
 	return err == nil
 }
@@ -51,7 +51,7 @@ func TestEmbeddedPrune(t *testing.T) {
 		Spec:    &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")},
 	})
 	assert.NilError(t, err)
-	svc := imgsvc.NewEmbedded(e, "moby")
+	svc := e.Service("moby")
 
 	rep, err := svc.Prune(context.Background(), plan.Filters{})
 	assert.NilError(t, err)
@@ -74,7 +74,7 @@ func TestEmbeddedPrune(t *testing.T) {
 // is not opened behind its back.
 func TestEmbeddedRefusesStoreInUse(t *testing.T) {
 	e := openEmbedded(t)
-	_, err := imgsvc.OpenEmbedded(context.Background(), e.Root())
+	_, err := embedded.Open(context.Background(), e.Root())
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
 	assert.Check(t, is.ErrorContains(err, "is containerd running?"))
 }
@@ -83,7 +83,7 @@ func TestEmbeddedRefusesStoreInUse(t *testing.T) {
 // nothing there.
 func TestEmbeddedNeedsAStore(t *testing.T) {
 	root := t.TempDir()
-	_, err := imgsvc.OpenEmbedded(context.Background(), root)
+	_, err := embedded.Open(context.Background(), root)
 	assert.Check(t, errdefs.IsNotFound(err), "got %v", err)
 	entries, err := os.ReadDir(root)
 	assert.NilError(t, err)
