@@ -58,38 +58,29 @@ func snapshotRef(key, prefix, value string) (Snapshot, bool) {
 // LabelRefs are the references labels carry, as the collector follows them
 // from a marked object.
 func LabelRefs(labels map[string]string) Refs {
-	var r Refs
-	for k, v := range labels {
-		switch {
-		case HasRefPrefix(k, LabelRefContent):
-			if d, err := digest.Parse(v); err == nil {
-				r.Content = append(r.Content, d)
-			}
-		case HasRefPrefix(k, LabelRefImage):
-			r.Images = append(r.Images, v)
-		default:
-			if sk, ok := snapshotRef(k, LabelRefSnapshot, v); ok {
-				r.Snapshots = append(r.Snapshots, sk)
-			}
-		}
-	}
-	return r
+	return readRefs(labels, LabelRefContent, LabelRefImage, LabelRefSnapshot)
 }
 
 // backRefs are the objects labels say reference the labelled one: when one
 // of them is kept, so is it.
 func backRefs(labels map[string]string) Refs {
+	return readRefs(labels, LabelBRefContent, LabelBRefImage, LabelBRefSnapshot)
+}
+
+// readRefs reads the labels with the content, image and snapshot prefixes of
+// one kind of reference.
+func readRefs(labels map[string]string, contentPrefix, imagePrefix, snapshotPrefix string) Refs {
 	var r Refs
 	for k, v := range labels {
 		switch {
-		case HasRefPrefix(k, LabelBRefContent):
+		case HasRefPrefix(k, contentPrefix):
 			if d, err := digest.Parse(v); err == nil {
 				r.Content = append(r.Content, d)
 			}
-		case HasRefPrefix(k, LabelBRefImage):
+		case HasRefPrefix(k, imagePrefix):
 			r.Images = append(r.Images, v)
 		default:
-			if sk, ok := snapshotRef(k, LabelBRefSnapshot, v); ok {
+			if sk, ok := snapshotRef(k, snapshotPrefix, v); ok {
 				r.Snapshots = append(r.Snapshots, sk)
 			}
 		}

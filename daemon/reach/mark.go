@@ -21,17 +21,7 @@ func (g *Graph) keep(records []images.Image) map[node]bool {
 		g.addSatisfied(extra, contentNode(d), info.Labels)
 	}
 	var queue []node
-	push := func(r Refs) {
-		for _, d := range r.Content {
-			queue = append(queue, contentNode(d))
-		}
-		for _, s := range r.Snapshots {
-			queue = append(queue, snapshotNode(s))
-		}
-		for _, name := range r.Images {
-			queue = append(queue, imageNode(name))
-		}
-	}
+	push := func(r Refs) { queue = append(queue, nodes(r)...) }
 	for _, r := range records {
 		n := imageNode(r.Name)
 		g.addSatisfied(extra, n, r.Labels)
