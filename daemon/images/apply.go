@@ -3,6 +3,7 @@ package images
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
@@ -80,7 +81,7 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot) ap
 		return a.applied
 	}
 	a.each(ctx, dangling, nil)
-	if len(dangling) > 0 {
+	if slices.ContainsFunc(dangling, func(r images.Image) bool { return a.removed[r.Name] }) {
 		// The last look, just before the collection, gives back the dangling
 		// record of a target a container came to use during the deletions.
 		a.lookAgain(safe)
