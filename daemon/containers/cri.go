@@ -7,8 +7,9 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/log"
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // The extension containerd's CRI plugin keeps a container's metadata in,

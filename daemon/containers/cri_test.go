@@ -6,11 +6,12 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/typeurl/v2"
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/types/known/anypb"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 func TestDecodeCRI(t *testing.T) {

@@ -6,9 +6,10 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // DockerClient is the part of moby's client Docker needs.

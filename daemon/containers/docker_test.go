@@ -6,12 +6,13 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // engine answers as a Docker Engine's API would.

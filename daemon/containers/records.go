@@ -4,8 +4,9 @@ import (
 	"context"
 
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // ImageIDLabel is a container label holding the image ID (target digest) its

@@ -9,9 +9,10 @@ import (
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // adopt gives every target among records that lacks one its dangling record,

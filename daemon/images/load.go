@@ -12,8 +12,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/distribution/reference"
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
 
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )

@@ -6,9 +6,10 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/opencontainers/go-digest"
+
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
-	"github.com/opencontainers/go-digest"
 )
 
 // PruneOpt configures one prune.

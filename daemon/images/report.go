@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/imgprune/imgprune/daemon/images/plan"
-	"github.com/imgprune/imgprune/daemon/reach"
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
 )
 
 // Report is Docker's prune report plus what failed and why.

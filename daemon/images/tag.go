@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+
 	"github.com/imgprune/imgprune/daemon/images/plan"
 
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
