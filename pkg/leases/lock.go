@@ -87,10 +87,15 @@ func LockPrune(ctx context.Context, lm leases.Manager, opts ...LockOpt) (*Lock, 
 	l := &Lock{lm: lm, holder: newHolder(), ttl: o.ttl, stop: make(chan struct{}), done: make(chan struct{})}
 	if o.file != "" {
 		f, err := lockFile(o.file, l.holder)
-		if err != nil {
+		switch {
+		case errdefs.IsConflict(err):
 			return nil, err
+		case err != nil:
+			// The lease alone still excludes every other prune.
+			log.G(ctx).WithError(err).Warn("prune lock file; going on with the lease alone")
+		default:
+			l.file = f
 		}
-		l.file = f
 	}
 	if err := l.take(ctx, o); err != nil {
 		l.file.unlock()

@@ -111,6 +111,15 @@ func TestLockFileHeldByALiveProcess(t *testing.T) {
 	assert.Check(t, is.ErrorContains(err, "a prune operation is already running (by process "))
 }
 
+func TestLockFileThatCannotBeMadeFallsBackToTheLease(t *testing.T) {
+	ctx, lm := newLeases(t)
+	l, err := LockPrune(ctx, lm, WithLockFile(filepath.Join(t.TempDir(), "no", "such", "dir", "prune.lock")))
+	assert.NilError(t, err)
+	_, err = LockPrune(ctx, lm)
+	assert.Check(t, errdefs.IsConflict(err), "the lease still excludes: %v", err)
+	assert.NilError(t, l.Release(ctx))
+}
+
 func TestLockInAnExclusiveStoreIsTakenOver(t *testing.T) {
 	ctx, lm := newLeases(t)
 	deadHolder(t, ctx, lm, map[string]string{holderLabel: "here.boot.1.dead"})
