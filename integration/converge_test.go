@@ -177,9 +177,9 @@ func TestPruneInterruptedByContext(t *testing.T) {
 
 	rep, err := svc.Prune(ctx, plan.Filters{})
 	assert.NilError(t, err)
-	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 2 images; stopped early, 1 left for the next prune"))
+	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 2 images; stopped early, 1 record left for the next prune"))
 	// One failure says what was left; nothing untried counts as failed.
-	assert.Check(t, is.DeepEqual(rep.Failures, []imgsvc.Failure{{Name: "prune", Error: "stopped early: 1 records left for the next prune"}}))
+	assert.Check(t, is.DeepEqual(rep.Failures, []imgsvc.Failure{{Name: "prune", Error: "stopped early: 1 record left for the next prune"}}))
 	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"example.com/b:1": b.Target.Digest}))
 	assert.Check(t, e.hasContent(b))
 

@@ -1,15 +1,19 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/moby/moby/api/types/container"
 	dockerclient "github.com/moby/moby/client"
+	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -105,5 +109,42 @@ func TestPruneRefusesWhenDockerCannotBeAsked(t *testing.T) {
 	assert.Check(t, is.Equal(code, 1))
 	assert.Check(t, is.Contains(stderr, "list Docker's containers"))
 	assert.Check(t, is.DeepEqual(e.names(), before))
+	assert.Check(t, e.hasContent(img))
+}
+
+// flakyEngine lists its containers once, then fails, as an engine that
+// stops answering while a prune runs.
+type flakyEngine struct {
+	imgcontainers.DockerClient
+	listed *atomic.Int32
+}
+
+func (f flakyEngine) ContainerList(ctx context.Context, opts dockerclient.ContainerListOptions) (dockerclient.ContainerListResult, error) {
+	if f.listed.Add(1) > 1 {
+		return dockerclient.ContainerListResult{}, errors.New("engine is down")
+	}
+	return f.DockerClient.ContainerList(ctx, opts)
+}
+
+// TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain: when the
+// second look at the containers fails, no dangling record goes, so no
+// content does; the names went, and the next prune finishes the job.
+func TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain(t *testing.T) {
+	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
+	docker, err := dockerclient.New(dockerclient.WithHost(host))
+	assert.NilError(t, err)
+	defer docker.Close()
+	var listed atomic.Int32
+	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, listed: &listed}}))
+	img := newImage(t, "a", "example.com/a:1")
+	e.write(img)
+	e.prune(nil) // adopts the target: it has its dangling record
+	listed.Store(0)
+
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 1 images; stopped early, 1 record left for the next prune"))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest}))
 	assert.Check(t, e.hasContent(img))
 }

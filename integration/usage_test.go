@@ -126,6 +126,13 @@ func TestPruneKeepsImagesOfCRIContainers(t *testing.T) {
 	}))
 	assert.Check(t, e.hasContent(used))
 	assert.Check(t, e.hasNoContent(unused))
+
+	// Listed by the name it runs; its ID record is no name of its own.
+	rows, err := e.svc.Images(e.ctx)
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(rows, 1))
+	assert.Check(t, is.Equal(rows[0].Name, "docker.io/library/pod:1"))
+	assert.Check(t, is.Equal(rows[0].Containers, 1), "one container, however many sources report it")
 }
 
 // TestPruneKeepsImageOfContainerWhoseTagMoved: a container that records only

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/moby/moby/api/types/image"
 	"github.com/opencontainers/go-digest"
@@ -22,9 +23,17 @@ type Report struct {
 	// whose image reference could not be resolved.
 	Warnings []string `json:"Warnings,omitempty"`
 	// planned and pruned count images (names, and targets without one) the
-	// prune set out to remove and did remove; left counts those an
-	// interrupted prune did not try.
-	planned, pruned, left int
+	// prune set out to remove and did remove; left counts those it did not
+	// try, and untried the records it did not try (dangling ones too).
+	planned, pruned, left, untried int
+}
+
+// records says how many records n is.
+func records(n int) string {
+	if n == 1 {
+		return "1 record"
+	}
+	return fmt.Sprintf("%d records", n)
 }
 
 // Failure is one thing a prune could not remove.
@@ -39,15 +48,17 @@ func (r Report) Err() error {
 		return nil
 	}
 	msg := fmt.Sprintf("pruned %d of %d images", r.pruned, r.planned+r.left)
+	var more []string
 	if failed := r.planned - r.pruned; failed > 0 {
-		msg += fmt.Sprintf("; %d failed", failed)
+		more = append(more, fmt.Sprintf("%d failed", failed))
 	}
-	if r.left > 0 {
-		msg += fmt.Sprintf("; stopped early, %d left for the next prune", r.left)
+	if r.untried > 0 {
+		more = append(more, "stopped early, "+records(r.untried)+" left for the next prune")
 	}
-	if r.planned == r.pruned && r.left == 0 {
-		msg += fmt.Sprintf("; %d failed to be cleaned up", len(r.Failures))
+	if len(more) == 0 {
+		more = append(more, fmt.Sprintf("%d failed to be cleaned up", len(r.Failures)))
 	}
+	msg += "; " + strings.Join(more, "; ")
 	return errors.New(msg)
 }
 
@@ -62,8 +73,8 @@ func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Recl
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
 	}
-	if len(done.untried) > 0 {
-		rep.Failures = append(rep.Failures, Failure{Name: "prune", Error: fmt.Sprintf("stopped early: %d records left for the next prune", len(done.untried))})
+	if rep.untried = len(done.untried); rep.untried > 0 {
+		rep.Failures = append(rep.Failures, Failure{Name: "prune", Error: "stopped early: " + records(rep.untried) + " left for the next prune"})
 	}
 	goneTarget := func(digest.Digest) bool { return false }
 	if after != nil {

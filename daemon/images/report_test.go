@@ -16,8 +16,9 @@ func TestReportErr(t *testing.T) {
 	}{
 		{name: "nothing failed", rep: Report{planned: 3, pruned: 3}},
 		{name: "some failed", rep: Report{Failures: failure, planned: 3, pruned: 2}, want: "pruned 2 of 3 images; 1 failed"},
-		{name: "stopped early", rep: Report{Failures: failure, planned: 1, pruned: 1, left: 4}, want: "pruned 1 of 5 images; stopped early, 4 left for the next prune"},
-		{name: "failed and stopped early", rep: Report{Failures: failure, planned: 2, pruned: 1, left: 1}, want: "pruned 1 of 3 images; 1 failed; stopped early, 1 left for the next prune"},
+		{name: "stopped early", rep: Report{Failures: failure, planned: 1, pruned: 1, left: 4, untried: 5}, want: "pruned 1 of 5 images; stopped early, 5 records left for the next prune"},
+		{name: "failed and stopped early", rep: Report{Failures: failure, planned: 2, pruned: 1, left: 1, untried: 1}, want: "pruned 1 of 3 images; 1 failed; stopped early, 1 record left for the next prune"},
+		{name: "only dangling records left", rep: Report{Failures: failure, planned: 1, pruned: 1, untried: 1}, want: "pruned 1 of 1 images; stopped early, 1 record left for the next prune"},
 		{name: "every image went, cleaning up failed", rep: Report{Failures: failure, planned: 2, pruned: 2}, want: "pruned 2 of 2 images; 1 failed to be cleaned up"},
 	}
 	for _, tc := range tests {
