@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -125,4 +126,47 @@ func startHolder(t *testing.T, ns, file string) *exec.Cmd {
 		t.Fatal("the holder did not take the lock within 30 s")
 	}
 	return cmd
+}
+
+// TestTwoPrunesStartedTogether: two prunes of one namespace started at once,
+// from two processes of this host or from elsewhere, give one conflict.
+func TestTwoPrunesStartedTogether(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		lockFile bool
+	}{
+		{name: "on this host", lockFile: true},
+		{name: "from elsewhere"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			var opts []imgleases.LockOpt
+			if tc.lockFile {
+				opts = append(opts, imgleases.WithLockFile(filepath.Join(filepath.Dir(daemon.Address), "imgprune-prune."+e.ns+".lock")))
+			}
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			locks := make([]*imgleases.Lock, 2)
+			errs := make([]error, 2)
+			for i := range 2 {
+				wg.Go(func() {
+					<-start
+					locks[i], errs[i] = imgleases.LockPrune(e.nsCtx(), e.client.LeasesService(), opts...)
+				})
+			}
+			close(start)
+			wg.Wait()
+			won := 0
+			for i, err := range errs {
+				if err == nil {
+					won++
+					assert.NilError(t, locks[i].Release(e.nsCtx()))
+					continue
+				}
+				assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+				assert.Check(t, is.ErrorContains(err, "a prune operation is already running (by "))
+			}
+			assert.Check(t, is.Equal(won, 1))
+		})
+	}
 }
