@@ -112,15 +112,16 @@ func TestPruneRefusesWhenDockerCannotBeAsked(t *testing.T) {
 	assert.Check(t, e.hasContent(img))
 }
 
-// flakyEngine lists its containers once, then fails, as an engine that
-// stops answering while a prune runs.
+// flakyEngine lists its containers answers times, then fails, as an engine
+// that stops answering while a prune runs.
 type flakyEngine struct {
 	imgcontainers.DockerClient
-	listed *atomic.Int32
+	answers int32
+	listed  *atomic.Int32
 }
 
 func (f flakyEngine) ContainerList(ctx context.Context, opts dockerclient.ContainerListOptions) (dockerclient.ContainerListResult, error) {
-	if f.listed.Add(1) > 1 {
+	if f.listed.Add(1) > f.answers {
 		return dockerclient.ContainerListResult{}, errors.New("engine is down")
 	}
 	return f.DockerClient.ContainerList(ctx, opts)
@@ -135,7 +136,30 @@ func TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain(t *testing.T
 	assert.NilError(t, err)
 	defer docker.Close()
 	var listed atomic.Int32
-	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, listed: &listed}}))
+	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 1, listed: &listed}}))
+	img := newImage(t, "a", "example.com/a:1")
+	e.write(img)
+	e.prune(nil) // adopts the target: it has its dangling record
+	listed.Store(0)
+
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 1 images; stopped early, 1 record left for the next prune"))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest}))
+	assert.Check(t, e.hasContent(img))
+}
+
+// TestPruneGivesBackDanglingRecordsWhenTheLastLookFails: when the last look
+// at the containers, after the dangling records went, fails, they are given
+// back and their content stays: the next prune finishes the job.
+func TestPruneGivesBackDanglingRecordsWhenTheLastLookFails(t *testing.T) {
+	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
+	docker, err := dockerclient.New(dockerclient.WithHost(host))
+	assert.NilError(t, err)
+	defer docker.Close()
+	var listed atomic.Int32
+	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 2, listed: &listed}}))
 	img := newImage(t, "a", "example.com/a:1")
 	e.write(img)
 	e.prune(nil) // adopts the target: it has its dangling record

@@ -22,6 +22,7 @@ import (
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // unpack unpacks the image named name into the test's snapshotter, as a
@@ -198,33 +199,48 @@ func (e *env) containerWithRootfs(id, ref, key string) {
 }
 
 // creatingStore creates a container by ref just after the prune's
-// deletion number at, as another client might while a prune runs.
+// deletion number at, or of the record named after, as another client might
+// while a prune runs; with collect, the daemon then collects at once, as
+// its own scheduler may.
 type creatingStore struct {
 	images.Store
 	e       *env
 	at      int32
+	after   string
+	collect bool
 	ref     string
 	deletes *atomic.Int32
 }
 
 func (s creatingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
 	err := s.Store.Delete(ctx, name, opts...)
-	if s.deletes.Add(1) == s.at {
+	if n := s.deletes.Add(1); n == s.at || name == s.after {
 		s.e.container("late", s.ref, nil)
+		if s.collect {
+			assert.NilError(s.e.t, imgleases.Collector{Leases: s.e.client.LeasesService()}.Collect(s.e.nsCtx()))
+		}
 	}
 	return err
 }
 
 // TestPruneLooksAgainBeforeContentGoes: a container created by ID while the
 // prune deletes keeps its image's content, whether it comes between two
-// names or between two dangling records.
+// names or between two dangling records, also when the daemon collects
+// right after that image's dangling record went.
 func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		at   int32
+		name    string
+		at      int32
+		after   func(c testimage.Image) string
+		collect bool
 	}{
 		{name: "between two names", at: 1},
 		{name: "between two dangling records", at: 4},
+		{
+			name:    "after its dangling record, then a collection",
+			after:   func(c testimage.Image) string { return "moby-dangling@" + c.Target.Digest.String() },
+			collect: true,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -236,7 +252,11 @@ func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 			var deletes atomic.Int32
 			stores := imgsvc.StoresFromClient(e.client)
 			// Deletes go a:1, b:1, c:1, then the dangling records by digest.
-			stores.Images = creatingStore{Store: stores.Images, e: e, at: tc.at, ref: c.Target.Digest.String(), deletes: &deletes}
+			wrapped := creatingStore{Store: stores.Images, e: e, at: tc.at, collect: tc.collect, ref: c.Target.Digest.String(), deletes: &deletes}
+			if tc.after != nil {
+				wrapped.after = tc.after(c)
+			}
+			stores.Images = wrapped
 			svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
 
 			rep, err := svc.Prune(e.ctx, plan.Filters{})

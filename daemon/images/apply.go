@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -13,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // applied is what the writes of one prune did.
@@ -31,9 +33,10 @@ type applied struct {
 
 // applier carries out one plan.
 type applier struct {
-	s    *Service
-	plan plan.Plan
-	snap plan.Snapshot
+	s     *Service
+	plan  plan.Plan
+	snap  plan.Snapshot
+	blobs map[digest.Digest]content.Info
 	applied
 	// A target whose dangling record could not be made keeps its names; a
 	// target one of whose names could not go keeps its dangling record.
@@ -41,6 +44,8 @@ type applier struct {
 	// ensured are the targets whose dangling record was made sure of just
 	// before their names went.
 	ensured map[digest.Digest]bool
+	// hadDangling are the targets the plan saw a dangling record of.
+	hadDangling map[digest.Digest]bool
 }
 
 // apply executes plan, each write on its own: the dangling records of
@@ -48,16 +53,18 @@ type applier struct {
 // dangling records that go, and a last look before the collection. A used
 // target losing its last name has its dangling record made sure of before
 // its names go and once more after, since another client may remove it
-// meanwhile.
-func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot) applied {
+// meanwhile. blobs are the namespace's content as the plan saw it.
+func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info) applied {
 	a := &applier{
 		s:            s,
 		plan:         p,
 		snap:         snap,
+		blobs:        blobs,
 		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}, untried: map[string]bool{}, rescued: map[digest.Digest]bool{}},
 		keepNames:    map[digest.Digest]bool{},
 		keepDangling: map[digest.Digest]bool{},
 		ensured:      map[digest.Digest]bool{},
+		hadDangling:  map[digest.Digest]bool{},
 	}
 	// What keeps content safe runs to its end even when the prune is
 	// interrupted; deletions stop.
@@ -68,6 +75,9 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot) ap
 	}
 	a.adopt(safe)
 	names, dangling := splitDangling(p.Remove)
+	for _, r := range dangling {
+		a.hadDangling[r.Target.Digest] = true
+	}
 	a.each(ctx, names, func(r images.Image) {
 		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
 			a.ensure(safe, t)
@@ -77,17 +87,55 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot) ap
 	// Names never free content; dangling records do. Look again first.
 	canDelete := a.lookAgain(safe)
 	a.ensure(safe, p.EnsureDangling...)
-	if !canDelete {
+	if !canDelete || len(dangling) == 0 {
 		a.leave(dangling)
 		return a.applied
 	}
+	// Hold what goes while its records go: the daemon collects by itself
+	// now and then, and must not take it before the last look.
+	release, err := imgleases.HoldAll(safe, s.stores.Leases, a.goneTargets())
+	if err != nil {
+		a.failures = append(a.failures, Failure{Name: "hold", Error: fmt.Sprintf("no dangling record is removed: %v", err)})
+		a.leave(dangling)
+		return a.applied
+	}
+	defer release()
 	a.each(ctx, dangling, nil)
-	if slices.ContainsFunc(dangling, func(r images.Image) bool { return a.removed[r.Name] }) {
-		// The last look, just before the collection, gives back the dangling
-		// record of a target a container came to use during the deletions.
-		a.lookAgain(safe)
+	if !slices.ContainsFunc(dangling, func(r images.Image) bool { return a.removed[r.Name] }) {
+		return a.applied
+	}
+	// The last look gives back the dangling record of a target a container
+	// came to use during the deletions. Without it, every one goes back.
+	if !a.lookAgain(safe) {
+		a.giveBack(safe, dangling)
 	}
 	return a.applied
+}
+
+// goneTargets are the targets the plan lets go entirely.
+func (a *applier) goneTargets() []digest.Digest {
+	var out []digest.Digest
+	for _, tp := range a.plan.Targets {
+		if tp.Gone {
+			out = append(out, tp.Target.Digest)
+		}
+	}
+	return out
+}
+
+// giveBack restores the dangling records the prune removed: it could not
+// tell whether a container uses their targets now. They are left for the
+// next prune.
+func (a *applier) giveBack(ctx context.Context, dangling []images.Image) {
+	for _, r := range dangling {
+		if !a.removed[r.Name] {
+			continue
+		}
+		if a.restore(ctx, r.Target) {
+			delete(a.removed, r.Name)
+			a.untried[r.Name] = true
+		}
+	}
 }
 
 // splitDangling splits records ordered names first into names and dangling
@@ -181,6 +229,10 @@ func (a *applier) delete(ctx context.Context, r images.Image) {
 // records may go: not when the containers cannot be listed.
 func (a *applier) lookAgain(ctx context.Context) bool {
 	ctrs, _, err := a.s.listContainers(ctx)
+	if err == nil {
+		// A new container's rootfs may sit on a chain no label names.
+		a.snap.Lineage, err = a.s.lineage(ctx, a.blobs, a.snap.Records, ctrs)
+	}
 	if err != nil {
 		a.failures = append(a.failures, Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so no dangling record is removed: %v", err)})
 		return false
@@ -194,7 +246,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 			continue
 		}
 		a.rescued[d] = true
-		if a.removed[plan.DanglingName(d)] || !a.hadDangling(d) {
+		if a.removed[plan.DanglingName(d)] || !a.hadDangling[d] {
 			a.restore(ctx, tp.Target)
 		}
 		a.warnings = append(a.warnings, fmt.Sprintf("image %s came into use while the prune ran: it keeps its content", d))
@@ -202,24 +254,16 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 	return true
 }
 
-// hadDangling reports whether the plan saw the target's dangling record.
-func (a *applier) hadDangling(d digest.Digest) bool {
-	for _, r := range a.plan.Remove {
-		if r.Target.Digest == d && plan.IsDangling(r.Name) {
-			return true
-		}
-	}
-	return false
-}
-
 // restore gives a target back its dangling record, if its content is still
-// there.
-func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) {
+// there, and reports whether it did.
+func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 	if _, err := a.s.stores.Content.Info(ctx, target.Digest); err != nil {
-		a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: fmt.Sprintf("a container came to use the image while the prune ran, but its content is gone: %v", err)})
-		return
+		a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its dangling record was to be given back, but its content is gone: %v", err)})
+		return false
 	}
 	if _, err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
 		a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: err.Error()})
+		return false
 	}
+	return true
 }

@@ -58,7 +58,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		return predictedReport(p, predicted), nil
 	}
 	disk := s.viewDisk(ctx, predicted)
-	done := s.apply(ctx, p, snap)
+	done := s.apply(ctx, p, snap, before.Content)
 	// Interrupted or not, collect what was removed and report it.
 	ctx = context.WithoutCancel(ctx)
 	if err := s.collect(ctx); err != nil {

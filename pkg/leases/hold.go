@@ -81,3 +81,27 @@ func Sweep(ctx context.Context, lm leases.Manager, cs content.Store, collect fun
 	}
 	return collect(ctx)
 }
+
+// HoldAll leases the content ds and what it references until release, which
+// drops the lease (not synchronously: the caller collects). A prune holds
+// what it lets go this way while it deletes the records that kept it, so
+// that no collection the daemon runs by itself takes content before the
+// prune's last look at the containers.
+func HoldAll(ctx context.Context, lm leases.Manager, ds []digest.Digest) (func(), error) {
+	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry))
+	if err != nil {
+		return nil, fmt.Errorf("hold content: %w", err)
+	}
+	release := func() {
+		if err := lm.Delete(context.WithoutCancel(ctx), l); err != nil {
+			log.G(ctx).WithError(err).Warn("release a hold; it expires by itself")
+		}
+	}
+	for _, d := range ds {
+		if err := lm.AddResource(ctx, l, leases.Resource{ID: d.String(), Type: "content"}); err != nil {
+			release()
+			return nil, fmt.Errorf("hold content %s: %w", d, err)
+		}
+	}
+	return release, nil
+}
