@@ -42,7 +42,7 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	if err != nil {
 		return nil, fmt.Errorf("load: list images: %w", err)
 	}
-	if _, err := s.adopt(ctx, records, true); err != nil {
+	if err := s.adopt(ctx, records); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 

@@ -186,6 +186,23 @@ func decide(records []images.Image, u Usage, f Filters, labels map[string]string
 	return d
 }
 
+// Adoptions are the dangling records the targets of records lack, in
+// target order: none for a target that has one, or whose CRI ID record
+// counts its references.
+func Adoptions(records []images.Image) []images.Image {
+	byTarget := map[digest.Digest][]images.Image{}
+	for _, r := range records {
+		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
+	}
+	var out []images.Image
+	for _, d := range slices.Sorted(maps.Keys(byTarget)) {
+		if a := adoption(SortRecords(byTarget[d])); a != nil {
+			out = append(out, *a)
+		}
+	}
+	return out
+}
+
 // adoption is the dangling record a target that stays lacks, or nil. It
 // carries when the target entered: its earliest record's creation. A CRI
 // image needs none: its ID record, which stays as long as the image does, is

@@ -328,3 +328,18 @@ func BenchmarkMakePlan(b *testing.B) {
 		Make(s, Filters{})
 	}
 }
+
+func TestAdoptions(t *testing.T) {
+	records := []images.Image{
+		record("docker.io/library/a:2", targetA, withCreated(epoch.Add(time.Hour))),
+		record("docker.io/library/a:1", targetA),
+		record("docker.io/library/b:1", targetB),
+		record(DanglingName(targetB), targetB),
+		record("registry.k8s.io/c:1", targetC, criManaged),
+		record(criConfig.String(), targetC, criManaged),
+	}
+	got := Adoptions(records)
+	assert.Assert(t, is.Len(got, 1), "b has its record, c's CRI ID record counts its references")
+	assert.Check(t, is.Equal(got[0].Name, DanglingName(targetA)))
+	assert.Check(t, is.Equal(CreatedAt(got[0]), epoch), "when its earliest name entered")
+}
