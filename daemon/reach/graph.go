@@ -35,14 +35,16 @@ type Stores struct {
 
 // node is an object of the namespace the collector marks.
 type node struct {
-	content digest.Digest
-	snap    Snapshot
-	image   string
+	content   digest.Digest
+	snap      Snapshot
+	image     string
+	container string
 }
 
 func contentNode(d digest.Digest) node { return node{content: d} }
 func snapshotNode(s Snapshot) node     { return node{snap: s} }
 func imageNode(name string) node       { return node{image: name} }
+func containerNode(id string) node     { return node{container: id} }
 
 // Graph is what a namespace holds besides its image records, listed once:
 // content and snapshots with their labels, and the collector's other roots
@@ -59,13 +61,16 @@ type Graph struct {
 	flat Refs
 	// backRefs lists, for an object, the objects that say they reference it.
 	backRefs map[node][]node
+	// containers are the namespace's containers: roots, which keep what
+	// says it belongs to them (gc.bref.container).
+	containers map[string]bool
 	// now is when the graph was listed: expiries and conditions are read
 	// against it.
 	now time.Time
 }
 
 func newGraph() *Graph {
-	return &Graph{Content: map[digest.Digest]content.Info{}, Snapshots: map[Snapshot]snapshots.Info{}, backRefs: map[node][]node{}, now: time.Now()}
+	return &Graph{Content: map[digest.Digest]content.Info{}, Snapshots: map[Snapshot]snapshots.Info{}, backRefs: map[node][]node{}, containers: map[string]bool{}, now: time.Now()}
 }
 
 // ListContent lists the namespace's content alone: enough for sizes and
@@ -124,6 +129,7 @@ func Take(ctx context.Context, st Stores, ctrs []containers.Container, snapshott
 		note(LabelRefs(info.Labels))
 	}
 	for _, c := range ctrs {
+		g.containers[c.ID] = true
 		if c.SnapshotKey != "" {
 			g.roots.Snapshots = append(g.roots.Snapshots, Snapshot{c.Snapshotter, c.SnapshotKey})
 			snapshotters[c.Snapshotter] = true
@@ -158,6 +164,11 @@ func (g *Graph) addBackRefs(n node, labels map[string]string) {
 	}
 	for _, name := range r.Images {
 		g.backRefs[imageNode(name)] = append(g.backRefs[imageNode(name)], n)
+	}
+	for k, id := range labels {
+		if HasRefPrefix(k, LabelBRefContainer) {
+			g.backRefs[containerNode(id)] = append(g.backRefs[containerNode(id)], n)
+		}
 	}
 }
 

@@ -9,17 +9,18 @@ import (
 
 // The labels containerd's garbage collector reads (core/metadata/gc.go).
 const (
-	LabelRoot         = "containerd.io/gc.root"
-	LabelRefContent   = "containerd.io/gc.ref.content"
-	LabelRefImage     = "containerd.io/gc.ref.image"
-	LabelRefSnapshot  = "containerd.io/gc.ref.snapshot."
-	LabelBRefContent  = "containerd.io/gc.bref.content"
-	LabelBRefImage    = "containerd.io/gc.bref.image"
-	LabelBRefSnapshot = "containerd.io/gc.bref.snapshot."
-	LabelCondSnapshot = "containerd.io/gc.cond.snapshot"
-	LabelCondUsedAt   = "containerd.io/gc.cond.value-usedat"
-	LabelExpire       = "containerd.io/gc.expire"
-	LabelFlat         = "containerd.io/gc.flat"
+	LabelRoot          = "containerd.io/gc.root"
+	LabelRefContent    = "containerd.io/gc.ref.content"
+	LabelRefImage      = "containerd.io/gc.ref.image"
+	LabelRefSnapshot   = "containerd.io/gc.ref.snapshot."
+	LabelBRefContent   = "containerd.io/gc.bref.content"
+	LabelBRefImage     = "containerd.io/gc.bref.image"
+	LabelBRefSnapshot  = "containerd.io/gc.bref.snapshot."
+	LabelBRefContainer = "containerd.io/gc.bref.container"
+	LabelCondSnapshot  = "containerd.io/gc.cond.snapshot"
+	LabelCondUsedAt    = "containerd.io/gc.cond.value-usedat"
+	LabelExpire        = "containerd.io/gc.expire"
+	LabelFlat          = "containerd.io/gc.flat"
 )
 
 // Snapshot names a snapshot: its snapshotter and key.

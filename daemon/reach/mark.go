@@ -1,6 +1,7 @@
 package reach
 
 import (
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
@@ -36,17 +37,29 @@ func (g *Graph) keep(records []images.Image) map[node]bool {
 		}
 	}
 	push(g.roots)
+	for id := range g.containers {
+		queue = append(queue, containerNode(id))
+	}
 	kept := map[node]bool{}
+	seen := map[node]bool{}
 	for len(queue) > 0 {
 		n := queue[len(queue)-1]
 		queue = queue[:len(queue)-1]
-		if kept[n] || !g.has(n, byName) {
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		// Back references hold even from an object that is not there, as
+		// containerd sends them before it looks the object up.
+		queue = append(queue, g.backRefs[n]...)
+		queue = append(queue, extra[n]...)
+		if !g.has(n, byName) {
 			continue
 		}
 		kept[n] = true
-		queue = append(queue, g.backRefs[n]...)
-		queue = append(queue, extra[n]...)
 		switch {
+		case n.container != "":
+			// Its snapshot and labels are roots already.
 		case n.content != "":
 			push(LabelRefs(g.Content[n.content].Labels))
 		case n.image != "":
@@ -93,17 +106,30 @@ func (g *Graph) addSatisfied(edges map[node][]node, from node, labels map[string
 		if !ok {
 			continue
 		}
-		usedAt, err := time.Parse(time.RFC3339, info.Labels[LabelCondUsedAt])
+		if satisfies(info.Labels, c.tests) {
+			edges[from] = append(edges[from], snapshotNode(c.snapshot))
+		}
+	}
+}
+
+// satisfies reports whether any used-at value of a snapshot's labels (every
+// key with the value label's prefix) passes any of tests.
+func satisfies(labels map[string]string, tests []func(time.Time) bool) bool {
+	for k, v := range labels {
+		if !strings.HasPrefix(k, LabelCondUsedAt) {
+			continue
+		}
+		usedAt, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			continue
 		}
-		for _, test := range c.tests {
+		for _, test := range tests {
 			if test(usedAt) {
-				edges[from] = append(edges[from], snapshotNode(c.snapshot))
-				break
+				return true
 			}
 		}
 	}
+	return false
 }
 
 func nodes(r Refs) []node {
@@ -125,6 +151,8 @@ func (g *Graph) has(n node, records map[string]images.Image) bool {
 	case n.content != "":
 		_, ok := g.Content[n.content]
 		return ok
+	case n.container != "":
+		return g.containers[n.container]
 	case n.image != "":
 		_, ok := records[n.image]
 		return ok

@@ -129,6 +129,16 @@ func TestPredictMatchesGarbageCollection(t *testing.T) {
 		reach.LabelCondSnapshot + ".native/y": "usedat<=1h|cond-old",
 	})
 	blob("conditional content", map[string]string{reach.LabelRoot: "1", reach.LabelCondSnapshot + ".native": "usedat<1h,usedat>2h|cond-by-content"})
+	snapshot("cond-value-by-prefix", "", map[string]string{reach.LabelCondUsedAt + ".x": recent})
+	blob("conditional on a value by prefix", map[string]string{reach.LabelRoot: "1", reach.LabelCondSnapshot + ".native": "usedat<1h|cond-value-by-prefix"})
+
+	// Back references to a container: kept while it exists. A back
+	// reference holds even from an image record that is not there, when
+	// something references it.
+	blob("belongs to a container", map[string]string{reach.LabelBRefContainer: "c1"})
+	blob("belongs to no container", map[string]string{reach.LabelBRefContainer: "gone"})
+	blob("refs a missing image", map[string]string{reach.LabelRoot: "1", reach.LabelRefImage: "missing"})
+	blob("back-refs the missing image", map[string]string{reach.LabelBRefImage: "missing"})
 
 	// A container's snapshot keeps its parents; its labels keep what they
 	// reference. A sandbox's labels are roots.
@@ -180,7 +190,7 @@ func TestPredictMatchesGarbageCollection(t *testing.T) {
 	slices.Sort(wantContent)
 	slices.Sort(gotContent)
 	assert.Check(t, is.DeepEqual(gotContent, wantContent))
-	assert.Check(t, is.Len(wantContent, 8), "pruned manifest, config and layer, flat child, expired manifest, not-a-ref, back-refs a pruned image, target of expired alone")
+	assert.Check(t, is.Len(wantContent, 9), "pruned manifest, config and layer, flat child, expired manifest, not-a-ref, back-refs a pruned image, target of expired alone, belongs to no container")
 	var wantSnaps, gotSnaps []string
 	for k := range before.Snapshots {
 		if _, ok := after.Snapshots[k]; !ok {
