@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -169,4 +172,55 @@ func TestTwoPrunesStartedTogether(t *testing.T) {
 			assert.Check(t, is.Equal(won, 1))
 		})
 	}
+}
+
+// stealingStore hands the prune lock to another holder after the prune's
+// first deletion, as a contender would after the prune stalled past its
+// ttl, and waits for the prune's next heartbeat.
+type stealingStore struct {
+	images.Store
+	e    *env
+	wait time.Duration
+	once *sync.Once
+}
+
+func (s stealingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	err := s.Store.Delete(ctx, name, opts...)
+	s.once.Do(func() {
+		lm := s.e.client.LeasesService()
+		held, lerr := lm.List(s.e.nsCtx(), "id==imgprune.prune")
+		assert.NilError(s.e.t, lerr)
+		assert.Assert(s.e.t, is.Len(held, 1))
+		assert.NilError(s.e.t, lm.Delete(s.e.nsCtx(), held[0]))
+		_, lerr = lm.Create(s.e.nsCtx(), leases.WithID("imgprune.prune"), leases.WithLabels(map[string]string{"org.imgprune.lock.holder": "other.boot.7.thief", "org.imgprune.lock.ttl": "1h"}))
+		assert.NilError(s.e.t, lerr)
+		time.Sleep(s.wait)
+	})
+	return err
+}
+
+// TestPruneThatLostItsLockLetsNoContentGo: a prune whose lock another took
+// over while it ran removes no dangling record and runs no collection.
+func TestPruneThatLostItsLockLetsNoContentGo(t *testing.T) {
+	e := newEnv(t)
+	img := newImage(t, "a", "example.com/a:1")
+	e.write(img)
+	e.prune(nil) // adopts the target: it has its dangling record
+	ttl := 200 * time.Millisecond
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = stealingStore{Store: stores.Images, e: e, wait: ttl, once: &sync.Once{}}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockTTL(ttl))
+
+	rep, err := svc.Prune(e.ctx, plan.Filters{})
+	assert.NilError(t, err)
+
+	assert.Check(t, is.ErrorContains(rep.Err(), "1 record left for the next prune"))
+	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest}))
+	assert.Check(t, e.hasContent(img))
+	var names []string
+	for _, f := range rep.Failures {
+		names = append(names, f.Name)
+	}
+	assert.Check(t, is.Contains(names, "prune lock"))
+	assert.Check(t, is.Contains(names, "garbage collection"))
 }

@@ -53,8 +53,9 @@ type applier struct {
 // dangling records that go, and a last look before the collection. A used
 // target losing its last name has its dangling record made sure of before
 // its names go and once more after, since another client may remove it
-// meanwhile. blobs are the namespace's content as the plan saw it.
-func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info) applied {
+// meanwhile. blobs are the namespace's content as the plan saw it; held
+// tells the prune still holds its lock before content goes.
+func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, held func() error) applied {
 	a := &applier{
 		s:            s,
 		plan:         p,
@@ -88,6 +89,11 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	canDelete := a.lookAgain(safe)
 	a.ensure(safe, p.EnsureDangling...)
 	if !canDelete || len(dangling) == 0 {
+		a.leave(dangling)
+		return a.applied
+	}
+	if err := held(); err != nil {
+		a.failures = append(a.failures, Failure{Name: "prune lock", Error: fmt.Sprintf("no dangling record is removed: %v", err)})
 		a.leave(dangling)
 		return a.applied
 	}

@@ -2,6 +2,7 @@ package images
 
 import (
 	"context"
+	"time"
 
 	"github.com/containerd/log"
 
@@ -18,6 +19,12 @@ func WithPruneLockFile(path string) Opt {
 	return func(s *Service) { s.lockOpts = append(s.lockOpts, imgleases.WithLockFile(path)) }
 }
 
+// WithPruneLockTTL sets how long a prune that stopped renewing its lock
+// blocks others (20 s by default).
+func WithPruneLockTTL(d time.Duration) Opt {
+	return func(s *Service) { s.lockOpts = append(s.lockOpts, imgleases.WithTTL(d)) }
+}
+
 // WithExclusiveStore says the service's store is this process's alone (a
 // store opened in-process): a prune lock found in it was left by a prune
 // that died, and is taken over at once.
@@ -26,17 +33,18 @@ func WithExclusiveStore() Opt {
 }
 
 // lock makes this prune the only one of the namespace, in this process and
-// across processes. The returned func releases it.
-func (s *Service) lock(ctx context.Context) (func(), error) {
+// across processes. held tells, before content goes, that it still is; the
+// returned func releases it.
+func (s *Service) lock(ctx context.Context) (held func() error, release func(), err error) {
 	if !s.pruning.TryLock() {
-		return nil, ErrPruneRunning
+		return nil, nil, ErrPruneRunning
 	}
 	l, err := imgleases.LockPrune(ctx, s.stores.Leases, s.lockOpts...)
 	if err != nil {
 		s.pruning.Unlock()
-		return nil, err
+		return nil, nil, err
 	}
-	return func() {
+	return l.Err, func() {
 		if err := l.Release(context.WithoutCancel(ctx)); err != nil {
 			log.G(ctx).WithError(err).Warn("release the prune lock")
 		}

@@ -30,9 +30,11 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		opt(&o)
 	}
 	ctx = s.withNamespace(ctx)
+	held := func() error { return nil }
 	if !o.dryRun {
-		unlock, err := s.lock(ctx)
-		if err != nil {
+		var unlock func()
+		var err error
+		if held, unlock, err = s.lock(ctx); err != nil {
 			return Report{}, err
 		}
 		defer unlock()
@@ -58,10 +60,13 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		return predictedReport(p, predicted), nil
 	}
 	disk := s.viewDisk(ctx, predicted)
-	done := s.apply(ctx, p, snap, before.Content)
-	// Interrupted or not, collect what was removed and report it.
+	done := s.apply(ctx, p, snap, before.Content, held)
+	// Interrupted or not, collect what was removed and report it; unless
+	// another prune may run now, whose collection counts it.
 	ctx = context.WithoutCancel(ctx)
-	if err := s.collect(ctx); err != nil {
+	if err := held(); err != nil {
+		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: fmt.Sprintf("not run: %v", err)})
+	} else if err := s.collect(ctx); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
 	return s.account(ctx, p, predicted, disk, done), nil

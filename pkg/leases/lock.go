@@ -29,17 +29,26 @@ var ErrPruneRunning = errdefs.ErrConflict.WithMessage("a prune operation is alre
 // holder dies in whatever PID namespace, tells at once that a lease holder
 // that recorded the same file is dead.
 const (
-	lockID      = "imgprune.prune"
-	beatPrefix  = "imgprune.prune.beat."
-	probePrefix = "imgprune.prune.probe."
-	holderLabel = "org.imgprune.lock.holder"
-	fileLabel   = "org.imgprune.lock.file"
+	lockID         = "imgprune.prune"
+	beatPrefix     = "imgprune.prune.beat."
+	probePrefix    = "imgprune.prune.probe."
+	takeoverPrefix = "imgprune.prune.takeover."
+	holderLabel    = "org.imgprune.lock.holder"
+	fileLabel      = "org.imgprune.lock.file"
+	ttlLabel       = "org.imgprune.lock.ttl"
 	// DefaultTTL is how long a holder that stopped beating blocks others.
 	DefaultTTL = 20 * time.Second
 	// beatExpiry lets containerd drop a dead holder's heartbeats. It is far
 	// longer than the ttl, so that no clock skew drops a live one.
 	beatExpiry = time.Hour
+	// legacyStale is how long a lock of a release that did not beat (no ttl
+	// label) blocks others: it cannot tell a live holder from a dead one.
+	legacyStale = 6 * time.Hour
 )
+
+// ErrLockLost says a holder can no longer prove it holds the prune lock:
+// its heartbeats failed for half the ttl, or another took the lock over.
+var ErrLockLost = errdefs.ErrAborted.WithMessage("the prune lock was lost")
 
 // LockOpt configures LockPrune.
 type LockOpt func(*lockOptions)
@@ -70,9 +79,11 @@ type Lock struct {
 	stop   chan struct{}
 	done   chan struct{}
 
-	mu   sync.Mutex
-	beat leases.Lease
-	seq  int
+	mu     sync.Mutex
+	beat   leases.Lease
+	seq    int
+	lastOK time.Time // the last time the lock was proven held
+	lost   bool      // another holds the lock now
 }
 
 // LockPrune takes the prune lock of the namespace in ctx. It fails with
@@ -101,13 +112,25 @@ func LockPrune(ctx context.Context, lm leases.Manager, opts ...LockOpt) (*Lock, 
 		l.file.unlock()
 		return nil, err
 	}
+	l.lastOK = time.Now()
 	go l.renew(context.WithoutCancel(ctx))
 	return l, nil
 }
 
+// Err is nil while the lock is held, and ErrLockLost once the holder cannot
+// prove it is: a prune checks it before it lets content go.
+func (l *Lock) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost || time.Since(l.lastOK) > l.ttl/2 {
+		return ErrLockLost
+	}
+	return nil
+}
+
 // take creates the lock lease, taking over one whose holder died.
 func (l *Lock) take(ctx context.Context, o lockOptions) error {
-	labels := map[string]string{holderLabel: l.holder.String()}
+	labels := map[string]string{holderLabel: l.holder.String(), ttlLabel: l.ttl.String()}
 	if l.file != nil {
 		labels[fileLabel] = l.file.id
 	}
@@ -136,21 +159,50 @@ func (l *Lock) take(ctx context.Context, o lockOptions) error {
 				return conflict(ParseHolder(held.Labels[holderLabel]), held.CreatedAt)
 			}
 		}
-		log.G(ctx).WithField("holder", held.Labels[holderLabel]).Warn("taking over the lock of a prune that died")
-		if err := dropLock(ctx, l.lm, held.Labels[holderLabel]); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("take over the prune lock: %w", err)
+		if err := l.takeOver(ctx, held); err != nil {
+			return err
 		}
 	}
 	return ErrPruneRunning
+}
+
+// takeOver drops the lock of a holder that died. Only one contender may:
+// the one whose takeover lease for that holder containerd creates; the
+// others get the conflict. So no contender ever deletes the lock another
+// has just taken.
+func (l *Lock) takeOver(ctx context.Context, held leases.Lease) error {
+	dead := held.Labels[holderLabel]
+	guard, err := l.lm.Create(ctx, leases.WithID(takeoverPrefix+ParseHolder(dead).Nonce), leases.WithExpiration(beatExpiry))
+	if errdefs.IsAlreadyExists(err) {
+		return conflict(ParseHolder(dead), held.CreatedAt)
+	}
+	if err != nil {
+		return fmt.Errorf("take over the prune lock: %w", err)
+	}
+	defer func() {
+		if err := l.lm.Delete(context.WithoutCancel(ctx), guard); err != nil {
+			log.G(ctx).WithError(err).Debug("delete the takeover lease; it expires by itself")
+		}
+	}()
+	log.G(ctx).WithField("holder", dead).Warn("taking over the lock of a prune that died")
+	if err := dropLock(ctx, l.lm, dead); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("take over the prune lock: %w", err)
+	}
+	return nil
 }
 
 func conflict(h Holder, since time.Time) error {
 	return fmt.Errorf("%w (by %s since %s)", ErrPruneRunning, h.Describe(), since.Format(time.RFC3339))
 }
 
-// stale reports whether the holder of held stopped beating more than the
-// ttl ago, by the daemon's clock.
+// stale reports whether the holder of held stopped beating more than its
+// ttl ago, by the daemon's clock. A lock of a release that did not beat is
+// stale after legacyStale.
 func (l *Lock) stale(ctx context.Context, held leases.Lease) (bool, error) {
+	ttl, err := time.ParseDuration(held.Labels[ttlLabel])
+	if err != nil {
+		ttl = legacyStale
+	}
 	all, err := l.lm.List(ctx)
 	if err != nil {
 		return false, err
@@ -166,12 +218,12 @@ func (l *Lock) stale(ctx context.Context, held leases.Lease) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return now.Sub(last) > l.ttl, nil
+	return now.Sub(last) > ttl, nil
 }
 
 // daemonNow is the daemon's clock: when it created a lease just now.
 func daemonNow(ctx context.Context, lm leases.Manager, me Holder) (time.Time, error) {
-	probe, err := lm.Create(ctx, leases.WithID(probePrefix+me.Nonce), leases.WithExpiration(beatExpiry))
+	probe, err := lm.Create(ctx, leases.WithID(probePrefix+me.Nonce+"."+randomHex()), leases.WithExpiration(beatExpiry))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read the daemon's clock: %w", err)
 	}
@@ -182,26 +234,28 @@ func daemonNow(ctx context.Context, lm leases.Manager, me Holder) (time.Time, er
 }
 
 // renew beats every ttl/4 until the lock is released. A beat that fails is
-// logged: the prune goes on, and another may take over after the ttl.
+// logged; Err tells the prune when the lock can no longer be proven held.
 func (l *Lock) renew(ctx context.Context) {
 	defer close(l.done)
-	t := time.NewTicker(l.ttl / 4)
+	t := time.NewTicker(max(l.ttl/4, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
-			if err := l.beatOnce(ctx); err != nil {
+			bctx, cancel := context.WithTimeout(ctx, max(l.ttl/4, time.Millisecond))
+			if err := l.beatOnce(bctx); err != nil {
 				log.G(ctx).WithError(err).Warn("renew the prune lock")
 			}
+			cancel()
 		}
 	}
 }
 
+// beatOnce creates a heartbeat, drops the one before, and checks the lock
+// still names this holder. Only renew calls it, so beat and seq are its own.
 func (l *Lock) beatOnce(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.seq++
 	beat, err := l.lm.Create(ctx,
 		leases.WithID(beatPrefix+l.holder.Nonce+"."+strconv.Itoa(l.seq)),
@@ -213,7 +267,20 @@ func (l *Lock) beatOnce(ctx context.Context) error {
 	prev := l.beat
 	l.beat = beat
 	if prev.ID != "" {
-		return l.lm.Delete(ctx, prev)
+		if err := l.lm.Delete(ctx, prev); err != nil {
+			log.G(ctx).WithError(err).Debug("delete a heartbeat; it expires by itself")
+		}
+	}
+	held, err := getLease(ctx, l.lm, lockID)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && held.Labels[holderLabel] == l.holder.String() {
+		l.lastOK = time.Now()
+	} else {
+		l.lost = true
 	}
 	return nil
 }
@@ -228,8 +295,6 @@ func (l *Lock) Release(ctx context.Context) error {
 	if errdefs.IsNotFound(err) {
 		err = nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.beat.ID != "" {
 		if berr := l.lm.Delete(ctx, l.beat); berr != nil && !errdefs.IsNotFound(berr) && err == nil {
 			err = berr
@@ -270,9 +335,13 @@ type Holder struct {
 
 func newHolder() Holder {
 	host, _ := os.Hostname()
-	nonce := make([]byte, 8)
-	rand.Read(nonce)
-	return Holder{Host: host, Boot: bootID(), PID: os.Getpid(), Nonce: hex.EncodeToString(nonce)}
+	return Holder{Host: host, Boot: bootID(), PID: os.Getpid(), Nonce: randomHex()}
+}
+
+func randomHex() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func (h Holder) String() string {

@@ -74,7 +74,7 @@ func TestLockOfALiveHolderHolds(t *testing.T) {
 func TestLockOfADeadHolderIsTakenOverAfterTheTTL(t *testing.T) {
 	ctx, lm := newLeases(t)
 	ttl := 200 * time.Millisecond
-	deadHolder(t, ctx, lm, map[string]string{holderLabel: "elsewhere.boot.1.dead"})
+	deadHolder(t, ctx, lm, map[string]string{holderLabel: "elsewhere.boot.1.dead", ttlLabel: ttl.String()})
 
 	_, err := LockPrune(ctx, lm, WithTTL(ttl))
 	assert.Check(t, is.ErrorContains(err, "by process 1 on elsewhere"))
@@ -161,6 +161,72 @@ func TestTwoLockersAtOnce(t *testing.T) {
 		}
 	}
 	assert.Check(t, is.Equal(won, 1))
+}
+
+func TestLockOfALegacyHolderIsJudgedByTheLegacyRule(t *testing.T) {
+	ctx, lm := newLeases(t)
+	ttl := 100 * time.Millisecond
+	// A release that did not beat: no ttl label.
+	deadHolder(t, ctx, lm, map[string]string{holderLabel: "elsewhere.boot.1.old"})
+	time.Sleep(2 * ttl)
+	_, err := LockPrune(ctx, lm, WithTTL(ttl))
+	assert.Check(t, errdefs.IsConflict(err), "a holder that never beats is not judged by its silence: %v", err)
+}
+
+func TestLockIsJudgedByTheHoldersTTL(t *testing.T) {
+	ctx, lm := newLeases(t)
+	deadHolder(t, ctx, lm, map[string]string{holderLabel: "elsewhere.boot.1.slow", ttlLabel: time.Hour.String()})
+	time.Sleep(50 * time.Millisecond)
+	_, err := LockPrune(ctx, lm, WithTTL(10*time.Millisecond))
+	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+}
+
+func TestTakeoverIsGuarded(t *testing.T) {
+	ctx, lm := newLeases(t)
+	ttl := 100 * time.Millisecond
+	deadHolder(t, ctx, lm, map[string]string{holderLabel: "elsewhere.boot.1.dead", ttlLabel: ttl.String()})
+	time.Sleep(2 * ttl)
+	// Another contender is taking over the same dead holder right now.
+	guard, err := lm.Create(ctx, leases.WithID(takeoverPrefix+"dead"))
+	assert.NilError(t, err)
+	_, err = LockPrune(ctx, lm, WithTTL(ttl))
+	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+	held, err := getLease(ctx, lm, lockID)
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(held.Labels[holderLabel], "elsewhere.boot.1.dead"), "the lock is left to the contender taking over")
+
+	assert.NilError(t, lm.Delete(ctx, guard))
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	locks := make([]*Lock, 4)
+	for i := range errs {
+		wg.Go(func() { locks[i], errs[i] = LockPrune(ctx, lm, WithTTL(ttl)) })
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		if err == nil {
+			won++
+			defer locks[i].Release(ctx)
+		} else {
+			assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+		}
+	}
+	assert.Check(t, is.Equal(won, 1), "contenders taking over one dead holder at once")
+}
+
+func TestLockLost(t *testing.T) {
+	ctx, lm := newLeases(t)
+	ttl := 100 * time.Millisecond
+	l, err := LockPrune(ctx, lm, WithTTL(ttl))
+	assert.NilError(t, err)
+	defer l.Release(ctx)
+	assert.Check(t, l.Err())
+	// Another took it over, as after a stall longer than the ttl.
+	assert.NilError(t, dropLock(ctx, lm, l.holder.String()))
+	deadHolder(t, ctx, lm, map[string]string{holderLabel: "next.boot.2.next", ttlLabel: ttl.String()})
+	time.Sleep(ttl)
+	assert.Check(t, is.ErrorIs(l.Err(), ErrLockLost))
 }
 
 func TestParseHolder(t *testing.T) {
