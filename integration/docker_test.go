@@ -127,48 +127,36 @@ func (f flakyEngine) ContainerList(ctx context.Context, opts dockerclient.Contai
 	return f.DockerClient.ContainerList(ctx, opts)
 }
 
-// TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain: when the
-// second look at the containers fails, no dangling record goes, so no
-// content does; the names went, and the next prune finishes the job.
+// TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain: when a
+// look at the containers fails, before the dangling records go or after
+// (they are given back), no content goes; the names went, and the next
+// prune finishes the job.
 func TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain(t *testing.T) {
-	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
-	docker, err := dockerclient.New(dockerclient.WithHost(host))
-	assert.NilError(t, err)
-	defer docker.Close()
-	var listed atomic.Int32
-	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 1, listed: &listed}}))
-	img := newImage(t, "a", "example.com/a:1")
-	e.write(img)
-	e.prune(nil) // adopts the target: it has its dangling record
-	listed.Store(0)
+	for _, tc := range []struct {
+		name    string
+		answers int32
+	}{
+		{name: "the look before the dangling records go", answers: 1},
+		{name: "the last look, after they went", answers: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := fakeEngine(t, nil, http.StatusOK, nil, nil)
+			docker, err := dockerclient.New(dockerclient.WithHost(host))
+			assert.NilError(t, err)
+			defer docker.Close()
+			var listed atomic.Int32
+			e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: tc.answers, listed: &listed}}))
+			img := newImage(t, "a", "example.com/a:1")
+			e.write(img)
+			e.prune(nil) // adopts the target: it has its dangling record
+			listed.Store(0)
 
-	rep := e.prune([]string{"dangling=false"})
+			rep := e.prune([]string{"dangling=false"})
 
-	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 1 images; stopped early, 1 record left for the next prune"))
-	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
-	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest}))
-	assert.Check(t, e.hasContent(img))
-}
-
-// TestPruneGivesBackDanglingRecordsWhenTheLastLookFails: when the last look
-// at the containers, after the dangling records went, fails, they are given
-// back and their content stays: the next prune finishes the job.
-func TestPruneGivesBackDanglingRecordsWhenTheLastLookFails(t *testing.T) {
-	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
-	docker, err := dockerclient.New(dockerclient.WithHost(host))
-	assert.NilError(t, err)
-	defer docker.Close()
-	var listed atomic.Int32
-	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 2, listed: &listed}}))
-	img := newImage(t, "a", "example.com/a:1")
-	e.write(img)
-	e.prune(nil) // adopts the target: it has its dangling record
-	listed.Store(0)
-
-	rep := e.prune([]string{"dangling=false"})
-
-	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 1 images; stopped early, 1 record left for the next prune"))
-	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
-	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest}))
-	assert.Check(t, e.hasContent(img))
+			assert.Check(t, is.Error(rep.Err(), "pruned 1 of 1 images; stopped early, 1 record left for the next prune"))
+			assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+			assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"moby-dangling@" + img.Target.Digest.String(): img.Target.Digest}))
+			assert.Check(t, e.hasContent(img))
+		})
+	}
 }
