@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 INTEGRATION_PKGS := /integration /internal/testctrd
 
 .DEFAULT_GOAL := build
-.PHONY: build containerd test unit lint demo bench clean
+.PHONY: build containerd test unit lint demo bench bench-go clean
 
 ## containerd: build the pinned containerd into _output/bin (skipped when present)
 containerd:
@@ -46,8 +46,15 @@ lint:
 demo: containerd build
 	bash hack/demo.sh
 
-## bench: run benchmarks only
-bench: containerd
+## bench: seed stores into a private containerd and time imgprune against
+## the floor and the per-name pattern; writes bench/RESULTS.md (needs root).
+## BENCH_FLAGS=-huge adds the 100,000-name dry run.
+BENCH_FLAGS ?=
+bench: containerd build
+	$(GO) run ./bench $(BENCH_FLAGS)
+
+## bench-go: the Go benchmarks of the packages
+bench-go: containerd
 	$(GO) test -p 1 -run '^$$' -bench . ./...
 
 clean:

@@ -1,0 +1,340 @@
+// Command bench measures imgprune's prune against the least any prune must
+// do, on stores seeded the same way each time, and writes the results.
+//
+// For each workload it seeds a private containerd once, then gives every
+// contender its own copy of the store and its own daemon: imgprune prune -a
+// with and without the disk check, its dry run and its offline prune, the
+// floor (the names imgprune removed, deleted one by one, then one
+// collection) and, up to 1,000 names, the per-name pattern (a synchronous
+// collection per name). It needs root and the containerd of make containerd.
+//
+//	go run ./bench [-names 1000,10000] [-kinds content,unpacked] [-huge] [-o bench/RESULTS.md]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/log"
+)
+
+// contender names.
+const (
+	cFloor     = "floor: delete the same names, one GC"
+	cPrune     = "imgprune prune -a"
+	cNoDisk    = "imgprune prune -a, no disk check"
+	cDry       = "imgprune prune -a --dry-run"
+	cOffline   = "imgprune prune -a --offline"
+	cPerName   = "per-name synchronous GC"
+	perNameMax = 1000
+)
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == measureFlag {
+		measureChild(os.Args[2:])
+		return
+	}
+	var (
+		names   = flag.String("names", "1000,10000", "workload sizes, in image names")
+		kinds   = flag.String("kinds", "content,unpacked", "content (blobs only), unpacked (into overlayfs), or both")
+		huge    = flag.Bool("huge", false, "also time the dry run over 100,000 names")
+		out     = flag.String("o", "bench/RESULTS.md", "where to write the results")
+		binary  = flag.String("imgprune", "_output/bin/imgprune", "the imgprune binary to measure")
+		verbose = flag.Bool("v", false, "log each step")
+	)
+	flag.Parse()
+	if !*verbose {
+		_ = log.SetLevel("warn")
+	}
+	var ws []workload
+	for _, n := range strings.Split(*names, ",") {
+		size, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil || size < 10 {
+			fatalf("invalid -names %q: want sizes of at least 10", *names)
+		}
+		for _, k := range strings.Split(*kinds, ",") {
+			if k != "content" && k != "unpacked" {
+				fatalf("invalid -kinds %q: want content, unpacked or both", *kinds)
+			}
+			ws = append(ws, workload{names: size, unpacked: k == "unpacked"})
+		}
+	}
+	if *huge {
+		ws = append(ws, workload{names: 100000, dryOnly: true})
+	}
+	// The daemons' directories are removed by the benchmark itself.
+	os.Setenv("KEEP", "1")
+	ctx := context.Background()
+	var results []result
+	for _, w := range ws {
+		r, err := measure(ctx, *binary, w)
+		if err != nil {
+			fatalf("%v: %v", w, err)
+		}
+		results = append(results, r)
+		r.print(os.Stdout)
+	}
+	md := markdown(ctx, results)
+	fmt.Println(md)
+	if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// result is one workload's measurements.
+type result struct {
+	w     workload
+	s     seeded
+	runs  map[string]run
+	order []string
+	// agree tells whether the dry run reported the same removals and bytes
+	// as the prune.
+	agree string
+}
+
+func (r *result) add(name string, x run) {
+	r.runs[name] = x
+	r.order = append(r.order, name)
+}
+
+// measure seeds w and runs the contenders on it.
+func measure(ctx context.Context, bin string, w workload) (result, error) {
+	dir, err := os.MkdirTemp("", "bench")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintf(os.Stderr, "%v: seeding\n", w)
+	s, err := w.seed(ctx, dir)
+	if err != nil {
+		return result{}, err
+	}
+	fmt.Fprintf(os.Stderr, "%v: seeded %d names, %d blobs, %d snapshots, %d containers in %v\n", w, len(s.names), s.blobs, s.snaps, s.ctrs, s.took.Round(time.Second))
+	res := result{w: w, s: s, runs: map[string]run{}}
+	step := func(name string, f func() (run, error)) error {
+		fmt.Fprintf(os.Stderr, "%v: %s\n", w, name)
+		x, err := f()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		res.add(name, x)
+		return nil
+	}
+	all := []string{"prune", "-a", "--force", "--format", "json"}
+	if err := step(cDry, func() (run, error) {
+		return imgprune(ctx, bin, s, false, append(all, "--dry-run", "--root", "")...)
+	}); err != nil || w.dryOnly {
+		return res, err
+	}
+	if err := step(cPrune, func() (run, error) { return imgprune(ctx, bin, s, false, append(all, "--root", "")...) }); err != nil {
+		return res, err
+	}
+	gone := res.runs[cPrune].removed
+	res.agree = agree(res.runs[cDry].report, res.runs[cPrune].report)
+	steps := []struct {
+		name string
+		f    func() (run, error)
+	}{
+		{cNoDisk, func() (run, error) { return imgprune(ctx, bin, s, false, append(all, "--root=")...) }},
+		{cFloor, func() (run, error) { return floor(ctx, s, gone) }},
+		{cOffline, func() (run, error) { return imgprune(ctx, bin, s, true, all...) }},
+	}
+	if len(s.names) <= perNameMax {
+		steps = append(steps, struct {
+			name string
+			f    func() (run, error)
+		}{cPerName, func() (run, error) { return perName(ctx, s, gone) }})
+	}
+	for _, st := range steps {
+		if err := step(st.name, st.f); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// agree compares a dry run's report with a prune's.
+func agree(dry, done report) string {
+	key := func(r report) []string {
+		var out []string
+		for _, e := range r.ImagesDeleted {
+			out = append(out, e.Untagged+"|"+e.Deleted)
+		}
+		slices.Sort(out)
+		return out
+	}
+	switch {
+	case !slices.Equal(key(dry), key(done)):
+		return fmt.Sprintf("no: %d entries predicted, %d done", len(dry.ImagesDeleted), len(done.ImagesDeleted))
+	case dry.SpaceReclaimed != done.SpaceReclaimed:
+		return fmt.Sprintf("no: %d bytes predicted, %d freed", dry.SpaceReclaimed, done.SpaceReclaimed)
+	}
+	return fmt.Sprintf("yes: %d entries, %d bytes", len(done.ImagesDeleted), done.SpaceReclaimed)
+}
+
+// ratio is a run's time over the floor's.
+func (r result) ratio(name string) (float64, bool) {
+	f, ok := r.runs[cFloor]
+	x, ok2 := r.runs[name]
+	if !ok || !ok2 || f.wall == 0 {
+		return 0, false
+	}
+	return x.wall.Seconds() / f.wall.Seconds(), true
+}
+
+func (r result) print(w io.Writer) {
+	fmt.Fprintf(w, "\n%v (%d blobs, %d snapshots, %d containers; seeded in %v)\n", r.w, r.s.blobs, r.s.snaps, r.s.ctrs, r.s.took.Round(time.Second))
+	for _, name := range r.order {
+		x := r.runs[name]
+		fmt.Fprintf(w, "  %-40s %8.2f s", name, x.wall.Seconds())
+		if q, ok := r.ratio(name); ok {
+			fmt.Fprintf(w, "  %5.2f× floor", q)
+		}
+		if x.rss > 0 {
+			fmt.Fprintf(w, "  peak RSS %4d MiB", x.rss>>20)
+		}
+		fmt.Fprintln(w)
+	}
+	if r.agree != "" {
+		fmt.Fprintf(w, "  dry run agrees with the prune: %s\n", r.agree)
+	}
+}
+
+// markdown renders the results with the machine and the versions.
+func markdown(ctx context.Context, results []result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmark results\n\nWritten by `make bench` (`go run ./bench`) on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "- Machine: %s, %d cores, %s, kernel %s\n", cpuModel(), runtime.NumCPU(), memTotal(), command("uname", "-r"))
+	fmt.Fprintf(&b, "- Versions: %s, containerd %s, imgprune %s\n", runtime.Version(), command(containerdBinary(), "--version"), command("git", "describe", "--always", "--dirty"))
+	b.WriteString("- Workloads: names over 80 % as many targets, 3 layers each (2 from a shared pool), every fourth target with a second name, one target in ten used by a container record (by name, full ID, short ID or digest in turn), no dangling records. Unpacked stores have every image unpacked into overlayfs and each container a rootfs snapshot.\n")
+	b.WriteString("- Each contender runs on its own copy of the seeded store with its own daemon. The floor deletes exactly the names imgprune removed, then runs one collection, in-process; imgprune is timed as a whole process, from start to exit.\n\n")
+	b.WriteString("| workload | contender | seconds | × floor | peak RSS |\n|---|---|---:|---:|---:|\n")
+	for _, r := range results {
+		for _, name := range r.order {
+			x := r.runs[name]
+			q := "–"
+			if v, ok := r.ratio(name); ok {
+				q = fmt.Sprintf("%.2f", v)
+			}
+			rss := "–"
+			if x.rss > 0 {
+				rss = fmt.Sprintf("%d MiB", x.rss>>20)
+			}
+			fmt.Fprintf(&b, "| %v | %s | %.2f | %s | %s |\n", r.w, name, x.wall.Seconds(), q, rss)
+		}
+	}
+	b.WriteString("\n| workload | store | dry run agrees with the prune |\n|---|---|---|\n")
+	for _, r := range results {
+		agree := r.agree
+		if agree == "" {
+			agree = "– (dry run only)"
+		}
+		fmt.Fprintf(&b, "| %v | %d blobs, %d snapshots, %d containers | %s |\n", r.w, r.s.blobs, r.s.snaps, r.s.ctrs, agree)
+	}
+	b.WriteString("\n## Targets\n\n| target | measured | met |\n|---|---|---|\n")
+	for _, t := range targets(results) {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.name, t.measured, yes(t.met))
+	}
+	return b.String()
+}
+
+type target struct {
+	name, measured string
+	met            bool
+}
+
+// targets checks the results against imgprune's targets, where measured.
+func targets(results []result) []target {
+	var out []target
+	for _, r := range results {
+		w := r.w
+		prune, hasPrune := r.ratio(cPrune)
+		switch {
+		case w.dryOnly:
+			x := r.runs[cDry]
+			out = append(out, target{fmt.Sprintf("%v: dry run under 5 s, peak RSS under 1 GiB", w), fmt.Sprintf("%.2f s, %d MiB", x.wall.Seconds(), x.rss>>20), x.wall < 5*time.Second && x.rss < 1<<30})
+			continue
+		case !hasPrune:
+			continue
+		}
+		if w.names >= 10000 {
+			out = append(out, target{fmt.Sprintf("%v: prune -a within 1.25× of the floor", w), fmt.Sprintf("%.2f×", prune), prune <= 1.25})
+			if !w.unpacked {
+				dry, _ := r.ratio(cDry)
+				out = append(out, target{fmt.Sprintf("%v: dry run within 10 %% of the floor's time", w), fmt.Sprintf("%.0f %%", 100*dry), dry <= 0.10})
+				rss := r.runs[cPrune].rss
+				out = append(out, target{fmt.Sprintf("%v: prune -a peak RSS under 150 MiB", w), fmt.Sprintf("%d MiB", rss>>20), rss < 150<<20})
+				off := r.runs[cOffline].wall
+				speed := r.runs[cFloor].wall.Seconds() / off.Seconds()
+				out = append(out, target{fmt.Sprintf("%v: --offline at least 10× faster than the floor", w), fmt.Sprintf("%.1f× (%.2f s)", speed, off.Seconds()), speed >= 10})
+			}
+		}
+		if w.unpacked {
+			with, without := r.runs[cPrune].wall, r.runs[cNoDisk].wall
+			cost := (with - without).Seconds() / with.Seconds()
+			out = append(out, target{fmt.Sprintf("%v: the disk check costs at most 10 %% of the prune", w), fmt.Sprintf("%.0f %%", 100*cost), cost <= 0.10})
+		}
+		if x, ok := r.runs[cPerName]; ok && w.names == 1000 && !w.unpacked {
+			speed := x.wall.Seconds() / r.runs[cPrune].wall.Seconds()
+			out = append(out, target{fmt.Sprintf("%v: at least 20× faster than the per-name pattern", w), fmt.Sprintf("%.1f×", speed), speed >= 20})
+		}
+	}
+	return out
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "**no**"
+}
+
+func command(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func containerdBinary() string {
+	if bin := os.Getenv("IMGPRUNE_CONTAINERD_BIN"); bin != "" {
+		return bin
+	}
+	return "_output/bin/containerd"
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return fmt.Sprintf("%d GiB RAM", kb>>20)
+		}
+	}
+	return "unknown RAM"
+}

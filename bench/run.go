@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/imgprune/imgprune/internal/testctrd"
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
+)
+
+// run is one contender's measurement.
+type run struct {
+	wall time.Duration
+	// rss is the peak resident set of the imgprune process, in bytes; 0 for
+	// contenders that run in this process.
+	rss    int64
+	report report
+	usage  childUsage
+	// removed are the records the run removed.
+	removed []string
+}
+
+// report is the part of imgprune's JSON report the benchmark checks.
+type report struct {
+	ImagesDeleted []struct {
+		Untagged string `json:",omitempty"`
+		Deleted  string `json:",omitempty"`
+	}
+	SpaceReclaimed uint64
+	Failures       []struct{ Name, Error string }
+}
+
+// daemonOn starts a daemon on a copy of s, runs f against it and removes
+// the copy.
+func daemonOn(ctx context.Context, s seeded, f func(d *testctrd.Daemon, c *client.Client) error) error {
+	dir, err := copyStore(s)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	d, err := testctrd.Start(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	c, err := d.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(d, c)
+}
+
+// imgprune runs the binary with args on its own copy of s: through a daemon,
+// or, offline, on the copy's root with no daemon.
+func imgprune(ctx context.Context, bin string, s seeded, offline bool, args ...string) (run, error) {
+	if offline {
+		dir, err := copyStore(s)
+		if err != nil {
+			return run{}, err
+		}
+		defer os.RemoveAll(dir)
+		return exe(ctx, bin, append([]string{"--offline", "--root", filepath.Join(dir, "root")}, args...))
+	}
+	var r run
+	err := daemonOn(ctx, s, func(d *testctrd.Daemon, c *client.Client) error {
+		var err error
+		args = slices.Clone(args)
+		for i, a := range args {
+			if a == "--root" {
+				args[i+1] = filepath.Join(d.Dir, "root")
+			}
+		}
+		if r, err = exe(ctx, bin, append([]string{"--address", d.Address}, args...)); err != nil {
+			return err
+		}
+		r.removed, err = removed(ctx, c, s.names)
+		return err
+	})
+	return r, err
+}
+
+// exe runs imgprune and reads its report. It runs it through this program
+// started again as a small process (measureChild): a child forked from
+// this big one would count its pages in its own peak RSS.
+func exe(ctx context.Context, bin string, args []string) (run, error) {
+	args = append([]string{"--namespace", namespace, "--docker-host", "none"}, args...)
+	self, err := os.Executable()
+	if err != nil {
+		return run{}, err
+	}
+	usage, err := os.CreateTemp("", "bench-usage")
+	if err != nil {
+		return run{}, err
+	}
+	usage.Close()
+	defer os.Remove(usage.Name())
+	cmd := exec.CommandContext(ctx, self, append([]string{measureFlag, usage.Name(), bin}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return run{}, fmt.Errorf("imgprune %v: %w\n%s", args, err, stderr.String())
+	}
+	var r run
+	b, err := os.ReadFile(usage.Name())
+	if err == nil {
+		err = json.Unmarshal(b, &r.usage)
+	}
+	if err != nil {
+		return run{}, fmt.Errorf("imgprune %v: usage: %w", args, err)
+	}
+	r.wall, r.rss = time.Duration(r.usage.WallNanos), r.usage.MaxRSS
+	if err := json.Unmarshal(stdout.Bytes(), &r.report); err != nil {
+		return run{}, fmt.Errorf("imgprune %v: report: %w", args, err)
+	}
+	if len(r.report.Failures) > 0 {
+		return run{}, fmt.Errorf("imgprune %v failed: %v", args, r.report.Failures)
+	}
+	return r, nil
+}
+
+// measureFlag starts this program as measureChild.
+const measureFlag = "-measure-child"
+
+// childUsage is what measureChild measures.
+type childUsage struct {
+	WallNanos int64
+	MaxRSS    int64
+}
+
+// measureChild runs args[1:] and writes its wall time and peak RSS to the
+// file args[0]; its output is the child's.
+func measureChild(args []string) {
+	cmd := exec.Command(args[1], args[2:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	start := time.Now()
+	err := cmd.Run()
+	u := childUsage{WallNanos: int64(time.Since(start))}
+	if cmd.ProcessState != nil {
+		u.MaxRSS = cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024
+	}
+	b, _ := json.Marshal(u)
+	if werr := os.WriteFile(args[0], b, 0o600); werr != nil && err == nil {
+		err = werr
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// removed lists which of names are no longer in the store.
+func removed(ctx context.Context, c *client.Client, names []string) ([]string, error) {
+	records, err := c.ImageService().List(namespaces.WithNamespace(ctx, namespace))
+	if err != nil {
+		return nil, err
+	}
+	left := map[string]bool{}
+	for _, r := range records {
+		left[r.Name] = true
+	}
+	var out []string
+	for _, n := range names {
+		if !left[n] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// floor deletes exactly names and runs one collection: the least any
+// prune that removes them must do through the daemon.
+func floor(ctx context.Context, s seeded, names []string) (run, error) {
+	return deleteEach(ctx, s, names, false)
+}
+
+// perName deletes names one at a time, each with a synchronous collection,
+// as Moby's and nerdctl's image services do.
+func perName(ctx context.Context, s seeded, names []string) (run, error) {
+	return deleteEach(ctx, s, names, true)
+}
+
+// deleteEach times the deletion of names, each with its own collection or
+// all followed by one.
+func deleteEach(ctx context.Context, s seeded, names []string, collectEach bool) (run, error) {
+	var opts []images.DeleteOpt
+	if collectEach {
+		opts = append(opts, images.SynchronousDelete())
+	}
+	var r run
+	err := daemonOn(ctx, s, func(_ *testctrd.Daemon, c *client.Client) error {
+		ctx := namespaces.WithNamespace(ctx, namespace)
+		start := time.Now()
+		for _, n := range names {
+			if err := c.ImageService().Delete(ctx, n, opts...); err != nil {
+				return err
+			}
+		}
+		if !collectEach {
+			if err := (imgleases.Collector{Leases: c.LeasesService()}).Collect(ctx); err != nil {
+				return err
+			}
+		}
+		r.wall = time.Since(start)
+		return nil
+	})
+	return r, err
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/opencontainers/image-spec/identity"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/imgprune/imgprune/internal/testctrd"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// namespace is where the workloads are seeded.
+const namespace = "bench"
+
+// workload is one store to prune.
+type workload struct {
+	// names is the number of image records; the targets are 80 % as many.
+	names int
+	// unpacked stores have every image unpacked into overlayfs, and their
+	// containers a rootfs snapshot, as docker load and docker create leave
+	// them.
+	unpacked bool
+	// dryOnly workloads are too large for every contender: only the dry run
+	// is measured.
+	dryOnly bool
+}
+
+func (w workload) String() string {
+	kind := "content"
+	if w.unpacked {
+		kind = "unpacked"
+	}
+	return fmt.Sprintf("%d names, %s", w.names, kind)
+}
+
+// seeded is a workload's store at rest: a daemon directory whose root the
+// contenders each get a copy of.
+type seeded struct {
+	dir   string
+	names []string
+	blobs int
+	snaps int
+	ctrs  int
+	took  time.Duration
+}
+
+// seed writes w into a private containerd under dir and stops it. Targets
+// have 3 layers, 2 of them from a shared pool; every fourth target has a
+// second name; one target in ten is used by a container record, by name,
+// by full ID, by short ID or by digest in turn. No dangling records: the
+// store is as docker, nerdctl or ctr leave it.
+func (w workload) seed(ctx context.Context, dir string) (seeded, error) {
+	start := time.Now()
+	d, err := testctrd.Start(dir)
+	if err != nil {
+		return seeded{}, err
+	}
+	defer d.Stop()
+	c, err := d.Client(ctx)
+	if err != nil {
+		return seeded{}, err
+	}
+	defer c.Close()
+	ctx = namespaces.WithNamespace(ctx, namespace)
+	// The daemon collects by itself as records come and go: hold what is
+	// written until its record is there.
+	l, err := c.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
+	if err != nil {
+		return seeded{}, err
+	}
+	defer c.LeasesService().Delete(context.WithoutCancel(ctx), l)
+	ctx = leases.WithLease(ctx, l.ID)
+
+	targets := w.names * 4 / 5
+	set := testimage.NewSet(testimage.SetOptions{Count: targets, LayersPerImage: 3, LayerSize: 512, SharedRate: 0.5, Seed: "bench", NamePrefix: "example.com/bench/app"})
+	extra := w.names - targets
+	for i := 0; i < targets && extra > 0; i += 4 {
+		set[i].Names = append(set[i].Names, fmt.Sprintf("example.com/bench/app%d:v2", i))
+		extra--
+	}
+	s := seeded{dir: dir}
+	for _, img := range set {
+		s.names = append(s.names, img.Names...)
+	}
+	err = parallel(len(set), func(i int) error {
+		records, err := set[i].Write(ctx, c.ContentStore(), c.ImageService())
+		if err != nil || !w.unpacked {
+			return err
+		}
+		return client.NewImage(c, records[0]).Unpack(ctx, "overlayfs")
+	})
+	if err != nil {
+		return seeded{}, err
+	}
+	for i := 5; i < targets; i += 10 {
+		if err := w.container(ctx, c, set[i], i); err != nil {
+			return seeded{}, err
+		}
+		s.ctrs++
+	}
+	if s.blobs, s.snaps, err = count(ctx, c); err != nil {
+		return seeded{}, err
+	}
+	s.took = time.Since(start)
+	return s, nil
+}
+
+// container makes a container record that uses img in one of four forms.
+func (w workload) container(ctx context.Context, c *client.Client, img testimage.Image, i int) error {
+	id := img.Target.Digest
+	ref := []string{img.Names[0], id.String(), id.Encoded()[:12], fmt.Sprintf("example.com/bench/app%d@%s", i, id)}[(i/10)%4]
+	ctr := containers.Container{
+		ID:      fmt.Sprintf("ctr-%d", i),
+		Image:   ref,
+		Runtime: containers.RuntimeInfo{Name: "io.containerd.runc.v2"},
+		Spec:    &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")},
+	}
+	if w.unpacked {
+		diffIDs, err := client.NewImage(c, images.Image{Name: img.Names[0], Target: img.Target}).RootFS(ctx)
+		if err != nil {
+			return err
+		}
+		ctr.Snapshotter, ctr.SnapshotKey = "overlayfs", ctr.ID
+		if _, err := c.SnapshotService("overlayfs").Prepare(ctx, ctr.SnapshotKey, identity.ChainID(diffIDs).String()); err != nil {
+			return fmt.Errorf("rootfs of %s: %w", ctr.ID, err)
+		}
+	}
+	_, err := c.ContainerService().Create(ctx, ctr)
+	return err
+}
+
+// count counts the namespace's blobs and overlayfs snapshots.
+func count(ctx context.Context, c *client.Client) (blobs, snaps int, err error) {
+	if err := c.ContentStore().Walk(ctx, func(content.Info) error { blobs++; return nil }); err != nil {
+		return 0, 0, err
+	}
+	err = c.SnapshotService("overlayfs").Walk(ctx, func(context.Context, snapshots.Info) error { snaps++; return nil })
+	return blobs, snaps, err
+}
+
+// parallel runs f for 0..n-1 on 4 workers and returns the first error.
+func parallel(n int, f func(i int) error) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs error
+		next = make(chan int)
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if errs == nil {
+						errs = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errs
+}
+
+// copyStore copies the seeded root into a new daemon directory.
+func copyStore(s seeded) (string, error) {
+	dir, err := os.MkdirTemp("", "bench")
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command("cp", "-a", filepath.Join(s.dir, "root"), filepath.Join(dir, "root")).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("copy store: %v: %s", err, out)
+	}
+	return dir, nil
+}
