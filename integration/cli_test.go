@@ -10,11 +10,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/internal/testctrd"
+	"github.com/imgprune/imgprune/pkg/metrics"
+	"github.com/imgprune/imgprune/pkg/progress"
 )
 
 var (
@@ -119,4 +123,105 @@ func TestCLIPruneFailureExitsNonZero(t *testing.T) {
 	assert.Check(t, is.Contains(stderr, "failed: "+stuck.Desc.Digest.String()))
 	assert.Check(t, is.Contains(stderr, "pruned 1 of 1 images; "))
 	assert.Check(t, is.Contains(stderr, "failed to be cleaned up"))
+}
+
+// TestCLIPruneProgressAndMetrics: --progress json writes one event per line
+// on stderr, phases in order, a removal per record and totals that match
+// the report on stdout; --metrics-file leaves Prometheus text that carries
+// the report's counts and adds up over prunes.
+func TestCLIPruneProgressAndMetrics(t *testing.T) {
+	e := newEnv(t)
+	used := newImage(t, "used", "docker.io/library/used:1")
+	a := newImage(t, "a", "docker.io/library/a:1", "docker.io/library/a:2")
+	b := newImage(t, "b", "docker.io/library/b:1")
+	e.write(used, a, b)
+	e.container("c1", "used:1", nil)
+	metricsFile := filepath.Join(t.TempDir(), "imgprune.prom")
+
+	// Bad input changes nothing.
+	before := e.names()
+	_, stderr, code := e.run(t, "prune", "-a", "-f", "--progress", "fancy")
+	assert.Check(t, is.Equal(code, 1))
+	assert.Check(t, is.Contains(stderr, `invalid --progress "fancy"`))
+	_, stderr, code = e.run(t, "prune", "-a", "-f", "--metrics-file", "/nonexistent/dir/imgprune.prom")
+	assert.Check(t, is.Equal(code, 1))
+	assert.Check(t, is.Contains(stderr, "its folder is not writable"))
+	assert.Check(t, is.DeepEqual(e.names(), before))
+
+	out, stderr, code := e.run(t, "prune", "-a", "-f", "--format", "json", "--progress", "json", "--metrics-file", metricsFile)
+	assert.Assert(t, is.Equal(code, 0), stderr)
+	var rep imgsvc.Report
+	assert.NilError(t, json.Unmarshal([]byte(out), &rep))
+
+	var events []progress.Event
+	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var ev progress.Event
+		assert.NilError(t, json.Unmarshal([]byte(line), &ev), "not a JSON line: %q", line)
+		assert.Check(t, !ev.Time.IsZero(), "no time: %q", line)
+		events = append(events, ev)
+	}
+	var phases []string
+	removed := map[string]bool{}
+	for _, ev := range events {
+		switch ev.Kind {
+		case progress.PhaseStart, progress.PhaseEnd:
+			phases = append(phases, string(ev.Kind)+" "+string(ev.Phase))
+		case progress.Removed:
+			removed[ev.Name] = true
+			assert.Check(t, is.Equal(ev.Done, len(removed)))
+			assert.Check(t, is.Equal(ev.Total, 3))
+		}
+	}
+	assert.Check(t, is.DeepEqual(phases, []string{
+		"phase-start list", "phase-end list", "phase-start plan", "phase-end plan",
+		"phase-start delete", "phase-end delete", "phase-start collect", "phase-end collect",
+		"phase-start account", "phase-end account",
+	}))
+	assert.Check(t, is.DeepEqual(removed, map[string]bool{"docker.io/library/a:1": true, "docker.io/library/a:2": true, "docker.io/library/b:1": true}))
+	last := events[len(events)-1]
+	assert.Check(t, is.Equal(last.Kind, progress.Totals))
+	assert.Check(t, is.Equal(last.Untagged, 3))
+	assert.Check(t, is.Equal(last.Deleted, 2))
+	assert.Check(t, is.Equal(last.ReclaimedBytes, rep.SpaceReclaimed))
+	assert.Check(t, rep.SpaceReclaimed > 0)
+
+	m := readMetrics(t, metricsFile)
+	assert.Check(t, is.Equal(m[metrics.Prunes], 1.0))
+	assert.Check(t, is.Equal(m[metrics.PruneFailures], 0.0))
+	assert.Check(t, is.Equal(m[metrics.Untagged], 3.0))
+	assert.Check(t, is.Equal(m[metrics.Deleted], 2.0))
+	assert.Check(t, is.Equal(m[metrics.Reclaimed], float64(rep.SpaceReclaimed)))
+	assert.Check(t, m[metrics.LastSuccess] > 0)
+
+	// A second prune finds nothing, adds to the counts and shows no
+	// progress unless asked.
+	c := newImage(t, "c", "docker.io/library/c:1")
+	e.write(c)
+	out, stderr, code = e.run(t, "prune", "-a", "-f", "--format", "json", "--metrics-file", metricsFile)
+	assert.Assert(t, is.Equal(code, 0), stderr)
+	assert.Check(t, is.Equal(stderr, ""))
+	assert.NilError(t, json.Unmarshal([]byte(out), &rep))
+	m = readMetrics(t, metricsFile)
+	assert.Check(t, is.Equal(m[metrics.Prunes], 2.0))
+	assert.Check(t, is.Equal(m[metrics.Untagged], 4.0))
+	assert.Check(t, is.Equal(m[metrics.Deleted], 3.0))
+}
+
+// readMetrics parses a metrics file and returns the value of each metric of
+// the test's namespace, summed over its other labels.
+func readMetrics(t *testing.T, path string) map[string]float64 {
+	t.Helper()
+	f, err := os.Open(path)
+	assert.NilError(t, err)
+	defer f.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(f)
+	assert.NilError(t, err)
+	out := map[string]float64{}
+	for name, fam := range families {
+		for _, m := range fam.GetMetric() {
+			out[name] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
 }

@@ -226,15 +226,24 @@ func (s creatingStore) Delete(ctx context.Context, name string, opts ...images.D
 // TestPruneLooksAgainBeforeContentGoes: a container created by ID while the
 // prune deletes keeps its image's content, whether it comes between two
 // names or between two dangling records, also when the daemon collects
-// right after that image's dangling record went.
+// right after that image's dangling record, or its last name, went.
 func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		at      int32
 		after   func(c testimage.Image) string
 		collect bool
+		// asLeft: the store is as docker leaves it, with no dangling
+		// records, so the names alone keep the content.
+		asLeft bool
 	}{
 		{name: "between two names", at: 1},
+		{
+			name:    "after its last name, then a collection, no dangling records",
+			after:   func(c testimage.Image) string { return "example.com/c:1" },
+			collect: true,
+			asLeft:  true,
+		},
 		{name: "between two dangling records", at: 4},
 		{
 			name:    "after its dangling record, then a collection",
@@ -248,7 +257,9 @@ func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 			b := newImage(t, "b", "example.com/b:1")
 			c := newImage(t, "c", "example.com/c:1")
 			e.write(a, b, c)
-			e.prune(nil) // adopts all three: each has its dangling record
+			if !tc.asLeft {
+				e.prune(nil) // adopts all three: each has its dangling record
+			}
 			var deletes atomic.Int32
 			stores := imgsvc.StoresFromClient(e.client)
 			// Deletes go a:1, b:1, c:1, then the dangling records by digest.

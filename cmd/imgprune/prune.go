@@ -17,6 +17,8 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/pkg/metrics"
+	"github.com/imgprune/imgprune/pkg/progress"
 )
 
 type pruneOptions struct {
@@ -25,6 +27,10 @@ type pruneOptions struct {
 	dryRun  bool
 	force   bool
 	format  string
+	// progress is auto, json or none; quiet is none.
+	progress    string
+	quiet       bool
+	metricsFile string
 }
 
 const (
@@ -48,12 +54,23 @@ func newPruneCommand(g *globalOptions) *cobra.Command {
 	flags.BoolVar(&o.dryRun, "dry-run", false, "Show what would be removed and the space it would free; change nothing")
 	flags.BoolVarP(&o.force, "force", "f", false, "Do not prompt for confirmation")
 	flags.StringVar(&o.format, "format", "text", "Output format: text or json")
+	flags.StringVar(&o.progress, "progress", "auto", "Progress on stderr: auto (a live display when stderr is a terminal), json (one event per line) or none")
+	flags.BoolVarP(&o.quiet, "quiet", "q", false, "Show no progress")
+	flags.StringVar(&o.metricsFile, "metrics-file", "", "Add each prune's metrics to this file, in Prometheus text format for a node exporter's textfile collector")
 	return cmd
 }
 
 func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 	if o.format != "text" && o.format != "json" {
 		return fmt.Errorf("invalid --format %q: use text or json", o.format)
+	}
+	if o.progress != "auto" && o.progress != "json" && o.progress != "none" {
+		return fmt.Errorf("invalid --progress %q: use auto, json or none", o.progress)
+	}
+	if o.metricsFile != "" {
+		if err := metrics.Check(o.metricsFile); err != nil {
+			return err
+		}
 	}
 	filters, err := o.parseFilters()
 	if err != nil {
@@ -74,15 +91,46 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 		return err
 	}
 	defer closer.Close()
-	var popts []images.PruneOpt
+	sink, rec := o.progressSink(cmd.ErrOrStderr(), g.namespace)
+	popts := []images.PruneOpt{images.WithProgress(sink)}
 	if o.dryRun {
 		popts = append(popts, images.DryRun())
 	}
 	report, err := svc.Prune(cmd.Context(), filters, popts...)
+	if rec != nil {
+		run := rec.Run
+		run.Failed = run.Failed || err != nil
+		if werr := metrics.Write(o.metricsFile, run); werr != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "imgprune:", werr)
+			if err == nil {
+				err = exitError{werr}
+			}
+		}
+	}
 	if err != nil {
 		return err
 	}
 	return o.writeReport(cmd.OutOrStdout(), cmd.ErrOrStderr(), report)
+}
+
+// progressSink is where the prune's events go: a live display when stderr
+// is a terminal, JSON lines, or nowhere; and the metrics recorder when a
+// real prune leaves metrics.
+func (o pruneOptions) progressSink(stderr io.Writer, namespace string) (progress.Sink, *metrics.Recorder) {
+	var sinks []progress.Sink
+	switch {
+	case o.quiet || o.progress == "none":
+	case o.progress == "json":
+		sinks = append(sinks, progress.JSON(stderr))
+	case isTerminalWriter(stderr):
+		sinks = append(sinks, progress.Terminal(stderr))
+	}
+	var rec *metrics.Recorder
+	if o.metricsFile != "" && !o.dryRun {
+		rec = &metrics.Recorder{Run: metrics.Run{Namespace: namespace}}
+		sinks = append(sinks, rec)
+	}
+	return progress.Multi(sinks...), rec
 }
 
 // parseFilters reads --filter and -a as docker does: -a adds dangling=false
@@ -157,6 +205,11 @@ func confirm(in io.Reader, out io.Writer, warning string) (bool, error) {
 	answer, _ := bufio.NewReader(in).ReadString('\n')
 	answer = strings.ToLower(strings.TrimSpace(answer))
 	return answer == "y" || answer == "yes", nil
+}
+
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isTerminal(f)
 }
 
 func isTerminal(f *os.File) bool {

@@ -3,6 +3,7 @@ package images
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
+	"github.com/imgprune/imgprune/pkg/progress"
 )
 
 // applied is what the writes of one prune did.
@@ -46,18 +48,22 @@ type applier struct {
 	ensured map[digest.Digest]bool
 	// hadDangling are the targets the plan saw a dangling record of.
 	hadDangling map[digest.Digest]bool
+	// ph hears of each record removed; deleted counts them.
+	ph      progress.Phases
+	deleted int
 }
 
 // apply executes plan, each write on its own: the dangling records of
-// targets that stay, then the names, a look at the containers again, the
-// dangling records that go, and a last look before the collection. A used
-// target losing its last name has its dangling record made sure of before
-// its names go and once more after, since another client may remove it
-// meanwhile. blobs are the namespace's content as the plan saw it; held
-// tells the prune still holds its lock before content goes.
-func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, held func() error) applied {
+// targets that stay, then, while what goes is held, the names, the dangling
+// records that go and a last look at the containers before the hold is
+// dropped. A used target losing its last name has its dangling record made
+// sure of before its names go and once more after, since another client may
+// remove it meanwhile. blobs are the namespace's content as the plan saw it;
+// held tells the prune still holds its lock before content goes.
+func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, held func() error, ph progress.Phases) applied {
 	a := &applier{
 		s:            s,
+		ph:           ph,
 		plan:         p,
 		snap:         snap,
 		blobs:        blobs,
@@ -74,48 +80,84 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	for _, t := range p.EnsureDangling {
 		ensure[t.Digest] = t
 	}
-	a.adopt(safe)
+	a.adoptAll(safe)
 	names, dangling := splitDangling(p.Remove)
 	for _, r := range dangling {
 		a.hadDangling[r.Target.Digest] = true
 	}
-	a.each(ctx, names, func(r images.Image) {
-		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
-			a.ensure(safe, t)
-			a.ensured[t.Digest] = true
-		}
-	})
-	// Names never free content; dangling records do. Look again first.
-	canDelete := a.lookAgain(safe)
-	a.ensure(safe, p.EnsureDangling...)
-	if !canDelete || len(dangling) == 0 {
-		a.leave(dangling)
-		return a.applied
-	}
-	if err := held(); err != nil {
-		a.failures = append(a.failures, Failure{Name: "prune lock", Error: fmt.Sprintf("no dangling record is removed: %v", err)})
-		a.leave(dangling)
-		return a.applied
-	}
-	// Hold what goes while its records go: the daemon collects by itself
-	// now and then, and must not take it before the last look.
-	release, err := imgleases.HoldAll(safe, s.stores.Leases, a.goneTargets())
+	// A target that goes has no dangling record to keep it once its names
+	// go, and the daemon collects by itself now and then: hold what goes
+	// until the last look has seen no container come to use it.
+	release, err := imgleases.HoldAll(safe, s.stores.Leases, s.stores.Content, a.goneTargets())
 	if err != nil {
-		a.failures = append(a.failures, Failure{Name: "hold", Error: fmt.Sprintf("no dangling record is removed: %v", err)})
-		a.leave(dangling)
+		a.failures = append(a.failures, Failure{Name: "hold", Error: fmt.Sprintf("nothing is removed: %v", err)})
+		a.leave(p.Remove)
 		return a.applied
 	}
 	defer release()
-	a.each(ctx, dangling, nil)
-	if !slices.ContainsFunc(dangling, func(r images.Image) bool { return a.removed[r.Name] }) {
+	a.batch(ctx, func(ctx context.Context) {
+		a.each(ctx, names, func(r images.Image) {
+			if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
+				a.ensure(context.WithoutCancel(ctx), t)
+				a.ensured[t.Digest] = true
+			}
+		})
+		a.ensure(context.WithoutCancel(ctx), p.EnsureDangling...)
+	})
+	if len(dangling) > 0 {
+		if err := held(); err != nil {
+			a.failures = append(a.failures, Failure{Name: "prune lock", Error: fmt.Sprintf("no dangling record is removed: %v", err)})
+			a.leave(dangling)
+		} else {
+			a.batch(ctx, func(ctx context.Context) { a.each(ctx, dangling, nil) })
+		}
+	}
+	if len(a.releasing()) == 0 {
 		return a.applied
 	}
 	// The last look gives back the dangling record of a target a container
-	// came to use during the deletions. Without it, every one goes back.
+	// came to use during the deletions. Without it, every target that lost
+	// a record gets one back.
 	if !a.lookAgain(safe) {
-		a.giveBack(safe, dangling)
+		a.giveBack(safe)
 	}
 	return a.applied
+}
+
+// batch runs f, which deletes records, in one transaction where the store
+// has them (an embedded store): one commit instead of one per record. f
+// uses only the context it is given. When the commit fails, none of its
+// records went.
+func (a *applier) batch(ctx context.Context, f func(ctx context.Context)) {
+	if a.s.stores.Batch == nil {
+		f(ctx)
+		return
+	}
+	before := maps.Clone(a.removed)
+	if err := a.s.stores.Batch(ctx, func(ctx context.Context) error { f(ctx); return nil }); err != nil {
+		for name := range a.removed {
+			if !before[name] {
+				delete(a.removed, name)
+				a.failures = append(a.failures, Failure{Name: name, Error: fmt.Sprintf("not removed: the transaction failed to commit: %v", err)})
+			}
+		}
+	}
+}
+
+// releasing are the targets the plan lets go that lost a record: what the
+// hold alone keeps now.
+func (a *applier) releasing() []ocispec.Descriptor {
+	var out []ocispec.Descriptor
+	for _, tp := range a.plan.Targets {
+		if !tp.Gone {
+			continue
+		}
+		lost := a.removed[plan.DanglingName(tp.Target.Digest)] || slices.ContainsFunc(tp.Untag, func(n string) bool { return a.removed[n] })
+		if lost {
+			out = append(out, tp.Target)
+		}
+	}
+	return out
 }
 
 // goneTargets are the targets the plan lets go entirely.
@@ -129,18 +171,17 @@ func (a *applier) goneTargets() []digest.Digest {
 	return out
 }
 
-// giveBack restores the dangling records the prune removed: it could not
-// tell whether a container uses their targets now. They are left for the
-// next prune.
-func (a *applier) giveBack(ctx context.Context, dangling []images.Image) {
-	for _, r := range dangling {
-		if !a.removed[r.Name] {
+// giveBack gives every target that lost a record, and is not rescued, its
+// dangling record: the prune could not tell whether a container uses it
+// now. They are left for the next prune.
+func (a *applier) giveBack(ctx context.Context) {
+	for _, t := range a.releasing() {
+		if a.rescued[t.Digest] || !a.restore(ctx, t) {
 			continue
 		}
-		if a.restore(ctx, r.Target) {
-			delete(a.removed, r.Name)
-			a.untried[r.Name] = true
-		}
+		name := plan.DanglingName(t.Digest)
+		delete(a.removed, name)
+		a.untried[name] = true
 	}
 }
 
@@ -187,11 +228,26 @@ func (a *applier) kept(r images.Image) bool {
 	return a.keepNames[r.Target.Digest]
 }
 
+// adoptAll adopts in one transaction where the store has them. When the
+// commit fails, no target was adopted, and every one keeps its names.
+func (a *applier) adoptAll(ctx context.Context) {
+	if a.s.stores.Batch == nil {
+		a.adopt(ctx)
+		return
+	}
+	if err := a.s.stores.Batch(ctx, func(ctx context.Context) error { a.adopt(ctx); return nil }); err != nil {
+		for _, r := range a.plan.Adopt {
+			a.keepNames[r.Target.Digest] = true
+		}
+		a.failures = append(a.failures, Failure{Name: "adoption", Error: fmt.Sprintf("no dangling record was created, so the targets that stay keep their names: %v", err)})
+	}
+}
+
 // adopt creates the dangling records of targets that stay and lack one. A
 // used target that could not be adopted keeps its names.
 func (a *applier) adopt(ctx context.Context) {
 	for _, r := range a.plan.Adopt {
-		if _, err := a.s.ensureDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
+		if err := a.s.createDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
 			a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
 			a.keepNames[r.Target.Digest] = true
 		}
@@ -204,7 +260,7 @@ func (a *applier) ensure(ctx context.Context, targets ...ocispec.Descriptor) {
 		if a.keepNames[t.Digest] {
 			continue
 		}
-		if _, err := a.s.ensureDangling(ctx, t, time.Time{}); err != nil {
+		if err := a.s.ensureDangling(ctx, t, time.Time{}); err != nil {
 			a.failures = append(a.failures, Failure{Name: t.Digest.String(), Error: err.Error()})
 			a.keepNames[t.Digest] = true
 		}
@@ -218,6 +274,8 @@ func (a *applier) delete(ctx context.Context, r images.Image) {
 	switch {
 	case err == nil:
 		a.removed[r.Name] = true
+		a.deleted++
+		a.ph.Send(progress.Event{Kind: progress.Removed, Phase: progress.Deleting, Name: r.Name, Target: r.Target.Digest.String(), Done: a.deleted, Total: len(a.plan.Remove)})
 	case errdefs.IsNotFound(err):
 		// Removed or re-pointed since the plan (DeleteTarget answers
 		// NotFound for both): left alone.
@@ -231,8 +289,8 @@ func (a *applier) delete(ctx context.Context, r images.Image) {
 
 // lookAgain lists every source of containers again: containers are created
 // while a prune runs. A target the plan lets go that a container uses now
-// keeps, or gets back, its dangling record. It reports whether dangling
-// records may go: not when the containers cannot be listed.
+// keeps, or gets back, its dangling record. It reports whether it could
+// look: not when the containers cannot be listed.
 func (a *applier) lookAgain(ctx context.Context) bool {
 	ctrs, _, err := a.s.listContainers(ctx)
 	if err == nil {
@@ -240,7 +298,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 		a.snap.Lineage, err = a.s.lineage(ctx, a.blobs, a.snap.Records, ctrs)
 	}
 	if err != nil {
-		a.failures = append(a.failures, Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so no dangling record is removed: %v", err)})
+		a.failures = append(a.failures, Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so what lost a record keeps a dangling record: %v", err)})
 		return false
 	}
 	// Against the records the plan saw: a container may name one the prune
@@ -267,7 +325,7 @@ func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 		a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its dangling record was to be given back, but its content is gone: %v", err)})
 		return false
 	}
-	if _, err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
+	if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
 		a.failures = append(a.failures, Failure{Name: target.Digest.String(), Error: err.Error()})
 		return false
 	}

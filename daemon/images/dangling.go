@@ -17,22 +17,33 @@ import (
 // imgprune's own.
 func (s *Service) adopt(ctx context.Context, records []images.Image) error {
 	for _, r := range plan.Adoptions(records) {
-		if _, err := s.ensureDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
+		if err := s.createDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ensureDangling creates target's dangling record unless it exists. created,
-// when known, is when the target entered the store.
-func (s *Service) ensureDangling(ctx context.Context, target ocispec.Descriptor, created time.Time) (images.Image, error) {
-	img, err := s.stores.Images.Create(ctx, images.Image{Name: plan.DanglingName(target.Digest), Target: target, Labels: plan.CreatedLabel(created)})
-	if errdefs.IsAlreadyExists(err) {
-		img, err = s.stores.Images.Get(ctx, plan.DanglingName(target.Digest))
+// ensureDangling makes sure target has its dangling record, and writes only
+// when it has none. created, when known, is when the target entered the
+// store.
+func (s *Service) ensureDangling(ctx context.Context, target ocispec.Descriptor, created time.Time) error {
+	_, err := s.stores.Images.Get(ctx, plan.DanglingName(target.Digest))
+	if errdefs.IsNotFound(err) {
+		return s.createDangling(ctx, target, created)
 	}
 	if err != nil {
-		return images.Image{}, fmt.Errorf("create dangling record for %s: %w", target.Digest, err)
+		return fmt.Errorf("look up dangling record of %s: %w", target.Digest, err)
 	}
-	return img, nil
+	return nil
+}
+
+// createDangling creates target's dangling record, which a plan saw it
+// lack; one another client made since is as good.
+func (s *Service) createDangling(ctx context.Context, target ocispec.Descriptor, created time.Time) error {
+	_, err := s.stores.Images.Create(ctx, images.Image{Name: plan.DanglingName(target.Digest), Target: target, Labels: plan.CreatedLabel(created)})
+	if err != nil && !errdefs.IsAlreadyExists(err) {
+		return fmt.Errorf("create dangling record for %s: %w", target.Digest, err)
+	}
+	return nil
 }

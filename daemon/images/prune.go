@@ -10,15 +10,25 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/pkg/progress"
 )
 
 // PruneOpt configures one prune.
 type PruneOpt func(*pruneOptions)
 
-type pruneOptions struct{ dryRun bool }
+type pruneOptions struct {
+	dryRun   bool
+	progress progress.Sink
+}
 
 // DryRun makes the prune report what it would do, and do nothing.
 func DryRun() PruneOpt { return func(o *pruneOptions) { o.dryRun = true } }
+
+// WithProgress sends the prune's phases, removals, failures and totals to
+// sink as they happen.
+func WithProgress(sink progress.Sink) PruneOpt {
+	return func(o *pruneOptions) { o.progress = sink }
+}
 
 // Prune removes the images f selects that no container uses. One failure does
 // not stop the others: it is in the report, which is returned whole once
@@ -40,6 +50,8 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		defer unlock()
 	}
 
+	ph := progress.Phases{Sink: o.progress}
+	end := ph.Start(progress.Listing, 0)
 	snap, ctrRecords, err := s.snapshot(ctx, f)
 	if err != nil {
 		return Report{}, err
@@ -51,25 +63,55 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	if snap.Lineage, err = s.lineage(ctx, before.Content, snap.Records, snap.Containers); err != nil {
 		return Report{}, err
 	}
+	end()
+	end = ph.Start(progress.Planning, 0)
 	p := plan.Make(snap, f)
 	predicted, err := reach.Predict(ctx, s.stores.Reach(), before, keptRoots(snap.Records, p))
 	if err != nil {
 		return Report{}, err
 	}
 	if o.dryRun {
-		return predictedReport(p, predicted), nil
+		end()
+		rep := predictedReport(p, predicted)
+		ph.Send(totals(rep, true))
+		return rep, nil
 	}
 	disk := s.viewDisk(ctx, predicted)
-	done := s.apply(ctx, p, snap, before.Content, held)
+	end()
+	end = ph.Start(progress.Deleting, len(p.Remove))
+	done := s.apply(ctx, p, snap, before.Content, held, ph)
+	end()
 	// Interrupted or not, collect what was removed and report it; unless
 	// another prune may run now, whose collection counts it.
 	ctx = context.WithoutCancel(ctx)
+	end = ph.Start(progress.Collecting, 0)
 	if err := held(); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: fmt.Sprintf("not run: %v", err)})
 	} else if err := s.collect(ctx); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
-	return s.account(ctx, p, predicted, disk, done), nil
+	end()
+	end = ph.Start(progress.Accounting, 0)
+	rep := s.account(ctx, p, predicted, disk, done)
+	end()
+	for _, f := range rep.Failures {
+		ph.Send(progress.Event{Kind: progress.Failed, Name: f.Name, Error: f.Error})
+	}
+	ph.Send(totals(rep, false))
+	return rep, nil
+}
+
+// totals is the event that closes a prune.
+func totals(rep Report, dryRun bool) progress.Event {
+	e := progress.Event{Kind: progress.Totals, Failures: len(rep.Failures), ReclaimedBytes: rep.SpaceReclaimed, DryRun: dryRun}
+	for _, d := range rep.ImagesDeleted {
+		if d.Untagged != "" {
+			e.Untagged++
+		} else {
+			e.Deleted++
+		}
+	}
+	return e
 }
 
 // diskView is what a prune sees of the store's disk before it deletes:

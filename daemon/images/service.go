@@ -36,6 +36,10 @@ type Stores struct {
 	Snapshotter func(name string) snapshots.Snapshotter
 	// Collector runs the garbage collection a prune ends with.
 	Collector Collector
+	// Batch, when set, runs fn with one transaction in its context, so that
+	// a prune's deletions commit at once: an embedded store's. A daemon's
+	// API has none: each write commits on its own.
+	Batch func(ctx context.Context, fn func(context.Context) error) error
 }
 
 // NamespaceLister lists the namespaces of a store, to tell content other

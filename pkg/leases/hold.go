@@ -1,9 +1,11 @@
 package leases
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,12 +84,23 @@ func Sweep(ctx context.Context, lm leases.Manager, cs content.Store, collect fun
 	return collect(ctx)
 }
 
-// HoldAll leases the content ds and what it references until release, which
-// drops the lease (not synchronously: the caller collects). A prune holds
+// holdRefsPerBlob bounds the labels of one holding blob, to keep each
+// commit well below gRPC's message limit (16 MiB).
+const holdRefsPerBlob = 20000
+
+// HoldAll keeps the content ds and what it references until release, which
+// drops the hold (not synchronously: the caller collects). A prune holds
 // what it lets go this way while it deletes the records that kept it, so
 // that no collection the daemon runs by itself takes content before the
 // prune's last look at the containers.
-func HoldAll(ctx context.Context, lm leases.Manager, ds []digest.Digest) (func(), error) {
+//
+// Its writes do not grow with ds: a lease holds one small blob per 20,000
+// digests, whose reference labels name them, where a lease resource per
+// digest would cost one transaction each.
+func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ds []digest.Digest) (func(), error) {
+	if len(ds) == 0 {
+		return func() {}, nil
+	}
 	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry))
 	if err != nil {
 		return nil, fmt.Errorf("hold content: %w", err)
@@ -97,11 +110,27 @@ func HoldAll(ctx context.Context, lm leases.Manager, ds []digest.Digest) (func()
 			log.G(ctx).WithError(err).Warn("release a hold; it expires by itself")
 		}
 	}
-	for _, d := range ds {
-		if err := lm.AddResource(ctx, l, leases.Resource{ID: d.String(), Type: "content"}); err != nil {
+	for chunk := range slices.Chunk(ds, holdRefsPerBlob) {
+		if err := holdingBlob(leases.WithLease(ctx, l.ID), cs, chunk); err != nil {
 			release()
-			return nil, fmt.Errorf("hold content %s: %w", d, err)
+			return nil, fmt.Errorf("hold content: %w", err)
 		}
 	}
 	return release, nil
 }
+
+// holdingBlob writes a blob, unique to this call, that references ds.
+func holdingBlob(ctx context.Context, cs content.Ingester, ds []digest.Digest) error {
+	labels := make(map[string]string, len(ds))
+	for i, d := range ds {
+		labels[fmt.Sprintf("%s.imgprune.hold.%d", labelRefContent, i)] = d.String()
+	}
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(nonce), Size: int64(len(nonce))}
+	return content.WriteBlob(ctx, cs, "imgprune-hold-"+desc.Digest.Encoded(), bytes.NewReader(nonce), desc, content.WithLabels(labels))
+}
+
+// labelRefContent is the prefix of the labels by which the collector
+// follows a blob to the content it references.
+const labelRefContent = "containerd.io/gc.ref.content"

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/metadata"
+	"github.com/containerd/containerd/v2/core/metadata/boltutil"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/containerd/v2/plugins/snapshots/native"
@@ -169,7 +170,18 @@ func (e *Store) Stores() images.Stores {
 		Namespaces:  namespaceList{e.db},
 		Snapshotter: e.db.Snapshotter,
 		Collector:   e,
+		Batch:       e.Batch,
 	}
+}
+
+// Batch runs fn with one metadata transaction in its context: the writes fn
+// makes through the stores with that context commit together, in one sync
+// of the database, or not at all. fn must not use another context for the
+// stores meanwhile: its transaction would wait on this one.
+func (e *Store) Batch(ctx context.Context, fn func(context.Context) error) error {
+	return e.db.Update(func(tx *bolt.Tx) error {
+		return fn(boltutil.WithTransaction(ctx, tx))
+	})
 }
 
 // Root is the directory the store was opened from.
