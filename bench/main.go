@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -35,6 +36,7 @@ const (
 	cDry       = "imgprune prune -a --dry-run"
 	cOffline   = "imgprune prune -a --offline"
 	cPerName   = "per-name synchronous GC"
+	cInFlight  = "floor, %d deletions in flight"
 	perNameMax = 1000
 )
 
@@ -50,6 +52,8 @@ func main() {
 		out     = flag.String("o", "bench/RESULTS.md", "where to write the results")
 		binary  = flag.String("imgprune", "_output/bin/imgprune", "the imgprune binary to measure")
 		verbose = flag.Bool("v", false, "log each step")
+		keep    = flag.Bool("keep", false, "keep each seeded store (its daemon directory), to profile against")
+		runs    = flag.Int("runs", 3, "runs of each contender; the median is kept, since a disk's sync times vary")
 	)
 	flag.Parse()
 	if !*verbose {
@@ -76,7 +80,10 @@ func main() {
 	ctx := context.Background()
 	var results []result
 	for _, w := range ws {
-		r, err := measure(ctx, *binary, w)
+		if *runs < 1 {
+			fatalf("invalid -runs %d: want at least 1", *runs)
+		}
+		r, err := measure(ctx, *binary, w, *keep, *runs)
 		if err != nil {
 			fatalf("%v: %v", w, err)
 		}
@@ -101,6 +108,8 @@ type result struct {
 	s     seeded
 	runs  map[string]run
 	order []string
+	// reps is how many times each contender ran.
+	reps int
 	// agree tells whether the dry run reported the same removals and bytes
 	// as the prune.
 	agree string
@@ -112,26 +121,34 @@ func (r *result) add(name string, x run) {
 }
 
 // measure seeds w and runs the contenders on it.
-func measure(ctx context.Context, bin string, w workload) (result, error) {
+func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (result, error) {
 	dir, err := os.MkdirTemp("", "bench")
 	if err != nil {
 		return result{}, err
 	}
-	defer os.RemoveAll(dir)
+	if keep {
+		fmt.Fprintf(os.Stderr, "%v: the seeded store stays in %s (start a daemon on it with hack/containerd-up.sh %s)\n", w, dir, dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	fmt.Fprintf(os.Stderr, "%v: seeding\n", w)
 	s, err := w.seed(ctx, dir)
 	if err != nil {
 		return result{}, err
 	}
 	fmt.Fprintf(os.Stderr, "%v: seeded %d names, %d blobs, %d snapshots, %d containers in %v\n", w, len(s.names), s.blobs, s.snaps, s.ctrs, s.took.Round(time.Second))
-	res := result{w: w, s: s, runs: map[string]run{}}
+	res := result{w: w, s: s, runs: map[string]run{}, reps: runs}
 	step := func(name string, f func() (run, error)) error {
-		fmt.Fprintf(os.Stderr, "%v: %s\n", w, name)
-		x, err := f()
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		var xs []run
+		for i := range runs {
+			fmt.Fprintf(os.Stderr, "%v: %s (%d of %d)\n", w, name, i+1, runs)
+			x, err := f()
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			xs = append(xs, x)
 		}
-		res.add(name, x)
+		res.add(name, median(xs))
 		return nil
 	}
 	all := []string{"prune", "-a", "--force", "--format", "json"}
@@ -145,19 +162,18 @@ func measure(ctx context.Context, bin string, w workload) (result, error) {
 	}
 	gone := res.runs[cPrune].removed
 	res.agree = agree(res.runs[cDry].report, res.runs[cPrune].report)
-	steps := []struct {
-		name string
-		f    func() (run, error)
-	}{
+	steps := []contender{
 		{cNoDisk, func() (run, error) { return imgprune(ctx, bin, s, false, append(all, "--root=")...) }},
 		{cFloor, func() (run, error) { return floor(ctx, s, gone) }},
 		{cOffline, func() (run, error) { return imgprune(ctx, bin, s, true, all...) }},
 	}
+	if !w.unpacked {
+		for _, n := range []int{4, 16} {
+			steps = append(steps, contender{fmt.Sprintf(cInFlight, n), func() (run, error) { return floorInFlight(ctx, s, gone, n) }})
+		}
+	}
 	if len(s.names) <= perNameMax {
-		steps = append(steps, struct {
-			name string
-			f    func() (run, error)
-		}{cPerName, func() (run, error) { return perName(ctx, s, gone) }})
+		steps = append(steps, contender{cPerName, func() (run, error) { return perName(ctx, s, gone) }})
 	}
 	for _, st := range steps {
 		if err := step(st.name, st.f); err != nil {
@@ -165,6 +181,22 @@ func measure(ctx context.Context, bin string, w workload) (result, error) {
 		}
 	}
 	return res, nil
+}
+
+// contender is one way to remove the names, measured.
+type contender struct {
+	name string
+	f    func() (run, error)
+}
+
+// median is the run of median wall time, with the highest peak RSS of all.
+func median(xs []run) run {
+	slices.SortFunc(xs, func(a, b run) int { return cmp.Compare(a.wall, b.wall) })
+	m := xs[len(xs)/2]
+	for _, x := range xs {
+		m.rss = max(m.rss, x.rss)
+	}
+	return m
 }
 
 // agree compares a dry run's report with a prune's.
@@ -221,7 +253,7 @@ func markdown(ctx context.Context, results []result) string {
 	fmt.Fprintf(&b, "- Machine: %s, %d cores, %s, kernel %s\n", cpuModel(), runtime.NumCPU(), memTotal(), command("uname", "-r"))
 	fmt.Fprintf(&b, "- Versions: %s, containerd %s, imgprune %s\n", runtime.Version(), command(containerdBinary(), "--version"), command("git", "describe", "--always", "--dirty"))
 	b.WriteString("- Workloads: names over 80 % as many targets, 3 layers each (2 from a shared pool), every fourth target with a second name, one target in ten used by a container record (by name, full ID, short ID or digest in turn), no dangling records. Unpacked stores have every image unpacked into overlayfs and each container a rootfs snapshot.\n")
-	b.WriteString("- Each contender runs on its own copy of the seeded store with its own daemon. The floor deletes exactly the names imgprune removed, then runs one collection, in-process; imgprune is timed as a whole process, from start to exit.\n\n")
+	fmt.Fprintf(&b, "- Each contender runs on its own copy of the seeded store with its own daemon, %d times; the table gives the median time and the highest peak RSS. The floor deletes exactly the names imgprune removed, then runs one collection, in-process; imgprune is timed as a whole process, from start to exit.\n\n", results[0].reps)
 	b.WriteString("| workload | contender | seconds | × floor | peak RSS |\n|---|---|---:|---:|---:|\n")
 	for _, r := range results {
 		for _, name := range r.order {

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imgprune/imgprune/internal/testctrd"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
@@ -183,18 +184,24 @@ func removed(ctx context.Context, c *client.Client, names []string) ([]string, e
 // floor deletes exactly names and runs one collection: the least any
 // prune that removes them must do through the daemon.
 func floor(ctx context.Context, s seeded, names []string) (run, error) {
-	return deleteEach(ctx, s, names, false)
+	return deleteEach(ctx, s, names, false, 1)
+}
+
+// floorInFlight is the floor with inFlight deletions at once: whether the
+// daemon takes concurrent deletions faster.
+func floorInFlight(ctx context.Context, s seeded, names []string, inFlight int) (run, error) {
+	return deleteEach(ctx, s, names, false, inFlight)
 }
 
 // perName deletes names one at a time, each with a synchronous collection,
 // as Moby's and nerdctl's image services do.
 func perName(ctx context.Context, s seeded, names []string) (run, error) {
-	return deleteEach(ctx, s, names, true)
+	return deleteEach(ctx, s, names, true, 1)
 }
 
-// deleteEach times the deletion of names, each with its own collection or
-// all followed by one.
-func deleteEach(ctx context.Context, s seeded, names []string, collectEach bool) (run, error) {
+// deleteEach times the deletion of names, inFlight at once, each with its
+// own collection or all followed by one.
+func deleteEach(ctx context.Context, s seeded, names []string, collectEach bool, inFlight int) (run, error) {
 	var opts []images.DeleteOpt
 	if collectEach {
 		opts = append(opts, images.SynchronousDelete())
@@ -203,10 +210,13 @@ func deleteEach(ctx context.Context, s seeded, names []string, collectEach bool)
 	err := daemonOn(ctx, s, func(_ *testctrd.Daemon, c *client.Client) error {
 		ctx := namespaces.WithNamespace(ctx, namespace)
 		start := time.Now()
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(inFlight)
 		for _, n := range names {
-			if err := c.ImageService().Delete(ctx, n, opts...); err != nil {
-				return err
-			}
+			g.Go(func() error { return c.ImageService().Delete(gctx, n, opts...) })
+		}
+		if err := g.Wait(); err != nil {
+			return err
 		}
 		if !collectEach {
 			if err := (imgleases.Collector{Leases: c.LeasesService()}).Collect(ctx); err != nil {

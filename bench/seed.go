@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -58,33 +60,14 @@ type seeded struct {
 	took  time.Duration
 }
 
-// seed writes w into a private containerd under dir and stops it. Targets
+// seed writes w into a store under dir: in-process when it is content only,
+// through a private containerd, stopped after, when it is unpacked. Targets
 // have 3 layers, 2 of them from a shared pool; every fourth target has a
 // second name; one target in ten is used by a container record, by name,
 // by full ID, by short ID or by digest in turn. No dangling records: the
 // store is as docker, nerdctl or ctr leave it.
 func (w workload) seed(ctx context.Context, dir string) (seeded, error) {
 	start := time.Now()
-	d, err := testctrd.Start(dir)
-	if err != nil {
-		return seeded{}, err
-	}
-	defer d.Stop()
-	c, err := d.Client(ctx)
-	if err != nil {
-		return seeded{}, err
-	}
-	defer c.Close()
-	ctx = namespaces.WithNamespace(ctx, namespace)
-	// The daemon collects by itself as records come and go: hold what is
-	// written until its record is there.
-	l, err := c.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
-	if err != nil {
-		return seeded{}, err
-	}
-	defer c.LeasesService().Delete(context.WithoutCancel(ctx), l)
-	ctx = leases.WithLease(ctx, l.ID)
-
 	targets := w.names * 4 / 5
 	set := testimage.NewSet(testimage.SetOptions{Count: targets, LayersPerImage: 3, LayerSize: 512, SharedRate: 0.5, Seed: "bench", NamePrefix: "example.com/bench/app"})
 	extra := w.names - targets
@@ -96,6 +79,69 @@ func (w workload) seed(ctx context.Context, dir string) (seeded, error) {
 	for _, img := range set {
 		s.names = append(s.names, img.Names...)
 	}
+	var err error
+	if w.unpacked {
+		err = w.seedDaemon(ctx, dir, set, &s)
+	} else {
+		err = w.seedOffline(ctx, dir, set, &s)
+	}
+	s.took = time.Since(start)
+	return s, err
+}
+
+// seedOffline writes a content-only store in-process, a thousand images
+// to a transaction: what the daemon would take minutes to write.
+func (w workload) seedOffline(ctx context.Context, dir string, set []testimage.Image, s *seeded) error {
+	e, err := embedded.Open(ctx, filepath.Join(dir, "root"), embedded.CreateStore())
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	st := e.Stores()
+	ctx = namespaces.WithNamespace(ctx, namespace)
+	for chunk := range slices.Chunk(set, 1000) {
+		err := e.Batch(ctx, func(ctx context.Context) error {
+			for _, img := range chunk {
+				if _, err := img.Write(ctx, st.Content, st.Images); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for i := 5; i < len(set); i += 10 {
+		if _, err := st.Containers.Create(ctx, w.containerRecord(set[i], i)); err != nil {
+			return err
+		}
+		s.ctrs++
+	}
+	return st.Content.Walk(ctx, func(content.Info) error { s.blobs++; return nil })
+}
+
+// seedDaemon writes the store through a daemon, which unpacks it.
+func (w workload) seedDaemon(ctx context.Context, dir string, set []testimage.Image, s *seeded) error {
+	d, err := testctrd.Start(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	c, err := d.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx = namespaces.WithNamespace(ctx, namespace)
+	// The daemon collects by itself as records come and go: hold what is
+	// written until its record is there.
+	l, err := c.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
+	if err != nil {
+		return err
+	}
+	defer c.LeasesService().Delete(context.WithoutCancel(ctx), l)
+	ctx = leases.WithLease(ctx, l.ID)
 	err = parallel(len(set), func(i int) error {
 		records, err := set[i].Write(ctx, c.ContentStore(), c.ImageService())
 		if err != nil || !w.unpacked {
@@ -104,31 +150,35 @@ func (w workload) seed(ctx context.Context, dir string) (seeded, error) {
 		return client.NewImage(c, records[0]).Unpack(ctx, "overlayfs")
 	})
 	if err != nil {
-		return seeded{}, err
+		return err
 	}
-	for i := 5; i < targets; i += 10 {
+	for i := 5; i < len(set); i += 10 {
 		if err := w.container(ctx, c, set[i], i); err != nil {
-			return seeded{}, err
+			return err
 		}
 		s.ctrs++
 	}
-	if s.blobs, s.snaps, err = count(ctx, c); err != nil {
-		return seeded{}, err
-	}
-	s.took = time.Since(start)
-	return s, nil
+	s.blobs, s.snaps, err = count(ctx, c)
+	return err
 }
 
-// container makes a container record that uses img in one of four forms.
-func (w workload) container(ctx context.Context, c *client.Client, img testimage.Image, i int) error {
+// containerRecord is a container that uses img in one of four forms: by
+// name, full ID, short ID or digest.
+func (w workload) containerRecord(img testimage.Image, i int) containers.Container {
 	id := img.Target.Digest
 	ref := []string{img.Names[0], id.String(), id.Encoded()[:12], fmt.Sprintf("example.com/bench/app%d@%s", i, id)}[(i/10)%4]
-	ctr := containers.Container{
+	return containers.Container{
 		ID:      fmt.Sprintf("ctr-%d", i),
 		Image:   ref,
 		Runtime: containers.RuntimeInfo{Name: "io.containerd.runc.v2"},
 		Spec:    &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")},
 	}
+}
+
+// container makes img's container record, with a rootfs snapshot in an
+// unpacked store.
+func (w workload) container(ctx context.Context, c *client.Client, img testimage.Image, i int) error {
+	ctr := w.containerRecord(img, i)
 	if w.unpacked {
 		diffIDs, err := client.NewImage(c, images.Image{Name: img.Names[0], Target: img.Target}).RootFS(ctx)
 		if err != nil {

@@ -53,10 +53,10 @@ type applier struct {
 	deleted int
 }
 
-// apply executes plan, each write on its own: the dangling records of
-// targets that stay, then, while what goes is held, the names, the dangling
-// records that go and a last look at the containers before the hold is
-// dropped. A used target losing its last name has its dangling record made
+// apply executes plan, each write on its own (over an embedded store, each
+// kind in one transaction): the dangling records of targets that stay, then,
+// while what goes is held, the names, the dangling records that go and a
+// last look at the containers before the hold is dropped. A used target losing its last name has its dangling record made
 // sure of before its names go and once more after, since another client may
 // remove it meanwhile. blobs are the namespace's content as the plan saw it;
 // held tells the prune still holds its lock before content goes.
@@ -88,13 +88,15 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	// A target that goes has no dangling record to keep it once its names
 	// go, and the daemon collects by itself now and then: hold what goes
 	// until the last look has seen no container come to use it.
-	release, err := imgleases.HoldAll(safe, s.stores.Leases, s.stores.Content, a.goneTargets())
-	if err != nil {
-		a.failures = append(a.failures, Failure{Name: "hold", Error: fmt.Sprintf("nothing is removed: %v", err)})
-		a.leave(p.Remove)
-		return a.applied
+	if !s.exclusive {
+		release, err := imgleases.HoldAll(safe, s.stores.Leases, s.stores.Content, a.goneTargets())
+		if err != nil {
+			a.failures = append(a.failures, Failure{Name: "hold", Error: fmt.Sprintf("nothing is removed: %v", err)})
+			a.leave(p.Remove)
+			return a.applied
+		}
+		defer release()
 	}
-	defer release()
 	a.batch(ctx, func(ctx context.Context) {
 		a.each(ctx, names, func(r images.Image) {
 			if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
@@ -112,7 +114,7 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 			a.batch(ctx, func(ctx context.Context) { a.each(ctx, dangling, nil) })
 		}
 	}
-	if len(a.releasing()) == 0 {
+	if s.exclusive || len(a.releasing()) == 0 {
 		return a.applied
 	}
 	// The last look gives back the dangling record of a target a container

@@ -27,9 +27,14 @@ func WithPruneLockTTL(d time.Duration) Opt {
 
 // WithExclusiveStore says the service's store is this process's alone (a
 // store opened in-process): a prune lock found in it was left by a prune
-// that died, and is taken over at once.
+// that died, and is taken over at once; and since no other client can
+// create a container or collect meanwhile, a prune neither holds what it
+// lets go nor looks at the containers again.
 func WithExclusiveStore() Opt {
-	return func(s *Service) { s.lockOpts = append(s.lockOpts, imgleases.Exclusive()) }
+	return func(s *Service) {
+		s.exclusive = true
+		s.lockOpts = append(s.lockOpts, imgleases.Exclusive())
+	}
 }
 
 // lock makes this prune the only one of the namespace, in this process and

@@ -76,7 +76,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		ph.Send(totals(rep, true))
 		return rep, nil
 	}
-	disk := s.viewDisk(ctx, predicted)
+	disk := s.viewDisk(ctx, predicted, before)
 	end()
 	end = ph.Start(progress.Deleting, len(p.Remove))
 	done := s.apply(ctx, p, snap, before.Content, held, ph)
@@ -121,12 +121,12 @@ type diskView struct {
 	snapshots snapshotDirs
 }
 
-func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim) *diskView {
+func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim, before *reach.Graph) *diskView {
 	root := s.diskRoot(ctx)
 	if root == "" {
 		return nil
 	}
-	return &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}
+	return &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters(), before)}
 }
 
 // snapshot lists what a plan decides on. It writes nothing: records other

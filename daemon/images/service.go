@@ -87,6 +87,8 @@ type Service struct {
 
 	pruning  sync.Mutex
 	lockOpts []imgleases.LockOpt
+	// exclusive is set when no other client can write the store.
+	exclusive bool
 }
 
 // Opt configures a Service.

@@ -28,17 +28,18 @@ type snapshotState struct {
 	records int
 }
 
-// listSnapshotDirs reads the state of snapshotters under root. A snapshotter
-// whose directory or records cannot be read is left out: nothing is checked
-// of it.
-func (s *Service) listSnapshotDirs(ctx context.Context, root string, snapshotters map[string]bool) snapshotDirs {
+// listSnapshotDirs reads the state of snapshotters under root. own is the
+// namespace's listing, which already holds its snapshots: only the other
+// namespaces are walked. A snapshotter whose directory or records cannot be
+// read is left out: nothing is checked of it.
+func (s *Service) listSnapshotDirs(ctx context.Context, root string, snapshotters map[string]bool, own *reach.Graph) snapshotDirs {
 	dirs := snapshotDirs{}
 	for name := range snapshotters {
 		entries, err := readNames(snapshotsDir(root, name))
 		if err != nil {
 			continue
 		}
-		records, err := s.countSnapshots(ctx, name)
+		records, err := s.countSnapshots(ctx, name, own)
 		if err != nil {
 			continue
 		}
@@ -48,20 +49,29 @@ func (s *Service) listSnapshotDirs(ctx context.Context, root string, snapshotter
 }
 
 // countSnapshots counts the snapshot records of a snapshotter in every
-// namespace.
-func (s *Service) countSnapshots(ctx context.Context, name string) (int, error) {
-	all := []string{s.namespace}
-	if s.stores.Namespaces != nil {
-		var err error
-		if all, err = s.stores.Namespaces.List(ctx); err != nil {
-			return 0, err
+// namespace: the service's own from its listing, the others' by walking
+// them.
+func (s *Service) countSnapshots(ctx context.Context, name string, own *reach.Graph) (int, error) {
+	n := 0
+	for k := range own.Snapshots {
+		if k.Snapshotter == name {
+			n++
 		}
 	}
-	n := 0
+	if s.stores.Namespaces == nil {
+		return n, nil
+	}
+	all, err := s.stores.Namespaces.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sn := s.stores.Snapshotter(name)
+	if sn == nil {
+		return 0, fmt.Errorf("no snapshotter %s", name)
+	}
 	for _, ns := range all {
-		sn := s.stores.Snapshotter(name)
-		if sn == nil {
-			return 0, fmt.Errorf("no snapshotter %s", name)
+		if ns == s.namespace {
+			continue
 		}
 		err := sn.Walk(namespaces.WithNamespace(ctx, ns), func(context.Context, snapshots.Info) error {
 			n++
@@ -94,21 +104,21 @@ func readNames(dir string) (map[string]bool, error) {
 	return names, nil
 }
 
-// check compares each snapshotter's state now with before, for the
+// checkSnapshotDirs compares each snapshotter's state now with before, for the
 // snapshots this prune freed, and sets what their bytes fall short of:
 //   - a directory the native snapshotter failed to remove stays as
 //     "rm-<id>": its bytes are not counted;
 //   - fewer directories gone than snapshot records gone, in all namespaces,
 //     means some removed snapshot stayed on disk, and which is unknown: none
 //     of that snapshotter's freed bytes are counted.
-func (s *Service) checkSnapshotDirs(ctx context.Context, before snapshotDirs, root string, freed *reach.Reclaim) []Failure {
+func (s *Service) checkSnapshotDirs(ctx context.Context, before snapshotDirs, root string, after *reach.Graph, freed *reach.Reclaim) []Failure {
 	var failures []Failure
 	for name := range freed.Snapshotters() {
 		was, ok := before[name]
 		if !ok {
 			continue
 		}
-		now := s.listSnapshotDirs(ctx, root, map[string]bool{name: true})[name]
+		now := s.listSnapshotDirs(ctx, root, map[string]bool{name: true}, after)[name]
 		if now.entries == nil {
 			continue
 		}

@@ -150,7 +150,8 @@ func TestPruneWritesOnlyTheEndState(t *testing.T) {
 			counted := &countingImages{Store: stores.Images}
 			lm := &countingLeases{Manager: stores.Leases}
 			stores.Images, stores.Leases = counted, lm
-			svc := imgsvc.New(stores, "moby", imgsvc.WithContainerdRoot(e.Root()), imgsvc.WithExclusiveStore())
+			// Not exclusive: the prune holds and looks again as over a daemon.
+			svc := imgsvc.New(stores, "moby", imgsvc.WithContainerdRoot(e.Root()))
 			f, err := plan.ParseFilters(map[string][]string{"dangling": {map[bool]string{true: "false", false: "true"}[tc.all]}}, testimage.DefaultCreated)
 			assert.NilError(t, err)
 

@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 )
 
 // Reclaim is what a collection frees.
@@ -76,17 +77,42 @@ func Predict(ctx context.Context, st Stores, g *Graph, records []images.Image) (
 	if err := DropShared(ctx, st, r.Content); err != nil {
 		return Reclaim{}, err
 	}
+	var gone []Snapshot
 	for k := range g.Snapshots {
-		if kept[snapshotNode(k)] {
-			continue
+		if !kept[snapshotNode(k)] {
+			gone = append(gone, k)
 		}
-		usage, err := st.Snapshotter(k.Snapshotter).Usage(ctx, k.Key)
-		if err != nil && !errdefs.IsNotFound(err) {
-			return Reclaim{}, fmt.Errorf("usage of snapshot %s: %w", k.Key, err)
-		}
-		r.Snapshots[k] = usage.Size
+	}
+	sizes, err := usages(ctx, st, gone)
+	if err != nil {
+		return Reclaim{}, err
+	}
+	for i, k := range gone {
+		r.Snapshots[k] = sizes[i]
 	}
 	return r, nil
+}
+
+// usageInFlight bounds the snapshot usages asked at once: each is one
+// round trip, and a snapshotter answers many side by side.
+const usageInFlight = 8
+
+// usages asks the size of each snapshot.
+func usages(ctx context.Context, st Stores, keys []Snapshot) ([]int64, error) {
+	sizes := make([]int64, len(keys))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(usageInFlight)
+	for i, k := range keys {
+		g.Go(func() error {
+			usage, err := st.Snapshotter(k.Snapshotter).Usage(ctx, k.Key)
+			if err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("usage of snapshot %s: %w", k.Key, err)
+			}
+			sizes[i] = usage.Size
+			return nil
+		})
+	}
+	return sizes, g.Wait()
 }
 
 // DropShared removes from blobs those another namespace than ctx's holds:

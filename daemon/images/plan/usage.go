@@ -121,14 +121,21 @@ func Resolve(records []images.Image, ref string) (name string, targets []digest.
 type resolver struct {
 	byName  map[string]digest.Digest
 	targets map[digest.Digest]bool
+	// ids are the hex of the sha256 targets, sorted: a prefix is found by
+	// halving, not by a pass over every target.
+	ids []string
 }
 
 func newResolver(records []images.Image) resolver {
 	r := resolver{byName: map[string]digest.Digest{}, targets: map[digest.Digest]bool{}}
 	for _, rec := range records {
 		r.byName[rec.Name] = rec.Target.Digest
+		if !r.targets[rec.Target.Digest] && rec.Target.Digest.Algorithm() == digest.SHA256 {
+			r.ids = append(r.ids, rec.Target.Digest.Encoded())
+		}
 		r.targets[rec.Target.Digest] = true
 	}
+	slices.Sort(r.ids)
 	return r
 }
 
@@ -192,12 +199,10 @@ func (r resolver) byIDPrefix(hex string) (resolution, error) {
 		return resolution{}, fmt.Errorf("invalid image ID %q", hex)
 	}
 	var matches []digest.Digest
-	for t := range r.targets {
-		if t.Algorithm() == digest.SHA256 && strings.HasPrefix(t.Encoded(), hex) {
-			matches = append(matches, t)
-		}
+	i, _ := slices.BinarySearch(r.ids, hex)
+	for ; i < len(r.ids) && strings.HasPrefix(r.ids[i], hex); i++ {
+		matches = append(matches, digest.NewDigestFromEncoded(digest.SHA256, r.ids[i]))
 	}
-	slices.Sort(matches)
 	switch len(matches) {
 	case 0:
 		return resolution{}, fmt.Errorf("no image with ID sha256:%s", hex)

@@ -144,7 +144,10 @@ func openSnapshotters(root string) (map[string]snapshots.Snapshotter, error) {
 	}
 	sns["native"] = nativeSn
 	if dir := filepath.Join(root, snapshotDir+"overlayfs"); exists(dir) {
-		sn, err := overlay.NewSnapshotter(dir)
+		// As containerd runs it (sync_remove = false): a removal renames, and
+		// the collection's cleanup removes the directories once. A
+		// synchronous removal lists every directory each time.
+		sn, err := overlay.NewSnapshotter(dir, overlay.AsynchronousRemove)
 		if err != nil {
 			closeAll(sns)
 			return nil, fmt.Errorf("open overlayfs snapshotter: %w", err)
