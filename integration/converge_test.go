@@ -164,7 +164,9 @@ func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
 }
 
 // TestPruneInterruptedByContext: a prune whose context is cancelled stops
-// deleting, still collects what it removed and keeps its report.
+// deleting, still collects what it removed and keeps its report. One
+// deletion in flight, so that the cancel falls between two: deletions
+// already sent complete.
 func TestPruneInterruptedByContext(t *testing.T) {
 	e := newEnv(t)
 	a := newImage(t, "a", "example.com/a:1")
@@ -173,7 +175,7 @@ func TestPruneInterruptedByContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
 
 	rep, err := svc.Prune(ctx, plan.Filters{})
 	assert.NilError(t, err)

@@ -89,6 +89,8 @@ type Service struct {
 	lockOpts []imgleases.LockOpt
 	// exclusive is set when no other client can write the store.
 	exclusive bool
+	// deletesInFlight is how many deletions a prune sends at once.
+	deletesInFlight int
 }
 
 // Opt configures a Service.
@@ -105,6 +107,12 @@ func WithContainerSource(src imgcontainers.Source) Opt {
 	return func(s *Service) { s.sources = append(s.sources, src) }
 }
 
+// WithDeletesInFlight sets how many deletions a prune sends at once: 16 by
+// default; 1 deletes in plan order, one after the other.
+func WithDeletesInFlight(n int) Opt {
+	return func(s *Service) { s.deletesInFlight = max(n, 1) }
+}
+
 // WithClient lets the service load and unpack archives through c.
 func WithClient(c *client.Client) Opt {
 	return func(s *Service) { s.client = c }
@@ -113,9 +121,10 @@ func WithClient(c *client.Client) Opt {
 // New returns the service for namespace over stores.
 func New(stores Stores, namespace string, opts ...Opt) *Service {
 	s := &Service{
-		stores:      stores,
-		namespace:   namespace,
-		snapshotter: DefaultSnapshotter,
+		stores:          stores,
+		namespace:       namespace,
+		snapshotter:     DefaultSnapshotter,
+		deletesInFlight: deletesInFlight,
 		sources: []imgcontainers.Source{
 			imgcontainers.Records{},
 			imgcontainers.CRI{},
