@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // contender names.
@@ -46,7 +47,7 @@ func main() {
 		return
 	}
 	var (
-		names   = flag.String("names", "1000,10000", "workload sizes, in image names")
+		names   = flag.String("names", "1000,10000", "workload sizes, in image names; empty for none")
 		kinds   = flag.String("kinds", "content,unpacked", "content (blobs only), unpacked (into overlayfs), or both")
 		huge    = flag.Bool("huge", false, "also time the dry run over 100,000 names")
 		out     = flag.String("o", "bench/RESULTS.md", "where to write the results")
@@ -60,7 +61,7 @@ func main() {
 		_ = log.SetLevel("warn")
 	}
 	var ws []workload
-	for _, n := range strings.Split(*names, ",") {
+	for _, n := range strings.FieldsFunc(*names, func(r rune) bool { return r == ',' }) {
 		size, err := strconv.Atoi(strings.TrimSpace(n))
 		if err != nil || size < 10 {
 			fatalf("invalid -names %q: want sizes of at least 10", *names)
@@ -74,6 +75,9 @@ func main() {
 	}
 	if *huge {
 		ws = append(ws, workload{names: 100000, dryOnly: true})
+	}
+	if len(ws) == 0 {
+		fatalf("nothing to measure: give -names or -huge")
 	}
 	// The daemons' directories are removed by the benchmark itself.
 	os.Setenv("KEEP", "1")
@@ -120,9 +124,19 @@ func (r *result) add(name string, x run) {
 	r.order = append(r.order, name)
 }
 
+// seedDir is where stores are seeded: in memory where the machine has a
+// tmpfs, since the local content store syncs every blob it commits and
+// seeding is not what is measured. Each contender's copy is on disk.
+func seedDir() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && unix.Access("/dev/shm", unix.W_OK) == nil {
+		return "/dev/shm"
+	}
+	return ""
+}
+
 // measure seeds w and runs the contenders on it.
 func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (result, error) {
-	dir, err := os.MkdirTemp("", "bench")
+	dir, err := os.MkdirTemp(seedDir(), "bench")
 	if err != nil {
 		return result{}, err
 	}

@@ -84,7 +84,7 @@ func imgprune(ctx context.Context, bin string, s seeded, offline bool, args ...s
 				args[i+1] = filepath.Join(d.Dir, "root")
 			}
 		}
-		if r, err = exe(ctx, bin, append([]string{"--address", d.Address}, args...)); err != nil {
+		if r, err = exe(ctx, bin, append([]string{"--address", d.Address}, args...)); err != nil || slices.Contains(args, "--dry-run") {
 			return err
 		}
 		r.removed, err = removed(ctx, c, s.names)

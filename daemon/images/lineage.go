@@ -56,12 +56,17 @@ func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) pl
 // configLabel is the reference label a manifest names its config with.
 const configLabel = reach.LabelRefContent + ".config"
 
-// lineage maps where each target of records is unpacked. Configs carry the
+// lineage maps where each target of records is unpacked, when a container
+// is known by its rootfs. Configs carry the
 // chain ID as a label; where a container's rootfs names a chain no label
 // matched (an image unpacked without labels, or labels removed since), the
 // chain IDs of the targets without a label for that snapshotter are computed
 // from their configs' diff IDs: only then are configs read.
 func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.Info, records []images.Image, ctrs []plan.Container) (plan.Lineage, error) {
+	// Only a container known by its rootfs asks the lineage anything.
+	if !slices.ContainsFunc(ctrs, func(c plan.Container) bool { return c.Rootfs != nil }) {
+		return plan.Lineage{}, nil
+	}
 	targets := targetsOf(records)
 	l := lineageOf(blobs, targets)
 	unmatched := map[string]bool{}

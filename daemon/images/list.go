@@ -35,7 +35,7 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	records, err := s.stores.Images.List(ctx)
+	records, err := s.listRecords(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}

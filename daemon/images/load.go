@@ -38,7 +38,7 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	defer release()
 	// The import moves names the archive shares with the store; the targets
 	// they leave must keep their refcount.
-	records, err := s.stores.Images.List(ctx)
+	records, err := s.listRecords(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load: list images: %w", err)
 	}

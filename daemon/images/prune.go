@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
@@ -52,11 +53,21 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 
 	ph := progress.Phases{Sink: o.progress}
 	end := ph.Start(progress.Listing, 0)
+	// The content walk, the longest listing, goes on beside the others.
+	var blobs *reach.Graph
+	var g errgroup.Group
+	g.Go(func() (err error) {
+		blobs, err = reach.ListContent(ctx, s.stores.Content)
+		return err
+	})
 	snap, ctrRecords, err := s.snapshot(ctx, f)
+	if werr := g.Wait(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return Report{}, err
 	}
-	before, err := reach.Take(ctx, s.stores.Reach(), ctrRecords, s.snapshotter)
+	before, err := reach.Complete(ctx, s.stores.Reach(), blobs, ctrRecords, s.snapshotter)
 	if err != nil {
 		return Report{}, err
 	}
@@ -137,7 +148,7 @@ func (s *Service) snapshot(ctx context.Context, f plan.Filters) (plan.Snapshot, 
 	if err != nil {
 		return plan.Snapshot{}, nil, err
 	}
-	records, err := s.stores.Images.List(ctx)
+	records, err := s.listRecords(ctx)
 	if err != nil {
 		return plan.Snapshot{}, nil, fmt.Errorf("list images: %w", err)
 	}

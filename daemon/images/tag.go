@@ -66,7 +66,7 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 // resolveImage finds the record that ref (a name, a digest or a possibly
 // truncated image ID) means.
 func (s *Service) resolveImage(ctx context.Context, ref string) (images.Image, error) {
-	records, err := s.stores.Images.List(ctx)
+	records, err := s.listRecords(ctx)
 	if err != nil {
 		return images.Image{}, fmt.Errorf("list images: %w", err)
 	}

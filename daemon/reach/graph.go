@@ -49,7 +49,7 @@ func containerNode(id string) node     { return node{container: id} }
 // Graph is what a namespace holds besides its image records, listed once:
 // content and snapshots with their labels, and the collector's other roots
 // (containers, unexpired leases, sandboxes, objects labelled as roots) and
-// back references.
+// back references. It is not safe for concurrent use.
 type Graph struct {
 	// Content are the namespace's blobs.
 	Content map[digest.Digest]content.Info
@@ -67,10 +67,22 @@ type Graph struct {
 	// now is when the graph was listed: expiries and conditions are read
 	// against it.
 	now time.Time
+	// refs are the references of each blob, read from its labels once.
+	refs map[digest.Digest]Refs
+}
+
+// contentRefs are the references blob d's labels carry.
+func (g *Graph) contentRefs(d digest.Digest) Refs {
+	if r, ok := g.refs[d]; ok {
+		return r
+	}
+	r := LabelRefs(g.Content[d].Labels)
+	g.refs[d] = r
+	return r
 }
 
 func newGraph() *Graph {
-	return &Graph{Content: map[digest.Digest]content.Info{}, Snapshots: map[Snapshot]snapshots.Info{}, backRefs: map[node][]node{}, containers: map[string]bool{}, now: time.Now()}
+	return &Graph{Content: map[digest.Digest]content.Info{}, Snapshots: map[Snapshot]snapshots.Info{}, backRefs: map[node][]node{}, containers: map[string]bool{}, now: time.Now(), refs: map[digest.Digest]Refs{}}
 }
 
 // ListContent lists the namespace's content alone: enough for sizes and
@@ -114,6 +126,13 @@ func Take(ctx context.Context, st Stores, ctrs []containers.Container, snapshott
 	if err != nil {
 		return nil, err
 	}
+	return Complete(ctx, st, g, ctrs, snapshotter)
+}
+
+// Complete adds to g, a graph of the namespace's content alone
+// (ListContent), everything else Take lists: a caller may list the content
+// while it lists other things.
+func Complete(ctx context.Context, st Stores, g *Graph, ctrs []containers.Container, snapshotter string) (*Graph, error) {
 	snapshotters := map[string]bool{snapshotter: true}
 	note := func(r Refs) {
 		for _, s := range r.Snapshots {
@@ -126,7 +145,7 @@ func Take(ctx context.Context, st Stores, ctrs []containers.Container, snapshott
 			g.roots.Content = append(g.roots.Content, d)
 		}
 		g.addBackRefs(n, info.Labels)
-		note(LabelRefs(info.Labels))
+		note(g.contentRefs(d))
 	}
 	for _, c := range ctrs {
 		g.containers[c.ID] = true

@@ -61,7 +61,7 @@ func (g *Graph) keep(records []images.Image) map[node]bool {
 		case n.container != "":
 			// Its snapshot and labels are roots already.
 		case n.content != "":
-			push(LabelRefs(g.Content[n.content].Labels))
+			push(g.contentRefs(n.content))
 		case n.image != "":
 			r := byName[n.image]
 			queue = append(queue, contentNode(r.Target.Digest))

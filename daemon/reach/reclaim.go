@@ -158,7 +158,7 @@ func (g *Graph) Size(target digest.Digest) int64 {
 		}
 		seen[d] = true
 		n += info.Size
-		queue = append(queue, LabelRefs(info.Labels).Content...)
+		queue = append(queue, g.contentRefs(d).Content...)
 	}
 	return n
 }

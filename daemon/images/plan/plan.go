@@ -56,6 +56,22 @@ type TargetPlan struct {
 	Named bool
 }
 
+// sortForReport sorts targets by reportKey, each key made once.
+func sortForReport(targets []TargetPlan) {
+	type keyed struct {
+		key string
+		tp  TargetPlan
+	}
+	ks := make([]keyed, len(targets))
+	for i, tp := range targets {
+		ks[i] = keyed{tp.reportKey(), tp}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int { return cmp.Compare(a.key, b.key) })
+	for i := range ks {
+		targets[i] = ks[i].tp
+	}
+}
+
 // reportKey orders the report as a reader looks for an image: by its first
 // name, then the targets without one by digest.
 func (tp TargetPlan) reportKey() string {
@@ -72,7 +88,8 @@ func Make(s Snapshot, f Filters) Plan {
 	for _, r := range s.Records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
 	}
-	p := Plan{Warnings: u.Warnings}
+	// Sized up front: these grow to a hundred thousand entries.
+	p := Plan{Warnings: u.Warnings, Remove: make([]images.Image, 0, len(s.Records)), Targets: make([]TargetPlan, 0, len(byTarget))}
 	var dangling []images.Image
 	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
 		d := decide(byTarget[target], u, f, s.Labels[target])
@@ -91,7 +108,7 @@ func Make(s Snapshot, f Filters) Plan {
 		}
 	}
 	slices.SortFunc(p.Remove, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortStableFunc(p.Targets, func(a, b TargetPlan) int { return cmp.Compare(a.reportKey(), b.reportKey()) })
+	sortForReport(p.Targets)
 	p.Remove = append(p.Remove, dangling...)
 	return p
 }

@@ -1,0 +1,63 @@
+package images_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/store/embedded"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// limitedImages answers a list of more than max records as a daemon
+// answers one larger than its 16 MiB message limit.
+type limitedImages struct {
+	images.Store
+	max   int
+	lists *int
+}
+
+func (l limitedImages) List(ctx context.Context, filters ...string) ([]images.Image, error) {
+	*l.lists++
+	records, err := l.Store.List(ctx, filters...)
+	if err == nil && len(records) > l.max {
+		return nil, fmt.Errorf("grpc: trying to send message larger than max: %w", errdefs.ErrResourceExhausted)
+	}
+	return records, err
+}
+
+// TestImagesListedInParts: a store too large to list at once is listed by
+// the leading digits of its targets, every record once.
+func TestImagesListedInParts(t *testing.T) {
+	e, err := embedded.Open(context.Background(), t.TempDir(), embedded.CreateStore())
+	assert.NilError(t, err)
+	defer e.Close()
+	ctx := namespaces.WithNamespace(context.Background(), "moby")
+	stores := e.Stores()
+	const n = 60
+	for i := range n {
+		img := testimage.New(testimage.WithNames(fmt.Sprintf("docker.io/library/app%d:1", i)), testimage.WithLayers(testimage.NewLayer(fmt.Sprint(i), 64)))
+		_, err := img.Write(ctx, stores.Content, stores.Images)
+		assert.NilError(t, err)
+	}
+	var lists int
+	stores.Images = limitedImages{Store: stores.Images, max: 3, lists: &lists}
+	svc := imgsvc.New(stores, "moby")
+
+	summaries, err := svc.Images(ctx)
+	assert.NilError(t, err)
+	seen := map[string]bool{}
+	for _, s := range summaries {
+		assert.Check(t, !seen[s.Name], "listed twice: %s", s.Name)
+		seen[s.Name] = true
+	}
+	assert.Check(t, is.Len(seen, n))
+	assert.Check(t, lists > 1+2+2, "listed in %d parts: not split twice", lists)
+}
