@@ -124,10 +124,15 @@ func (r *result) add(name string, x run) {
 	r.order = append(r.order, name)
 }
 
-// seedDir is where stores are seeded: in memory where the machine has a
-// tmpfs, since the local content store syncs every blob it commits and
-// seeding is not what is measured. Each contender's copy is on disk.
-func seedDir() string {
+// seedDir is where w is seeded. A content-only store is seeded in memory
+// where the machine has a tmpfs, since the local content store syncs every
+// blob it commits and seeding is not what is measured. An unpacked store is
+// seeded on disk: the snapshotter records each snapshot's usage as the
+// disk under it counts it. Each contender's copy is on disk.
+func seedDir(w workload) string {
+	if w.unpacked {
+		return ""
+	}
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && unix.Access("/dev/shm", unix.W_OK) == nil {
 		return "/dev/shm"
 	}
@@ -136,7 +141,7 @@ func seedDir() string {
 
 // measure seeds w and runs the contenders on it.
 func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (result, error) {
-	dir, err := os.MkdirTemp(seedDir(), "bench")
+	dir, err := os.MkdirTemp(seedDir(w), "bench")
 	if err != nil {
 		return result{}, err
 	}

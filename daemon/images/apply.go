@@ -219,11 +219,8 @@ func splitDangling(records []images.Image) (names, dangling []images.Image) {
 // transaction, which is one goroutine's), after before, until ctx is done;
 // the records it does not reach are left for the next prune.
 func (a *applier) each(ctx context.Context, records []images.Image, before func(images.Image)) {
-	inFlight := a.s.deletesInFlight
-	if a.s.stores.Batch != nil {
-		inFlight = 1
-	}
-	sem := make(chan struct{}, max(inFlight, 1))
+	inFlight := a.inFlight()
+	sem := make(chan struct{}, inFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for i, r := range records {
@@ -237,7 +234,7 @@ func (a *applier) each(ctx context.Context, records []images.Image, before func(
 		if a.kept(r) {
 			continue
 		}
-		if inFlight <= 1 {
+		if inFlight == 1 {
 			a.delete(ctx, r)
 			continue
 		}
@@ -284,12 +281,38 @@ func (a *applier) adoptAll(ctx context.Context) {
 // adopt creates the dangling records of targets that stay and lack one. A
 // used target that could not be adopted keeps its names.
 func (a *applier) adopt(ctx context.Context) {
-	for _, r := range a.plan.Adopt {
+	create := func(r images.Image) {
 		if err := a.s.createDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
-			a.fail(Failure{Name: r.Target.Digest.String(), Error: err.Error()})
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
 			a.keepNames[r.Target.Digest] = true
 		}
 	}
+	inFlight := a.inFlight()
+	sem := make(chan struct{}, inFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, r := range a.plan.Adopt {
+		if inFlight == 1 {
+			create(r)
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			create(r)
+		})
+	}
+}
+
+// inFlight is how many writes the applier sends at once: one at a time in
+// a transaction, which is one goroutine's.
+func (a *applier) inFlight() int {
+	if a.s.stores.Batch != nil {
+		return 1
+	}
+	return max(a.s.deletesInFlight, 1)
 }
 
 // ensure makes sure targets have their dangling record.

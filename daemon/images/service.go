@@ -89,7 +89,8 @@ type Service struct {
 	lockOpts []imgleases.LockOpt
 	// exclusive is set when no other client can write the store.
 	exclusive bool
-	// deletesInFlight is how many deletions a prune sends at once.
+	// deletesInFlight is how many deletions (and creations) a prune sends
+	// at once.
 	deletesInFlight int
 }
 
