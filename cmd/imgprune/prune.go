@@ -97,20 +97,23 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 		popts = append(popts, images.DryRun())
 	}
 	report, err := svc.Prune(cmd.Context(), filters, popts...)
+	var merr error
 	if rec != nil {
 		run := rec.Run
 		run.Failed = run.Failed || err != nil
-		if werr := metrics.Write(o.metricsFile, run); werr != nil {
-			fmt.Fprintln(cmd.ErrOrStderr(), "imgprune:", werr)
-			if err == nil {
-				err = exitError{werr}
-			}
+		if merr = metrics.Write(o.metricsFile, run); merr != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "imgprune:", merr)
+			merr = exitError{merr}
 		}
 	}
 	if err != nil {
 		return err
 	}
-	return o.writeReport(cmd.OutOrStdout(), cmd.ErrOrStderr(), report)
+	// The report stands whether or not the metrics could be written.
+	if err := o.writeReport(cmd.OutOrStdout(), cmd.ErrOrStderr(), report); err != nil {
+		return err
+	}
+	return merr
 }
 
 // progressSink is where the prune's events go: a live display when stderr
