@@ -322,3 +322,51 @@ func TestPruneFailedNameDoesNotStopItsSiblings(t *testing.T) {
 	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"example.com/a:1": img.Target.Digest}))
 	assert.Check(t, e.hasContent(img))
 }
+
+// heldStore deletes name, then cancels the prune; every other deletion
+// waits for that cancel and then goes to the daemon with the prune's
+// context, as deletions in flight when a prune is interrupted do.
+type heldStore struct {
+	images.Store
+	name      string
+	cancel    context.CancelFunc
+	cancelled chan struct{}
+}
+
+func (s heldStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	if name == s.name {
+		err := s.Store.Delete(context.WithoutCancel(ctx), name, opts...)
+		s.cancel()
+		close(s.cancelled)
+		return err
+	}
+	<-s.cancelled
+	return s.Store.Delete(ctx, name, opts...)
+}
+
+// TestPruneInterruptedWithDeletionsInFlight: deletions in flight when the
+// prune is cancelled are left for the next prune, not reported as failed.
+func TestPruneInterruptedWithDeletionsInFlight(t *testing.T) {
+	e := newEnv(t)
+	var imgs []testimage.Image
+	for _, n := range []string{"a", "b", "c", "d", "e"} {
+		imgs = append(imgs, newImage(t, n, "example.com/"+n+":1"))
+	}
+	e.write(imgs...)
+	ctx, cancel := context.WithCancel(e.ctx)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = heldStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel, cancelled: make(chan struct{})}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+	rep, err := svc.Prune(ctx, plan.Filters{})
+	assert.NilError(t, err)
+	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 5 images; stopped early, 4 records left for the next prune"))
+	assert.Check(t, is.DeepEqual(rep.Failures, []imgsvc.Failure{{Name: "prune", Error: "stopped early: 4 records left for the next prune"}}))
+
+	again := e.prune([]string{"dangling=false"})
+	assert.Check(t, again.Err())
+	assert.Check(t, is.Len(e.names(), 0))
+	for _, img := range imgs {
+		assert.Check(t, e.hasNoContent(img))
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
@@ -49,11 +50,10 @@ type applier struct {
 	ensured map[digest.Digest]bool
 	// hadDangling are the targets the plan saw a dangling record of.
 	hadDangling map[digest.Digest]bool
-	// ph hears of each record removed; deleted counts them.
-	ph      progress.Phases
-	deleted int
-	// mu guards what deletions in flight write: removed, leftAlone,
-	// failures, keepDangling, deleted, and ph.
+	// ph hears of each record removed.
+	ph progress.Phases
+	// mu guards what writes in flight write: removed, leftAlone, failures,
+	// keepDangling, keepNames while adopting, and ph.
 	mu sync.Mutex
 }
 
@@ -114,21 +114,19 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 		}
 		defer release()
 	}
-	a.batch(ctx, func(ctx context.Context) {
-		a.each(ctx, names, func(r images.Image) {
-			if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
-				a.ensure(context.WithoutCancel(ctx), t)
-				a.ensured[t.Digest] = true
-			}
-		})
-		a.ensure(context.WithoutCancel(ctx), p.EnsureDangling...)
+	a.deleteAll(ctx, names, func(ctx context.Context, r images.Image) {
+		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
+			a.ensure(context.WithoutCancel(ctx), t)
+			a.ensured[t.Digest] = true
+		}
 	})
+	a.ensure(safe, p.EnsureDangling...)
 	if len(dangling) > 0 {
 		if err := held(); err != nil {
 			a.fail(Failure{Name: "prune lock", Error: fmt.Sprintf("no dangling record is removed: %v", err)})
 			a.leave(dangling)
 		} else {
-			a.batch(ctx, func(ctx context.Context) { a.each(ctx, dangling, nil) })
+			a.deleteAll(ctx, dangling, nil)
 		}
 	}
 	if s.exclusive || len(a.releasing()) == 0 {
@@ -143,22 +141,29 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	return a.applied
 }
 
-// batch runs f, which deletes records, in one transaction where the store
-// has them (an embedded store): one commit instead of one per record. f
-// uses only the context it is given. When the commit fails, none of its
-// records went.
-func (a *applier) batch(ctx context.Context, f func(ctx context.Context)) {
+// batch runs f in one transaction where the store has them (an embedded
+// store): one commit instead of one per write. f uses only the context it
+// is given. When the commit fails, none of f's writes happened.
+func (a *applier) batch(ctx context.Context, f func(ctx context.Context)) error {
 	if a.s.stores.Batch == nil {
 		f(ctx)
+		return nil
+	}
+	return a.s.stores.Batch(ctx, func(ctx context.Context) error { f(ctx); return nil })
+}
+
+// deleteAll deletes records as each does, in one batch. When the batch
+// fails to commit, none of its records went.
+func (a *applier) deleteAll(ctx context.Context, records []images.Image, before func(context.Context, images.Image)) {
+	was := maps.Clone(a.removed)
+	err := a.batch(ctx, func(ctx context.Context) { a.each(ctx, records, before) })
+	if err == nil {
 		return
 	}
-	before := maps.Clone(a.removed)
-	if err := a.s.stores.Batch(ctx, func(ctx context.Context) error { f(ctx); return nil }); err != nil {
-		for name := range a.removed {
-			if !before[name] {
-				delete(a.removed, name)
-				a.fail(Failure{Name: name, Error: fmt.Sprintf("not removed: the transaction failed to commit: %v", err)})
-			}
+	for name := range a.removed {
+		if !was[name] {
+			delete(a.removed, name)
+			a.fail(Failure{Name: name, Error: fmt.Sprintf("not removed: the transaction failed to commit: %v", err)})
 		}
 	}
 }
@@ -215,39 +220,30 @@ func splitDangling(records []images.Image) (names, dangling []images.Image) {
 	return records, nil
 }
 
-// each deletes records, deletesInFlight at once (one at a time in a
-// transaction, which is one goroutine's), after before, until ctx is done;
-// the records it does not reach are left for the next prune.
-func (a *applier) each(ctx context.Context, records []images.Image, before func(images.Image)) {
-	inFlight := a.inFlight()
-	sem := make(chan struct{}, inFlight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+// each deletes records, as many at once as the writer allows, after before,
+// until ctx is done; the records it does not reach are left for the next
+// prune.
+func (a *applier) each(ctx context.Context, records []images.Image, before func(context.Context, images.Image)) {
+	w := a.writer()
+	defer w.wait()
 	for i, r := range records {
 		if ctx.Err() != nil {
 			a.leave(records[i:])
 			return
 		}
 		if before != nil {
-			before(r)
+			before(ctx, r)
 		}
-		if a.kept(r) {
-			continue
+		if !a.kept(r) {
+			w.do(func() { a.delete(ctx, r) })
 		}
-		if inFlight == 1 {
-			a.delete(ctx, r)
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			a.delete(ctx, r)
-		})
 	}
 }
 
 // leave records that the prune does not try.
 func (a *applier) leave(records []images.Image) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, r := range records {
 		a.untried[r.Name] = true
 	}
@@ -266,11 +262,7 @@ func (a *applier) kept(r images.Image) bool {
 // adoptAll adopts in one transaction where the store has them. When the
 // commit fails, no target was adopted, and every one keeps its names.
 func (a *applier) adoptAll(ctx context.Context) {
-	if a.s.stores.Batch == nil {
-		a.adopt(ctx)
-		return
-	}
-	if err := a.s.stores.Batch(ctx, func(ctx context.Context) error { a.adopt(ctx); return nil }); err != nil {
+	if err := a.batch(ctx, a.adopt); err != nil {
 		for _, r := range a.plan.Adopt {
 			a.keepNames[r.Target.Digest] = true
 		}
@@ -281,38 +273,48 @@ func (a *applier) adoptAll(ctx context.Context) {
 // adopt creates the dangling records of targets that stay and lack one. A
 // used target that could not be adopted keeps its names.
 func (a *applier) adopt(ctx context.Context) {
-	create := func(r images.Image) {
-		if err := a.s.createDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
-			a.keepNames[r.Target.Digest] = true
-		}
-	}
-	inFlight := a.inFlight()
-	sem := make(chan struct{}, inFlight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	w := a.writer()
+	defer w.wait()
 	for _, r := range a.plan.Adopt {
-		if inFlight == 1 {
-			create(r)
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			create(r)
+		w.do(func() {
+			if err := a.s.createDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
+				a.keepNames[r.Target.Digest] = true
+			}
 		})
 	}
 }
 
-// inFlight is how many writes the applier sends at once: one at a time in
-// a transaction, which is one goroutine's.
-func (a *applier) inFlight() int {
-	if a.s.stores.Batch != nil {
-		return 1
+// writer carries out the applier's writes: deletesInFlight at once, or one
+// at a time in the caller's goroutine: when asked to, or in a transaction,
+// which one goroutine alone may use.
+type writer struct{ g *errgroup.Group }
+
+func (a *applier) writer() writer {
+	if a.s.stores.Batch != nil || a.s.deletesInFlight <= 1 {
+		return writer{}
 	}
-	return max(a.s.deletesInFlight, 1)
+	g := new(errgroup.Group)
+	g.SetLimit(a.s.deletesInFlight)
+	return writer{g}
+}
+
+// do runs f, or has it run once a write in flight is done.
+func (w writer) do(f func()) {
+	if w.g == nil {
+		f()
+		return
+	}
+	w.g.Go(func() error { f(); return nil })
+}
+
+// wait waits for the writes in flight.
+func (w writer) wait() {
+	if w.g != nil {
+		w.g.Wait()
+	}
 }
 
 // ensure makes sure targets have their dangling record.
@@ -330,15 +332,22 @@ func (a *applier) ensure(ctx context.Context, targets ...ocispec.Descriptor) {
 
 // delete removes one record if it still points where the plan saw it.
 func (a *applier) delete(ctx context.Context, r images.Image) {
+	if ctx.Err() != nil {
+		// Interrupted while it waited for a slot: not tried.
+		a.leave([]images.Image{r})
+		return
+	}
 	target := r.Target
 	err := a.s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
+	case err != nil && ctx.Err() != nil:
+		// Interrupted in flight: whether it went is the next prune's to see.
+		a.untried[r.Name] = true
 	case err == nil:
 		a.removed[r.Name] = true
-		a.deleted++
-		a.ph.Send(progress.Event{Kind: progress.Removed, Phase: progress.Deleting, Name: r.Name, Target: r.Target.Digest.String(), Done: a.deleted, Total: len(a.plan.Remove)})
+		a.ph.Send(progress.Event{Kind: progress.Removed, Phase: progress.Deleting, Name: r.Name, Target: r.Target.Digest.String(), Done: len(a.removed), Total: len(a.plan.Remove)})
 	case errdefs.IsNotFound(err):
 		// Removed or re-pointed since the plan (DeleteTarget answers
 		// NotFound for both): left alone.
