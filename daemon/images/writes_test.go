@@ -177,3 +177,23 @@ func TestPruneWritesOnlyTheEndState(t *testing.T) {
 		})
 	}
 }
+
+// TestTagWritesOnlyTheNewName: a tag of a target that has its dangling
+// record reads it and creates the new name alone.
+func TestTagWritesOnlyTheNewName(t *testing.T) {
+	e, err := embedded.Open(context.Background(), t.TempDir(), embedded.CreateStore())
+	assert.NilError(t, err)
+	defer e.Close()
+	ctx := namespaces.WithNamespace(context.Background(), "moby")
+	s := store{t: t, ctx: ctx, e: e}
+	a := s.image("a", "docker.io/library/a:1")
+	s.dangling(a)
+	stores := e.Stores()
+	counted := &countingImages{Store: stores.Images}
+	stores.Images = counted
+
+	_, err = imgsvc.New(stores, "moby").Tag(ctx, "a:1", "a:2")
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(counted.creates, 1), "creates")
+	assert.Check(t, is.Equal(counted.updates+counted.deletes, 0))
+}
