@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -71,10 +70,7 @@ func Sweep(ctx context.Context, lm leases.Manager, cs content.Store, collect fun
 	if err != nil {
 		return err
 	}
-	nonce := make([]byte, 32)
-	rand.Read(nonce)
-	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(nonce), Size: int64(len(nonce))}
-	werr := content.WriteBlob(leases.WithLease(ctx, l.ID), cs, "imgprune-sweep-"+desc.Digest.Encoded(), strings.NewReader(string(nonce)), desc)
+	werr := writeNonce(leases.WithLease(ctx, l.ID), cs, "imgprune-sweep-")
 	if err := lm.Delete(ctx, l); err != nil {
 		return err
 	}
@@ -125,10 +121,16 @@ func holdingBlob(ctx context.Context, cs content.Ingester, ds []digest.Digest) e
 	for i, d := range ds {
 		labels[fmt.Sprintf("%s.imgprune.hold.%d", labelRefContent, i)] = d.String()
 	}
+	return writeNonce(ctx, cs, "imgprune-hold-", content.WithLabels(labels))
+}
+
+// writeNonce writes a small blob no other write makes, its ingest named
+// after prefix.
+func writeNonce(ctx context.Context, cs content.Ingester, prefix string, opts ...content.Opt) error {
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
 	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(nonce), Size: int64(len(nonce))}
-	return content.WriteBlob(ctx, cs, "imgprune-hold-"+desc.Digest.Encoded(), bytes.NewReader(nonce), desc, content.WithLabels(labels))
+	return content.WriteBlob(ctx, cs, prefix+desc.Digest.Encoded(), bytes.NewReader(nonce), desc, opts...)
 }
 
 // labelRefContent is the prefix of the labels by which the collector

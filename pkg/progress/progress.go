@@ -68,9 +68,6 @@ type Func func(Event)
 
 func (f Func) Event(e Event) { f(e) }
 
-// Discard drops every event.
-var Discard Sink = Func(func(Event) {})
-
 // Multi sends every event to each sink in turn.
 func Multi(sinks ...Sink) Sink {
 	return Func(func(e Event) {
