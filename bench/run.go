@@ -51,6 +51,12 @@ func daemonOn(ctx context.Context, s seeded, f func(d *testctrd.Daemon, c *clien
 		return err
 	}
 	defer os.RemoveAll(dir)
+	return withDaemon(ctx, dir, f)
+}
+
+// withDaemon starts a daemon on the store in dir, runs f against it and
+// stops it.
+func withDaemon(ctx context.Context, dir string, f func(d *testctrd.Daemon, c *client.Client) error) error {
 	d, err := testctrd.Start(dir)
 	if err != nil {
 		return err

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -18,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/opencontainers/image-spec/identity"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -124,43 +124,39 @@ func (w workload) seedOffline(ctx context.Context, dir string, set []testimage.I
 
 // seedDaemon writes the store through a daemon, which unpacks it.
 func (w workload) seedDaemon(ctx context.Context, dir string, set []testimage.Image, s *seeded) error {
-	d, err := testctrd.Start(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Stop()
-	c, err := d.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx = namespaces.WithNamespace(ctx, namespace)
-	// The daemon collects by itself as records come and go: hold what is
-	// written until its record is there.
-	l, err := c.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
-	if err != nil {
-		return err
-	}
-	defer c.LeasesService().Delete(context.WithoutCancel(ctx), l)
-	ctx = leases.WithLease(ctx, l.ID)
-	err = parallel(len(set), func(i int) error {
-		records, err := set[i].Write(ctx, c.ContentStore(), c.ImageService())
-		if err != nil || !w.unpacked {
+	return withDaemon(ctx, dir, func(_ *testctrd.Daemon, c *client.Client) error {
+		ctx := namespaces.WithNamespace(ctx, namespace)
+		// The daemon collects by itself as records come and go: hold what
+		// is written until its record is there.
+		l, err := c.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
+		if err != nil {
 			return err
 		}
-		return client.NewImage(c, records[0]).Unpack(ctx, "overlayfs")
+		defer c.LeasesService().Delete(context.WithoutCancel(ctx), l)
+		ctx = leases.WithLease(ctx, l.ID)
+		var g errgroup.Group
+		g.SetLimit(4)
+		for _, img := range set {
+			g.Go(func() error {
+				records, err := img.Write(ctx, c.ContentStore(), c.ImageService())
+				if err != nil {
+					return err
+				}
+				return client.NewImage(c, records[0]).Unpack(ctx, "overlayfs")
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		for i := 5; i < len(set); i += 10 {
+			if err := w.container(ctx, c, set[i], i); err != nil {
+				return err
+			}
+			s.ctrs++
+		}
+		s.blobs, s.snaps, err = count(ctx, c)
+		return err
 	})
-	if err != nil {
-		return err
-	}
-	for i := 5; i < len(set); i += 10 {
-		if err := w.container(ctx, c, set[i], i); err != nil {
-			return err
-		}
-		s.ctrs++
-	}
-	s.blobs, s.snaps, err = count(ctx, c)
-	return err
 }
 
 // containerRecord is a container that uses img in one of four forms: by
@@ -201,37 +197,6 @@ func count(ctx context.Context, c *client.Client) (blobs, snaps int, err error) 
 	}
 	err = c.SnapshotService("overlayfs").Walk(ctx, func(context.Context, snapshots.Info) error { snaps++; return nil })
 	return blobs, snaps, err
-}
-
-// parallel runs f for 0..n-1 on 4 workers and returns the first error.
-func parallel(n int, f func(i int) error) error {
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs error
-		next = make(chan int)
-	)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if errs == nil {
-						errs = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return errs
 }
 
 // copyStore copies the seeded root into a new daemon directory.
