@@ -272,7 +272,7 @@ func markdown(ctx context.Context, results []result) string {
 	fmt.Fprintf(&b, "- Machine: %s, %d cores, %s, kernel %s\n", cpuModel(), runtime.NumCPU(), memTotal(), command("uname", "-r"))
 	fmt.Fprintf(&b, "- Versions: %s, containerd %s, imgprune %s\n", runtime.Version(), command(containerdBinary(), "--version"), command("git", "describe", "--always", "--dirty"))
 	b.WriteString("- Workloads: names over 80 % as many targets, 3 layers each (2 from a shared pool), every fourth target with a second name, one target in ten used by a container record (by name, full ID, short ID or digest in turn), no dangling records. Unpacked stores have every image unpacked into overlayfs and each container a rootfs snapshot.\n")
-	fmt.Fprintf(&b, "- Each contender runs on its own copy of the seeded store with its own daemon, %d times; the table gives the median time and the highest peak RSS. The floor deletes exactly the names imgprune removed, then runs one collection, in-process; imgprune is timed as a whole process, from start to exit.\n\n", results[0].reps)
+	fmt.Fprintf(&b, "- Each contender runs on its own copy of the seeded store with its own daemon, timed once that daemon's startup collection is over (on a host it ran long before), %d times; the table gives the median time and the highest peak RSS. The floor deletes exactly the names imgprune removed, then runs one collection, in-process; imgprune is timed as a whole process, from start to exit.\n\n", results[0].reps)
 	b.WriteString("| workload | contender | seconds | × floor | peak RSS |\n|---|---|---:|---:|---:|\n")
 	for _, r := range results {
 		for _, name := range r.order {

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/log"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imgprune/imgprune/internal/testctrd"
@@ -67,7 +68,30 @@ func withDaemon(ctx context.Context, dir string, f func(d *testctrd.Daemon, c *c
 		return err
 	}
 	defer c.Close()
+	if err := startupCollected(ctx, c); err != nil {
+		return err
+	}
 	return f(d, c)
+}
+
+// startupCollectionDelay is when a daemon runs its first collection after
+// it starts (the gc scheduler's startup_delay, 100 ms by default).
+const startupCollectionDelay = 100 * time.Millisecond
+
+// startupCollected waits until the daemon's startup collection is over. A
+// host's daemon ran it long before a prune; here it would take cores from
+// whatever ran first. A collection holds the metadata store's write lock,
+// so a write made after it began returns once it is over.
+func startupCollected(ctx context.Context, c *client.Client) error {
+	time.Sleep(2 * startupCollectionDelay)
+	start := time.Now()
+	// Clearing a label the namespace lacks writes nothing, and marks
+	// nothing for collection, but waits for the lock like any write.
+	if err := c.NamespaceService().SetLabel(ctx, namespace, "org.imgprune.bench", ""); err != nil {
+		return fmt.Errorf("wait for the startup collection: %w", err)
+	}
+	log.G(ctx).Infof("the startup collection was over %v later", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // imgprune runs the binary with args on its own copy of s: through a daemon,

@@ -6,6 +6,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
 )
 
 // hexDigits are the digits of a digest's encoding, in order.
@@ -39,13 +40,23 @@ func (s *Service) listRange(ctx context.Context, prefix string, lo, hi int) ([]i
 		}
 		return records, nil
 	case lo < hi:
+		// The halves are asked side by side: the daemon reads every
+		// record for each, and has cores to spare for the other.
 		mid := (lo + hi) / 2
-		low, err := s.listRange(ctx, prefix, lo, mid)
-		if err != nil {
+		var low, high []images.Image
+		var g errgroup.Group
+		g.Go(func() (err error) {
+			low, err = s.listRange(ctx, prefix, lo, mid)
+			return err
+		})
+		g.Go(func() (err error) {
+			high, err = s.listRange(ctx, prefix, mid+1, hi)
+			return err
+		})
+		if err := g.Wait(); err != nil {
 			return nil, err
 		}
-		high, err := s.listRange(ctx, prefix, mid+1, hi)
-		return append(low, high...), err
+		return append(low, high...), nil
 	case len(prefix) < maxPrefix:
 		return s.listRange(ctx, prefix+string(hexDigits[lo]), 0, len(hexDigits)-1)
 	}

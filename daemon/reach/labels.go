@@ -75,9 +75,9 @@ func readRefs(labels map[string]string, contentPrefix, imagePrefix, snapshotPref
 	for k, v := range labels {
 		switch {
 		case HasRefPrefix(k, contentPrefix):
-			if d, err := digest.Parse(v); err == nil {
-				r.Content = append(r.Content, d)
-			}
+			// Taken as it is, as the collector takes it: a value that is
+			// no digest names no blob.
+			r.Content = append(r.Content, digest.Digest(v))
 		case HasRefPrefix(k, imagePrefix):
 			r.Images = append(r.Images, v)
 		default:

@@ -40,8 +40,9 @@ func (g *Graph) keep(records []images.Image) map[node]bool {
 	for id := range g.containers {
 		queue = append(queue, containerNode(id))
 	}
-	kept := map[node]bool{}
-	seen := map[node]bool{}
+	size := len(g.Content) + len(g.Snapshots) + len(records)
+	kept := make(map[node]bool, size)
+	seen := make(map[node]bool, size)
 	for len(queue) > 0 {
 		n := queue[len(queue)-1]
 		queue = queue[:len(queue)-1]
