@@ -14,6 +14,7 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 
@@ -193,4 +194,49 @@ func TestPruneDoesNotCountSnapshotLeftOnDisk(t *testing.T) {
 	if snapshotter == "overlayfs" {
 		assert.Check(t, is.Equal(rep.SpaceReclaimed, content), "no snapshot bytes counted")
 	}
+}
+
+// collectingSnapshotter runs a collection on the first usage a prune asks
+// for: the daemon's own scheduled collection, landing between the prune's
+// listing and its look at the disk.
+type collectingSnapshotter struct {
+	snapshots.Snapshotter
+	once    *sync.Once
+	collect func()
+}
+
+func (c collectingSnapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
+	c.once.Do(c.collect)
+	return c.Snapshotter.Usage(ctx, key)
+}
+
+// TestPruneDiskCheckBesideTheDaemonsCollection: a collection the daemon
+// runs while a prune plans removes snapshots the prune listed; the disk
+// check must not take them for removals that stayed on disk.
+func TestPruneDiskCheckBesideTheDaemonsCollection(t *testing.T) {
+	root := filepath.Join(daemon.Dir, "root")
+	e := newEnv(t)
+	garbage := newImage(t, "garbage", "example.com/garbage:1")
+	unused := newImage(t, "unused", "example.com/unused:1")
+	e.write(garbage, unused)
+	e.unpack("example.com/garbage:1")
+	e.unpack("example.com/unused:1")
+	// Another client removes a name; the daemon collects later.
+	assert.NilError(t, e.client.ImageService().Delete(e.nsCtx(), "example.com/garbage:1"))
+	stores := imgsvc.StoresFromClient(e.client)
+	snapshotterOf, once := stores.Snapshotter, &sync.Once{}
+	stores.Snapshotter = func(name string) snapshots.Snapshotter {
+		return collectingSnapshotter{Snapshotter: snapshotterOf(name), once: once, collect: func() {
+			assert.Check(t, stores.Collector.Collect(e.nsCtx()))
+		}}
+	}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(root))
+
+	rep, err := svc.Prune(e.ctx, plan.Filters{})
+	assert.NilError(t, err)
+
+	assert.Check(t, rep.Err())
+	assert.Check(t, rep.SpaceReclaimed >= uint64(unused.Size()), "reclaimed %d", rep.SpaceReclaimed)
+	assert.Check(t, e.hasNoContent(unused))
+	assert.Check(t, e.hasNoContent(garbage))
 }

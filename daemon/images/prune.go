@@ -137,7 +137,7 @@ func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim, before 
 	if root == "" {
 		return nil
 	}
-	return &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters(), before)}
+	return &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}
 }
 
 // snapshot lists what a plan decides on. It writes nothing: records other

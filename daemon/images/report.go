@@ -137,7 +137,7 @@ func (s *Service) freed(ctx context.Context, predicted reach.Reclaim, after *rea
 	}
 	if disk != nil {
 		failures = append(failures, s.sweepDisk(ctx, disk.root, freed.Content)...)
-		failures = append(failures, s.checkSnapshotDirs(ctx, disk.snapshots, disk.root, after, &freed)...)
+		failures = append(failures, s.checkSnapshotDirs(ctx, disk.snapshots, disk.root, &freed)...)
 	}
 	return freed, failures
 }

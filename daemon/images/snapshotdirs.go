@@ -28,18 +28,22 @@ type snapshotState struct {
 	records int
 }
 
-// listSnapshotDirs reads the state of snapshotters under root. own is the
-// namespace's listing, which already holds its snapshots: only the other
-// namespaces are walked. A snapshotter whose directory or records cannot be
-// read is left out: nothing is checked of it.
-func (s *Service) listSnapshotDirs(ctx context.Context, root string, snapshotters map[string]bool, own *reach.Graph) snapshotDirs {
+// listSnapshotDirs reads the state of snapshotters under root before a
+// collection: the directories, then the records of every namespace. A
+// collection the daemon runs by itself meanwhile can only make the records
+// fewer than the directories, never the other way round: a removal it made
+// is not taken for one that stayed on disk. (The records listed earlier for
+// the plan may predate such a collection: they are not used here.) A
+// snapshotter whose directory or records cannot be read is left out:
+// nothing is checked of it.
+func (s *Service) listSnapshotDirs(ctx context.Context, root string, snapshotters map[string]bool) snapshotDirs {
 	dirs := snapshotDirs{}
 	for name := range snapshotters {
 		entries, err := readNames(snapshotsDir(root, name))
 		if err != nil {
 			continue
 		}
-		records, err := s.countSnapshots(ctx, name, own)
+		records, err := s.countSnapshots(ctx, name)
 		if err != nil {
 			continue
 		}
@@ -49,30 +53,21 @@ func (s *Service) listSnapshotDirs(ctx context.Context, root string, snapshotter
 }
 
 // countSnapshots counts the snapshot records of a snapshotter in every
-// namespace: the service's own from its listing, the others' by walking
-// them.
-func (s *Service) countSnapshots(ctx context.Context, name string, own *reach.Graph) (int, error) {
-	n := 0
-	for k := range own.Snapshots {
-		if k.Snapshotter == name {
-			n++
+// namespace.
+func (s *Service) countSnapshots(ctx context.Context, name string) (int, error) {
+	all := []string{s.namespace}
+	if s.stores.Namespaces != nil {
+		var err error
+		if all, err = s.stores.Namespaces.List(ctx); err != nil {
+			return 0, err
 		}
 	}
-	if s.stores.Namespaces == nil {
-		return n, nil
-	}
-	all, err := s.stores.Namespaces.List(ctx)
-	if err != nil {
-		return 0, err
-	}
+	n := 0
 	sn := s.stores.Snapshotter(name)
 	if sn == nil {
 		return 0, fmt.Errorf("no snapshotter %s", name)
 	}
 	for _, ns := range all {
-		if ns == s.namespace {
-			continue
-		}
 		err := sn.Walk(namespaces.WithNamespace(ctx, ns), func(context.Context, snapshots.Info) error {
 			n++
 			return nil
@@ -111,14 +106,14 @@ func readNames(dir string) (map[string]bool, error) {
 //   - fewer directories gone than snapshot records gone, in all namespaces,
 //     means some removed snapshot stayed on disk, and which is unknown: none
 //     of that snapshotter's freed bytes are counted.
-func (s *Service) checkSnapshotDirs(ctx context.Context, before snapshotDirs, root string, after *reach.Graph, freed *reach.Reclaim) []Failure {
+func (s *Service) checkSnapshotDirs(ctx context.Context, before snapshotDirs, root string, freed *reach.Reclaim) []Failure {
 	var failures []Failure
 	for name := range freed.Snapshotters() {
 		was, ok := before[name]
 		if !ok {
 			continue
 		}
-		now := s.listSnapshotDirs(ctx, root, map[string]bool{name: true}, after)[name]
+		now := s.listSnapshotDirs(ctx, root, map[string]bool{name: true})[name]
 		if now.entries == nil {
 			continue
 		}
