@@ -75,6 +75,7 @@ func newRootCommand() *cobra.Command {
 		newImagesCommand(opts),
 		newLoadCommand(opts),
 		newTagCommand(opts),
+		newCheckCommand(opts),
 		newVersionCommand(),
 	)
 	return root

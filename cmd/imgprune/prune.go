@@ -163,10 +163,16 @@ func (o pruneOptions) writeReport(stdout, stderr io.Writer, report images.Report
 	for _, w := range report.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	for _, f := range report.Failures {
+	return failed(stderr, report.Failures, report.Err())
+}
+
+// failed prints failures on stderr, and fails the command with err, their
+// summary, when there are any.
+func failed(stderr io.Writer, failures []images.Failure, err error) error {
+	for _, f := range failures {
 		fmt.Fprintf(stderr, "failed: %s: %s\n", f.Name, f.Error)
 	}
-	if err := report.Err(); err != nil {
+	if err != nil {
 		fmt.Fprintln(stderr, "imgprune:", err)
 		return exitError{err}
 	}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	units "github.com/docker/go-units"
+	"github.com/spf13/cobra"
+
+	"github.com/imgprune/imgprune/daemon/images"
+)
+
+type checkOptions struct {
+	delete    bool
+	format    string
+	olderThan time.Duration
+}
+
+func newCheckCommand(g *globalOptions) *cobra.Command {
+	var o checkOptions
+	cmd := &cobra.Command{
+		Use:   "check [OPTIONS]",
+		Short: "Find, and with --delete remove, what holds disk space that no image accounts for",
+		Long: `Find what holds or wastes disk space that no image accounts for: leases that
+expired, or that are older than --older-than, have no expiry and hold something;
+ingests (partial writes) no writer touched for longer than --older-than; and
+blobs on disk that no namespace's metadata knows (seen only when --root is the
+daemon's root on this host). It changes nothing unless --delete is given; then
+it removes them through containerd (one collection sweeps the blobs) and
+reports the bytes that left the disk. It exits non-zero when anything it meant
+to remove is still there.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runCheck(cmd, g, o)
+		},
+	}
+	flags := cmd.Flags()
+	flags.BoolVar(&o.delete, "delete", false, "Remove what is found")
+	flags.StringVar(&o.format, "format", "text", "Output format: text or json")
+	flags.DurationVar(&o.olderThan, "older-than", images.DefaultOlderThan, "How long an ingest, or a lease with no expiry, must be left alone to count as abandoned")
+	return cmd
+}
+
+func runCheck(cmd *cobra.Command, g *globalOptions, o checkOptions) error {
+	if o.format != "text" && o.format != "json" {
+		return fmt.Errorf("invalid --format %q: use text or json", o.format)
+	}
+	if o.olderThan < 0 {
+		return fmt.Errorf("invalid --older-than %v: use a duration of zero or more", o.olderThan)
+	}
+	svc, closer, err := g.connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	opts := []images.CheckOpt{images.OlderThan(o.olderThan)}
+	if o.delete {
+		opts = append(opts, images.DeleteFound())
+	}
+	report, err := svc.Check(cmd.Context(), opts...)
+	if err != nil {
+		return err
+	}
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	if o.format == "json" {
+		if err := json.NewEncoder(stdout).Encode(report); err != nil {
+			return err
+		}
+	} else {
+		printCheck(stdout, report)
+	}
+	if !report.DiskChecked {
+		fmt.Fprintln(stderr, "warning: blobs on disk were not checked: --root is not the connected daemon's root on this host")
+	}
+	return failed(stderr, report.Failures, report.Err())
+}
+
+// printCheck prints the report as OpenShift's hard prune does: a line per
+// item, a count per kind, then the space.
+func printCheck(w io.Writer, r images.CheckReport) {
+	verb, freed := "Would delete", "Would free up"
+	if r.Deleted {
+		verb, freed = "Deleted", "Freed up"
+	}
+	counts := map[string]int{}
+	for _, f := range r.Found {
+		if r.Deleted && !f.Gone {
+			continue
+		}
+		counts[f.Kind]++
+		fmt.Fprintf(w, "%s %s: %s (%s; %s)\n", verb, f.Kind, f.Name, units.HumanSize(float64(f.Size)), f.Why)
+	}
+	for _, kind := range []string{images.KindLease, images.KindIngest, images.KindBlob} {
+		if n := counts[kind]; n > 0 {
+			fmt.Fprintf(w, "%s %d %s\n", verb, n, plural(n, kind))
+		}
+	}
+	if len(r.Found) == 0 {
+		fmt.Fprintln(w, "Nothing to delete")
+	}
+	fmt.Fprintf(w, "%s %s of disk space\n", freed, units.HumanSize(float64(r.Space)))
+	if !r.Deleted && len(r.Found) > 0 {
+		fmt.Fprintln(w, "Use --delete to delete them")
+	}
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}

@@ -1,0 +1,194 @@
+package integration
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/opencontainers/go-digest"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// plantOrphan writes a blob file straight into the daemon's content folder,
+// where no metadata knows it: what a failed unlink or a crash leaves.
+func plantOrphan(t *testing.T, data []byte) (digest.Digest, string) {
+	t.Helper()
+	d := digest.FromBytes(data)
+	path := filepath.Join(daemon.Dir, "root", "io.containerd.content.v1.content", "blobs", "sha256", d.Encoded())
+	assert.NilError(t, os.WriteFile(path, data, 0o644))
+	t.Cleanup(func() { os.Remove(path) })
+	return d, path
+}
+
+// newCheckEnv is a test's namespace with the daemon's disk in view, and no
+// blob other tests left behind on it.
+func newCheckEnv(t *testing.T) *env {
+	e := newEnv(t, imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
+	rep, err := e.svc.Check(e.ctx, imgsvc.DeleteFound())
+	assert.NilError(t, err)
+	assert.NilError(t, rep.Err())
+	return e
+}
+
+func (e *env) writeUnder(lease string, l testimage.Layer) {
+	e.t.Helper()
+	ctx := leases.WithLease(e.nsCtx(), lease)
+	assert.NilError(e.t, content.WriteBlob(ctx, e.client.ContentStore(), "write-"+l.Desc.Digest.Encoded(), bytes.NewReader(l.Blob), l.Desc))
+}
+
+func onDiskNow(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+func foundNames(rep imgsvc.CheckReport) []string {
+	var out []string
+	for _, f := range rep.Found {
+		out = append(out, f.Kind+" "+f.Name)
+	}
+	return out
+}
+
+// TestCheckFindsAndRemovesWhatNoImageAccountsFor: stale leases, an
+// abandoned ingest and a blob no metadata knows are named with their sizes
+// and left alone; with DeleteFound they go through containerd, the bytes
+// that left the disk are counted, and everything an image, a live lease or
+// the prune lock holds stays. A blob that cannot be unlinked is reported,
+// and gone once it can be.
+func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
+	e := newCheckEnv(t)
+	ctx := e.nsCtx()
+	lm, cs := e.client.LeasesService(), e.client.ContentStore()
+
+	kept := newImage(t, "kept", "example.com/kept:1")
+	e.write(kept)
+	abandonedBlob, liveBlob := layer(t, "abandoned"), layer(t, "live")
+	_, err := lm.Create(ctx, leases.WithID("abandoned"))
+	assert.NilError(t, err)
+	e.writeUnder("abandoned", abandonedBlob)
+	_, err = lm.Create(ctx, leases.WithID("expired"), leases.WithLabels(map[string]string{"containerd.io/gc.expire": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)}))
+	assert.NilError(t, err)
+	_, err = lm.Create(ctx, leases.WithID("live"), leases.WithExpiration(time.Hour))
+	assert.NilError(t, err)
+	e.writeUnder("live", liveBlob)
+	w, err := cs.Writer(ctx, content.WithRef("abandoned-ingest"))
+	assert.NilError(t, err)
+	_, err = w.Write([]byte("partial"))
+	assert.NilError(t, err)
+	assert.NilError(t, w.Close())
+	orphan := []byte("a blob no metadata knows")
+	orphanDigest, orphanPath := plantOrphan(t, orphan)
+	time.Sleep(10 * time.Millisecond) // older than 0
+
+	rep, err := e.svc.Check(e.ctx, imgsvc.OlderThan(0))
+	assert.NilError(t, err)
+
+	assert.Check(t, rep.DiskChecked)
+	assert.Check(t, !rep.Deleted)
+	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"lease abandoned", "lease expired", "ingest abandoned-ingest", "blob " + orphanDigest.String()}))
+	sizes := map[string]int64{}
+	for _, f := range rep.Found {
+		sizes[f.Name] = f.Size
+	}
+	assert.Check(t, is.DeepEqual(sizes, map[string]int64{"abandoned": abandonedBlob.Desc.Size, "expired": 0, "abandoned-ingest": int64(len("partial")), orphanDigest.String(): int64(len(orphan))}))
+	assert.Check(t, is.Equal(rep.Space, abandonedBlob.Desc.Size+int64(len("partial"))+int64(len(orphan))))
+	// Nothing changed.
+	assert.Check(t, onDiskNow(orphanPath))
+	ls, err := lm.List(ctx)
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(ls, 3))
+	// A longer age finds the expired lease and the orphan alone.
+	rep, err = e.svc.Check(e.ctx)
+	assert.NilError(t, err)
+	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"lease expired", "blob " + orphanDigest.String()}))
+
+	// The orphan cannot be unlinked: reported, the rest goes.
+	chattr(t, "+i", orphanPath)
+	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound())
+	chattr(t, "-i", orphanPath)
+	assert.NilError(t, err)
+	assert.Check(t, rep.Deleted)
+	assert.Check(t, is.ErrorContains(rep.Err(), "failed"))
+	var failed []string
+	for _, f := range rep.Failures {
+		failed = append(failed, f.Name)
+	}
+	assert.Check(t, slices.Contains(failed, "blob "+orphanDigest.String()), "failures: %v", rep.Failures)
+	assert.Check(t, onDiskNow(orphanPath))
+	ls, err = lm.List(ctx)
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(ls, 1))
+	assert.Check(t, is.Equal(ls[0].ID, "live"))
+	statuses, err := cs.ListStatuses(ctx)
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(statuses, 0))
+	_, err = cs.Info(ctx, abandonedBlob.Desc.Digest)
+	assert.Check(t, err != nil, "the abandoned lease's blob is still in the store")
+	// What the failed unlink left counts nothing; the ingest's bytes do.
+	assert.Check(t, rep.Space <= abandonedBlob.Desc.Size+int64(len("partial")))
+	assert.Check(t, rep.Space >= int64(len("partial")))
+
+	// Writable again: the next check finishes the job.
+	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound())
+	assert.NilError(t, err)
+	assert.Check(t, rep.Err())
+	assert.Check(t, slices.Contains(foundNames(rep), "blob "+orphanDigest.String()))
+	for _, f := range rep.Found {
+		assert.Check(t, f.Gone, "%s %s", f.Kind, f.Name)
+	}
+	assert.Check(t, !onDiskNow(orphanPath))
+	assert.Check(t, !onDiskNow(blobFile(abandonedBlob)))
+	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0))
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(rep.Found, 0))
+
+	// What images and the live lease hold stayed.
+	assert.Check(t, e.hasContent(kept))
+	for _, b := range kept.Blobs() {
+		assert.Check(t, onDiskNow(blobFile(testimage.Layer{Desc: b.Desc})), "%s", b.Desc.Digest)
+	}
+	_, err = cs.Info(ctx, liveBlob.Desc.Digest)
+	assert.Check(t, err)
+}
+
+// TestCLICheck: the hard prune's text output, its exit status and its bad
+// input.
+func TestCLICheck(t *testing.T) {
+	e := newCheckEnv(t)
+	orphan := []byte("orphaned")
+	d, path := plantOrphan(t, orphan)
+
+	for _, args := range [][]string{{"check", "--older-than", "-1s"}, {"check", "--format", "xml"}} {
+		_, stderr, code := e.run(t, args...)
+		assert.Check(t, is.Equal(code, 1), "%v", args)
+		assert.Check(t, is.Contains(stderr, "invalid"), "%v", args)
+		assert.Check(t, onDiskNow(path))
+	}
+
+	stdout, stderr, code := e.run(t, "check")
+	assert.Check(t, is.Equal(code, 0), stderr)
+	assert.Check(t, is.Contains(stdout, "Would delete blob: "+d.String()+" (8B; "))
+	assert.Check(t, is.Contains(stdout, "Would delete 1 blob\n"))
+	assert.Check(t, is.Contains(stdout, "Would free up 8B of disk space\n"))
+	assert.Check(t, onDiskNow(path))
+
+	stdout, stderr, code = e.run(t, "check", "--delete")
+	assert.Check(t, is.Equal(code, 0), stderr)
+	assert.Check(t, is.Contains(stdout, "Deleted blob: "+d.String()))
+	assert.Check(t, is.Contains(stdout, "Deleted 1 blob\n"))
+	assert.Check(t, is.Contains(stdout, "Freed up 8B of disk space\n"))
+	assert.Check(t, !onDiskNow(path))
+
+	stdout, _, code = e.run(t, "check", "--format", "json")
+	assert.Check(t, is.Equal(code, 0))
+	assert.Check(t, is.Contains(stdout, `"Found":[]`))
+}
