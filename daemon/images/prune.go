@@ -49,6 +49,9 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 			return Report{}, err
 		}
 		defer unlock()
+		if err := s.resumeDeadPrune(ctx); err != nil {
+			return Report{}, err
+		}
 	}
 
 	ph := progress.Phases{Sink: o.progress}

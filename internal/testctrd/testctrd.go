@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -189,4 +190,32 @@ func runScript(repo, script, dir string, env ...string) (string, error) {
 		return "", fmt.Errorf("testctrd: hack/%s %s: %w\n%s%s", script, dir, err, stdout.String(), stderr.String())
 	}
 	return stdout.String(), nil
+}
+
+// Kill kills the daemon with SIGKILL, as a crash would, and waits until it
+// is gone. Dir stays as it was: Start the daemon again on it.
+func (d *Daemon) Kill() error {
+	if err := syscall.Kill(d.PID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("testctrd: kill containerd %d: %w", d.PID, err)
+	}
+	deadline := time.Now().Add(scriptTimeout)
+	for time.Now().Before(deadline) {
+		// The daemon is no child of this process: init reaps it, or, where
+		// it does not, it stays a zombie.
+		if err := syscall.Kill(d.PID, 0); errors.Is(err, syscall.ESRCH) || isZombie(d.PID) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("testctrd: containerd %d still runs after SIGKILL", d.PID)
+}
+
+func isZombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command, which is in parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i >= 0 && strings.HasPrefix(string(stat[i+1:]), " Z")
 }

@@ -6,10 +6,13 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -84,20 +87,22 @@ func Sweep(ctx context.Context, lm leases.Manager, cs content.Store, collect fun
 // commit well below gRPC's message limit (16 MiB).
 const holdRefsPerBlob = 20000
 
-// HoldAll keeps the content ds and what it references until release, which
-// drops the hold (not synchronously: the caller collects). A prune holds
-// what it lets go this way while it deletes the records that kept it, so
-// that no collection the daemon runs by itself takes content before the
-// prune's last look at the containers.
+// HoldAll keeps the targets ts and what they reference until release,
+// which drops the hold (not synchronously: the caller collects). A prune
+// holds what it lets go this way while it deletes the records that kept
+// it, so that no collection the daemon runs by itself takes content before
+// the prune's last look at the containers. Only a prune holding the prune
+// lock holds: a hold found by the next holder is one a prune that died
+// left (LeftHolds).
 //
-// Its writes do not grow with ds: a lease holds one small blob per 20,000
-// digests, whose reference labels name them, where a lease resource per
-// digest would cost one transaction each.
-func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ds []digest.Digest) (func(), error) {
-	if len(ds) == 0 {
+// Its writes do not grow with ts: a lease holds one small blob per 20,000
+// targets, whose reference labels name them, where a lease resource per
+// target would cost one transaction each.
+func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ts []ocispec.Descriptor) (func(), error) {
+	if len(ts) == 0 {
 		return func() {}, nil
 	}
-	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry))
+	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry), leases.WithLabel(holdLabel, "prune"))
 	if err != nil {
 		return nil, fmt.Errorf("hold content: %w", err)
 	}
@@ -106,7 +111,7 @@ func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ds []d
 			log.G(ctx).WithError(err).Warn("release a hold; it expires by itself")
 		}
 	}
-	for chunk := range slices.Chunk(ds, holdRefsPerBlob) {
+	for chunk := range slices.Chunk(ts, holdRefsPerBlob) {
 		if err := holdingBlob(leases.WithLease(ctx, l.ID), cs, chunk); err != nil {
 			release()
 			return nil, fmt.Errorf("hold content: %w", err)
@@ -115,13 +120,69 @@ func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ds []d
 	return release, nil
 }
 
-// holdingBlob writes a blob, unique to this call, that references ds.
-func holdingBlob(ctx context.Context, cs content.Ingester, ds []digest.Digest) error {
-	labels := make(map[string]string, len(ds))
-	for i, d := range ds {
-		labels[fmt.Sprintf("%s.imgprune.hold.%d", labelRefContent, i)] = d.String()
+// holdLabel marks the leases HoldAll makes; holdTypeLabel, on a holding
+// blob, gives the media type of the target of the same number.
+const (
+	holdLabel     = "org.imgprune.hold"
+	holdTypeLabel = "org.imgprune.hold.type."
+	holdRefLabel  = labelRefContent + ".imgprune.hold."
+)
+
+// holdingBlob writes a blob, unique to this call, that references ts.
+func holdingBlob(ctx context.Context, cs content.Ingester, ts []ocispec.Descriptor) error {
+	labels := make(map[string]string, 2*len(ts))
+	for i, t := range ts {
+		n := strconv.Itoa(i)
+		labels[holdRefLabel+n] = t.Digest.String()
+		labels[holdTypeLabel+n] = t.MediaType
 	}
 	return writeNonce(ctx, cs, "imgprune-hold-", content.WithLabels(labels))
+}
+
+// LeftHolds finds the holds of prunes that did not finish, in the
+// namespace of ctx, and the targets they hold (with the size each has now;
+// one whose content is gone is left out). The caller holds the prune lock,
+// so no live prune holds anything.
+func LeftHolds(ctx context.Context, lm leases.Manager, cs content.InfoProvider) ([]leases.Lease, []ocispec.Descriptor, error) {
+	holds, err := lm.List(ctx, fmt.Sprintf("labels.%q", holdLabel))
+	if err != nil {
+		return nil, nil, fmt.Errorf("list holds: %w", err)
+	}
+	var targets []ocispec.Descriptor
+	for _, l := range holds {
+		resources, err := lm.ListResources(ctx, l)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return nil, nil, fmt.Errorf("list what hold %s holds: %w", l.ID, err)
+		}
+		for _, r := range resources {
+			if r.Type != "content" {
+				continue
+			}
+			blob, err := cs.Info(ctx, digest.Digest(r.ID))
+			if errdefs.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("read hold %s: %w", l.ID, err)
+			}
+			for key, value := range blob.Labels {
+				n, ok := strings.CutPrefix(key, holdRefLabel)
+				if !ok {
+					continue
+				}
+				info, err := cs.Info(ctx, digest.Digest(value))
+				if errdefs.IsNotFound(err) {
+					continue
+				}
+				if err != nil {
+					return nil, nil, fmt.Errorf("read target %s of hold %s: %w", value, l.ID, err)
+				}
+				targets = append(targets, ocispec.Descriptor{MediaType: blob.Labels[holdTypeLabel+n], Digest: info.Digest, Size: info.Size})
+			}
+		}
+	}
+	slices.SortFunc(targets, func(a, b ocispec.Descriptor) int { return strings.Compare(a.Digest.String(), b.Digest.String()) })
+	return holds, targets, nil
 }
 
 // writeNonce writes a small blob no other write makes, its ingest named
