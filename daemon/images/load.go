@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -37,19 +38,37 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	}
 	defer release()
 	// The import moves names the archive shares with the store; the targets
-	// they leave must keep their refcount.
+	// they leave must keep their refcount. Their dangling records are
+	// written once the archive was read whole and before any name is: the
+	// import asks for the targets' names in between. An archive that
+	// cannot be read so changes nothing.
 	records, err := s.listRecords(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load: list images: %w", err)
 	}
-	if err := s.adopt(ctx, records); err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+	ictx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var once sync.Once
+	var adoptErr error
+	adopt := func() {
+		once.Do(func() {
+			if adoptErr = s.adopt(ctx, records); adoptErr != nil {
+				// The import's writes fail from here on.
+				cancel(adoptErr)
+			}
+		})
 	}
-
-	imported, err := s.client.Import(ctx, archive,
-		client.WithImageRefTranslator(refName),
-		client.WithDigestRef(func(d digest.Digest) string { return plan.DanglingName(d) }),
+	imported, err := s.client.Import(ictx, archive,
+		client.WithImageRefTranslator(func(name string) string { adopt(); return refName(name) }),
+		client.WithDigestRef(func(d digest.Digest) string { adopt(); return plan.DanglingName(d) }),
 	)
+	if err == nil {
+		// An archive whose names the import asked for by neither hook.
+		adopt()
+	}
+	if adoptErr != nil {
+		return nil, fmt.Errorf("load: %w", adoptErr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
