@@ -135,7 +135,14 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 			a.leave(p.Remove)
 			return a.applied
 		}
-		defer release()
+		defer func() {
+			// A daemon that went away may be back by now: the hold stays
+			// all the same, for the next prune to give back what it held
+			// (no last look was taken).
+			if !a.gone() {
+				release()
+			}
+		}()
 	}
 	a.deleteAll(ctx, names, func(ctx context.Context, r images.Image) {
 		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
