@@ -88,4 +88,13 @@ if [[ "$("${imgprune}" prune -a -f --format json)" != *'"SpaceReclaimed":0'* ]];
 fi
 [[ ${ok} == 1 ]] || exit 1
 echo "every image a container uses is still there; a second prune has nothing to do"
+
+step "Hard prune: a blob a crash left on disk, which no metadata knows"
+orphan="${dir}/root/io.containerd.content.v1.content/blobs/sha256"
+head -c 65536 /dev/urandom >"${dir}/orphan"
+orphan="${orphan}/$(sha256sum "${dir}/orphan" | cut -d' ' -f1)"
+mv "${dir}/orphan" "${orphan}"
+run "${imgprune}" check
+run "${imgprune}" check --delete
+[[ ! -e ${orphan} ]] || { echo "the orphaned blob is still on disk" >&2; exit 1; }
 step "Stop containerd"
