@@ -121,7 +121,8 @@ func (s killingStore) Delete(ctx context.Context, name string, opts ...images.De
 }
 
 // TestPruneWhenContainerdDies: containerd is SIGKILLed while a prune
-// deletes and started again on the same root. The prune ends with a clear
+// deletes (before its first, eighth and twentieth deletion) or as it asks
+// for its collection, and started again on the same root. The prune ends with a clear
 // failure and its partial report; the next prune converges to the end state
 // of one that was never interrupted, with no used image lost and nothing
 // left behind.
@@ -153,52 +154,78 @@ func TestPruneWhenContainerdDies(t *testing.T) {
 	assert.NilError(t, rep.Err())
 	want := ref.endState()
 
-	e := connect("killed")
-	used := e.seedFaults()
-	var mu sync.Mutex
-	n := 0
-	restarted := make(chan error, 1)
-	stores := imgsvc.StoresFromClient(e.client)
-	stores.Images = killingStore{Store: stores.Images, at: 8, n: &n, mu: &mu, crash: func() {
-		assert.Check(t, d.Kill())
-		go func() {
-			// Back a moment later, on the same root, as a supervisor
-			// restarts it.
-			time.Sleep(500 * time.Millisecond)
-			nd, err := testctrd.Start(dir)
-			if err == nil {
-				d = nd
+	// Killed before the deletion numbered at, or, at 0, as the prune asks
+	// for its collection.
+	for _, at := range []int{1, 8, 20, 0} {
+		t.Run(fmt.Sprint("at-", at), func(t *testing.T) {
+			ns := fmt.Sprint("killed-", at)
+			e := connect(ns)
+			used := e.seedFaults()
+			restarted := make(chan error, 1)
+			crash := func() {
+				assert.Check(t, d.Kill())
+				go func() {
+					// Back a moment later, on the same root, as a
+					// supervisor restarts it.
+					time.Sleep(500 * time.Millisecond)
+					nd, err := testctrd.Start(dir)
+					if err == nil {
+						d = nd
+					}
+					restarted <- err
+				}()
 			}
-			restarted <- err
-		}()
-	}}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(lockFile), imgsvc.WithContainerdRoot(root))
-	rep, err = svc.Prune(e.ctx, plan.Filters{})
-	assert.NilError(t, <-restarted)
+			stores := imgsvc.StoresFromClient(e.client)
+			if at > 0 {
+				stores.Images = killingStore{Store: stores.Images, at: at, n: new(int), mu: &sync.Mutex{}, crash: crash}
+			} else {
+				stores.Collector = killingCollector{Collector: stores.Collector, crash: crash}
+			}
+			svc := imgsvc.New(stores, ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(lockFile), imgsvc.WithContainerdRoot(root))
+			rep, err := svc.Prune(e.ctx, plan.Filters{})
+			assert.NilError(t, <-restarted)
 
-	// A clear failure, and the report of what it did before.
-	if err == nil {
-		err = rep.Err()
-	}
-	assert.Check(t, err != nil, "the prune did not say the daemon went away")
-	t.Logf("interrupted prune: %v; report: %+v", err, rep)
-	// One failure says the daemon went away; no record is called failed
-	// for it: what was not seen to go is left for the next prune.
-	var failed, unexpected []string
-	for _, f := range rep.Failures {
-		failed = append(failed, f.Name)
-		if !slices.Contains([]string{"containerd", "garbage collection", "accounting", "prune"}, f.Name) {
-			unexpected = append(unexpected, f.Name)
-		}
-	}
-	assert.Check(t, is.Contains(failed, "containerd"))
-	assert.Check(t, is.Len(unexpected, 0), "failures: %v", rep.Failures)
+			// A clear failure, and the report of what it did before.
+			if err == nil {
+				err = rep.Err()
+			}
+			assert.Check(t, err != nil, "the prune did not say the daemon went away")
+			t.Logf("interrupted prune: %v; report: %+v", err, rep)
+			// One failure says the daemon went away; no record is called
+			// failed for it: what was not seen to go is left for the next
+			// prune.
+			var failed, unexpected []string
+			for _, f := range rep.Failures {
+				failed = append(failed, f.Name)
+				if !slices.Contains([]string{"containerd", "garbage collection", "accounting", "prune"}, f.Name) {
+					unexpected = append(unexpected, f.Name)
+				}
+			}
+			if at > 0 {
+				assert.Check(t, is.Contains(failed, "containerd"))
+			} else {
+				assert.Check(t, is.Contains(failed, "garbage collection"))
+			}
+			assert.Check(t, is.Len(unexpected, 0), "failures: %v", rep.Failures)
 
-	e = connect("killed")
-	rep, err = e.svc.Prune(e.ctx, plan.Filters{})
-	assert.NilError(t, err)
-	assert.Check(t, rep.Err())
-	e.assertConverged(t, want, used, filepath.Join(d.Dir, "root"))
+			e = connect(ns)
+			rep, err = e.svc.Prune(e.ctx, plan.Filters{})
+			assert.NilError(t, err)
+			assert.Check(t, rep.Err())
+			e.assertConverged(t, want, used, filepath.Join(d.Dir, "root"))
+		})
+	}
+}
+
+// killingCollector kills the daemon as the prune asks for its collection.
+type killingCollector struct {
+	imgsvc.Collector
+	crash func()
+}
+
+func (c killingCollector) Collect(ctx context.Context) error {
+	c.crash()
+	return c.Collector.Collect(ctx)
 }
 
 // killSeed is the seed of the points TestPruneKilledAtAnyPoint kills at:
