@@ -31,7 +31,8 @@ import (
 //   - the names are the model's: a load or a tag moves a name, an untag
 //     removes it, a prune -a removes every name of an unused target and
 //     keeps, of a used one, at least the names its containers were created
-//     by; a dangling-only prune removes no name;
+//     by; a dangling-only prune removes no name; a label filter leaves the
+//     targets it does not select alone;
 //   - a target stays while any record names it, and a used target always
 //     stays;
 //   - the content in the namespace is exactly the content of the targets
@@ -98,7 +99,8 @@ func (m *storeModel) namesOf(i int) []string {
 func modelPool() []testimage.Image {
 	var pool []testimage.Image
 	for i := range 4 {
-		pool = append(pool, testimage.New(testimage.WithLayers(testimage.NewLayer(fmt.Sprintf("model/%d", i), 2048))))
+		pool = append(pool, testimage.New(testimage.WithLabels(map[string]string{"tier": strconv.Itoa(i % 2)}),
+			testimage.WithLayers(testimage.NewLayer(fmt.Sprintf("model/%d", i), 2048))))
 	}
 	return pool
 }
@@ -245,9 +247,15 @@ func (m *storeModel) step(t *testing.T, e *env, rng *rand.Rand, archive func(int
 		delete(m.ctrs, id)
 		return "remove container " + id
 	default:
-		all := rng.IntN(2) == 0
-		m.prune(t, e, all)
-		return fmt.Sprintf("prune all=%v", all)
+		f := plan.Filters{DanglingOnly: rng.IntN(2) == 0}
+		switch rng.IntN(3) {
+		case 1:
+			f.Labels = []string{"tier=0"}
+		case 2:
+			f.NotLabels = []string{"tier=0"}
+		}
+		m.prune(t, e, f)
+		return fmt.Sprintf("prune %+v", f)
 	}
 }
 
@@ -278,14 +286,20 @@ func (e *env) collect() {
 // and, for one created by ID or digest, one more: which one is the plan's
 // business, so the model takes the store's names of a used target once
 // they are within those bounds.
-func (m *storeModel) prune(t *testing.T, e *env, all bool) {
-	rep, err := e.svc.Prune(e.ctx, plan.Filters{DanglingOnly: !all})
+func (m *storeModel) prune(t *testing.T, e *env, f plan.Filters) {
+	rep, err := e.svc.Prune(e.ctx, f)
 	assert.NilError(t, err)
 	assert.Check(t, rep.Err())
+	all := !f.DanglingOnly
 	used := m.used()
 	got := e.names()
 	for _, i := range slices.Sorted(maps.Keys(m.present)) {
 		own := m.namesOf(i)
+		// A label filter leaves the targets it does not select alone.
+		tier0 := m.pool[i].Labels["tier"] == "0"
+		if (len(f.Labels) > 0 && !tier0) || (len(f.NotLabels) > 0 && tier0) {
+			continue
+		}
 		switch {
 		case used[i] && all:
 			protected := map[string]bool{}
