@@ -3,6 +3,7 @@ package images_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/images"
@@ -20,12 +21,13 @@ import (
 // answers one larger than its 16 MiB message limit.
 type limitedImages struct {
 	images.Store
-	max   int
-	lists *int
+	max int
+	// lists counts the lists asked, some of them side by side.
+	lists *atomic.Int32
 }
 
 func (l limitedImages) List(ctx context.Context, filters ...string) ([]images.Image, error) {
-	*l.lists++
+	l.lists.Add(1)
 	records, err := l.Store.List(ctx, filters...)
 	if err == nil && len(records) > l.max {
 		return nil, fmt.Errorf("grpc: trying to send message larger than max: %w", errdefs.ErrResourceExhausted)
@@ -47,7 +49,7 @@ func TestImagesListedInParts(t *testing.T) {
 		_, err := img.Write(ctx, stores.Content, stores.Images)
 		assert.NilError(t, err)
 	}
-	var lists int
+	var lists atomic.Int32
 	stores.Images = limitedImages{Store: stores.Images, max: 3, lists: &lists}
 	svc := imgsvc.New(stores, "moby")
 
@@ -59,5 +61,5 @@ func TestImagesListedInParts(t *testing.T) {
 		seen[s.Name] = true
 	}
 	assert.Check(t, is.Len(seen, n))
-	assert.Check(t, lists > 1+2+2, "listed in %d parts: not split twice", lists)
+	assert.Check(t, lists.Load() > 1+2+2, "listed in %d parts: not split twice", lists.Load())
 }
