@@ -202,7 +202,7 @@ func (s *Service) heldByLeases(ctx context.Context, stale []imgleases.StaleLease
 		}
 	}
 	// Each part is counted to the first lease that lists it; what they
-	// reach through references, to the lease that reaches it first.
+	// reach only through references, to the first lease (leasesFound).
 	counted := map[string]bool{}
 	for _, l := range stale {
 		for _, r := range l.Resources {
