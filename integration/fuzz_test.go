@@ -50,14 +50,7 @@ func loadSeeds(f *testing.F) [][]byte {
 	var oci bytes.Buffer
 	assert.NilError(f, testimage.WriteArchive(&oci, img))
 	good := oci.Bytes()
-	docker := func() []byte {
-		return rewriteTar(f, good, func(hdr *tar.Header, body []byte) (*tar.Header, []byte) {
-			if hdr.Name == "oci-layout" || hdr.Name == "index.json" {
-				return nil, nil
-			}
-			return hdr, body
-		})
-	}()
+	docker := dockerArchive(f, good).Bytes()
 	flipped := bytes.Clone(good)
 	flipped[len(flipped)/2] ^= 0xff
 	wrongDigest := rewriteTar(f, good, func(hdr *tar.Header, body []byte) (*tar.Header, []byte) {

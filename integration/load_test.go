@@ -109,7 +109,7 @@ func TestTagMovesNameAndOldTargetDangles(t *testing.T) {
 
 // dockerArchive rewrites an OCI archive as `docker save` without the
 // containerd image store writes it: manifest.json only.
-func dockerArchive(t *testing.T, oci []byte) *bytes.Buffer {
+func dockerArchive(t testing.TB, oci []byte) *bytes.Buffer {
 	t.Helper()
 	var out bytes.Buffer
 	tr := tar.NewReader(bytes.NewReader(oci))

@@ -232,16 +232,13 @@ func (h leaseHold) count(r leases.Resource, counted map[string]bool) int64 {
 	return n
 }
 
-// total is what the stale leases hold alone.
-func (h leaseHold) total() int64 { return h.reclaim.Bytes() }
-
 func leasesFound(stale []imgleases.StaleLease, hold leaseHold) []Found {
 	var out []Found
 	var listed int64
 	for _, l := range stale {
 		why := fmt.Sprintf("created %s, holds %d resources", l.CreatedAt.UTC().Format(time.RFC3339), len(l.Resources))
 		if l.Expired {
-			why = "expired " + l.Labels["containerd.io/gc.expire"]
+			why = "expired " + l.Expiry.UTC().Format(time.RFC3339)
 		}
 		out = append(out, Found{Kind: KindLease, Name: l.ID, Size: hold.size[l.ID], Why: why})
 		listed += hold.size[l.ID]
@@ -249,7 +246,7 @@ func leasesFound(stale []imgleases.StaleLease, hold leaseHold) []Found {
 	// What the leases reach through references goes with them too: counted
 	// to the first, so that the sizes add up to what leaves.
 	if len(out) > 0 {
-		out[0].Size += hold.total() - listed
+		out[0].Size += hold.reclaim.Bytes() - listed
 	}
 	return out
 }

@@ -60,7 +60,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	var blobs *reach.Graph
 	var g errgroup.Group
 	g.Go(func() (err error) {
-		blobs, err = reach.ListContent(ctx, s.stores.Content)
+		blobs, err = reach.ListGraph(ctx, s.stores.Content)
 		return err
 	})
 	snap, ctrRecords, err := s.snapshot(ctx, f)

@@ -36,11 +36,13 @@ func (s *Service) resumeDeadPrune(ctx context.Context) error {
 		if recorded[t.Digest] {
 			continue
 		}
+		// Its size, and when it entered the store, are the content's.
 		info, err := s.stores.Content.Info(ctx, t.Digest)
 		if errdefs.IsNotFound(err) {
 			continue
 		}
 		if err == nil {
+			t.Size = info.Size
 			err = s.ensureDangling(ctx, t, info.CreatedAt)
 		}
 		if err != nil {

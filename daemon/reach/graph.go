@@ -86,14 +86,27 @@ func newGraph() *Graph {
 }
 
 // ListContent lists the namespace's content alone: enough for sizes and
-// for what is left after a collection. It reads each blob's references as
-// it goes, so that a walk run beside the other listings leaves less for
-// Complete to do after them.
+// for what is left after a collection. References are read from a blob's
+// labels when first asked for.
 func ListContent(ctx context.Context, cs content.Store) (*Graph, error) {
+	return listContent(ctx, cs, false)
+}
+
+// ListGraph lists the namespace's content as the start of the collector's
+// graph, which Complete finishes: it reads each blob's references as it
+// goes, so that a walk run beside the other listings leaves Complete less
+// to do after them.
+func ListGraph(ctx context.Context, cs content.Store) (*Graph, error) {
+	return listContent(ctx, cs, true)
+}
+
+func listContent(ctx context.Context, cs content.Store, withRefs bool) (*Graph, error) {
 	g := newGraph()
 	err := cs.Walk(ctx, func(info content.Info) error {
 		g.Content[info.Digest] = info
-		g.refs[info.Digest] = LabelRefs(info.Labels)
+		if withRefs {
+			g.refs[info.Digest] = LabelRefs(info.Labels)
+		}
 		return nil
 	})
 	if err != nil {
@@ -125,7 +138,7 @@ func ListPresent(ctx context.Context, st Stores, snapshotters map[string]bool) (
 // written into this namespace while it is unreferenced here) as freed. ctrs are the namespace's container records;
 // snapshotter is always walked.
 func Take(ctx context.Context, st Stores, ctrs []containers.Container, snapshotter string) (*Graph, error) {
-	g, err := ListContent(ctx, st.Content)
+	g, err := ListGraph(ctx, st.Content)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +146,7 @@ func Take(ctx context.Context, st Stores, ctrs []containers.Container, snapshott
 }
 
 // Complete adds to g, a graph of the namespace's content alone
-// (ListContent), everything else Take lists: a caller may list the content
+// (ListGraph), everything else Take lists: a caller may list the content
 // while it lists other things.
 func Complete(ctx context.Context, st Stores, g *Graph, ctrs []containers.Container, snapshotter string) (*Graph, error) {
 	snapshotters := map[string]bool{snapshotter: true}

@@ -140,9 +140,9 @@ func holdingBlob(ctx context.Context, cs content.Ingester, ts []ocispec.Descript
 }
 
 // LeftHolds finds the holds of prunes that did not finish, in the
-// namespace of ctx, and the targets they hold (with the size each has now;
-// one whose content is gone is left out). The caller holds the prune lock,
-// so no live prune holds anything.
+// namespace of ctx, and the targets they hold, by digest and media type
+// (the caller asks the store for what it needs of each). The caller holds
+// the prune lock, so no live prune holds anything.
 func LeftHolds(ctx context.Context, lm leases.Manager, cs content.InfoProvider) ([]leases.Lease, []ocispec.Descriptor, error) {
 	holds, err := lm.List(ctx, fmt.Sprintf("labels.%q", holdLabel))
 	if err != nil {
@@ -166,18 +166,9 @@ func LeftHolds(ctx context.Context, lm leases.Manager, cs content.InfoProvider) 
 				return nil, nil, fmt.Errorf("read hold %s: %w", l.ID, err)
 			}
 			for key, value := range blob.Labels {
-				n, ok := strings.CutPrefix(key, holdRefLabel)
-				if !ok {
-					continue
+				if n, ok := strings.CutPrefix(key, holdRefLabel); ok {
+					targets = append(targets, ocispec.Descriptor{MediaType: blob.Labels[holdTypeLabel+n], Digest: digest.Digest(value)})
 				}
-				info, err := cs.Info(ctx, digest.Digest(value))
-				if errdefs.IsNotFound(err) {
-					continue
-				}
-				if err != nil {
-					return nil, nil, fmt.Errorf("read target %s of hold %s: %w", value, l.ID, err)
-				}
-				targets = append(targets, ocispec.Descriptor{MediaType: blob.Labels[holdTypeLabel+n], Digest: info.Digest, Size: info.Size})
 			}
 		}
 	}

@@ -18,9 +18,10 @@ const labelExpire = "containerd.io/gc.expire"
 // StaleLease is a lease that an abandoned write left behind.
 type StaleLease struct {
 	leases.Lease
-	// Expired is set when the lease's expiry has passed: the collector
-	// ignores it already, and drops it at its next collection.
+	// Expired is set when the lease's expiry, Expiry, has passed: the
+	// collector ignores it already, and drops it at its next collection.
 	Expired bool
+	Expiry  time.Time
 	// Resources are what the lease holds.
 	Resources []leases.Resource
 }
@@ -55,7 +56,7 @@ func Stale(ctx context.Context, lm leases.Manager, olderThan time.Duration, now 
 		if !expired && len(resources) == 0 {
 			continue
 		}
-		stale = append(stale, StaleLease{Lease: l, Expired: expired, Resources: resources})
+		stale = append(stale, StaleLease{Lease: l, Expired: expired, Expiry: exp, Resources: resources})
 	}
 	slices.SortFunc(stale, func(a, b StaleLease) int { return strings.Compare(a.ID, b.ID) })
 	return stale, nil
