@@ -5,16 +5,19 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -87,6 +90,12 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	assert.NilError(t, w.Close())
 	orphan := []byte("a blob no metadata knows")
 	orphanDigest, orphanPath := plantOrphan(t, orphan)
+	// Nothing reaches these: the daemon's next collection removes them. The
+	// check before this test collected, and fewer than the 100 writes that
+	// schedule another one follow, so they stay until the check sweeps.
+	unreachedBlob := layer(t, "unreached")
+	assert.NilError(t, content.WriteBlob(ctx, cs, "unreached", bytes.NewReader(unreachedBlob.Blob), unreachedBlob.Desc))
+	unreachedSnapshot, unreachedSize := e.prepareUnreached("unreached")
 	time.Sleep(10 * time.Millisecond) // older than 0
 
 	rep, err := e.svc.Check(e.ctx, imgsvc.OlderThan(0))
@@ -94,22 +103,27 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 
 	assert.Check(t, rep.DiskChecked)
 	assert.Check(t, !rep.Deleted)
-	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"lease abandoned", "lease expired", "ingest abandoned-ingest", "blob " + orphanDigest.String()}))
+	unreached := []string{"snapshot " + unreachedSnapshot, "blob " + unreachedBlob.Desc.Digest.String()}
+	assert.Check(t, is.DeepEqual(foundNames(rep), append([]string{"lease abandoned", "lease expired", "ingest abandoned-ingest", "blob " + orphanDigest.String()}, unreached...)))
 	sizes := map[string]int64{}
 	for _, f := range rep.Found {
 		sizes[f.Name] = f.Size
 	}
-	assert.Check(t, is.DeepEqual(sizes, map[string]int64{"abandoned": abandonedBlob.Desc.Size, "expired": 0, "abandoned-ingest": int64(len("partial")), orphanDigest.String(): int64(len(orphan))}))
-	assert.Check(t, is.Equal(rep.Space, abandonedBlob.Desc.Size+int64(len("partial"))+int64(len(orphan))))
+	assert.Check(t, is.DeepEqual(sizes, map[string]int64{
+		"abandoned": abandonedBlob.Desc.Size, "expired": 0, "abandoned-ingest": int64(len("partial")), orphanDigest.String(): int64(len(orphan)),
+		unreachedSnapshot: unreachedSize, unreachedBlob.Desc.Digest.String(): unreachedBlob.Desc.Size,
+	}))
+	assert.Check(t, is.Equal(rep.Space, abandonedBlob.Desc.Size+int64(len("partial"))+int64(len(orphan))+unreachedSize+unreachedBlob.Desc.Size))
 	// Nothing changed.
 	assert.Check(t, onDiskNow(orphanPath))
 	ls, err := lm.List(ctx)
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(ls, 3))
-	// A longer age finds the expired lease and the orphan alone.
+	// A longer age finds the expired lease, the orphan and what nothing
+	// reaches alone.
 	rep, err = e.svc.Check(e.ctx)
 	assert.NilError(t, err)
-	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"lease expired", "blob " + orphanDigest.String()}))
+	assert.Check(t, is.DeepEqual(foundNames(rep), append([]string{"lease expired", "blob " + orphanDigest.String()}, unreached...)))
 
 	// The orphan cannot be unlinked: reported, the rest goes.
 	chattr(t, "+i", orphanPath)
@@ -131,11 +145,16 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	statuses, err := cs.ListStatuses(ctx)
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(statuses, 0))
-	_, err = cs.Info(ctx, abandonedBlob.Desc.Digest)
-	assert.Check(t, err != nil, "the abandoned lease's blob is still in the store")
-	// What the failed unlink left counts nothing; the ingest's bytes do.
-	assert.Check(t, rep.Space <= abandonedBlob.Desc.Size+int64(len("partial")))
-	assert.Check(t, rep.Space >= int64(len("partial")))
+	for _, d := range []digest.Digest{abandonedBlob.Desc.Digest, unreachedBlob.Desc.Digest} {
+		_, err = cs.Info(ctx, d)
+		assert.Check(t, errdefs.IsNotFound(err), "%s is still in the store: %v", d, err)
+	}
+	_, err = e.client.SnapshotService(snapshotter).Stat(ctx, "unreached")
+	assert.Check(t, errdefs.IsNotFound(err), "the unreached snapshot is still there: %v", err)
+	// What the failed unlink left counts nothing (the collector may stop
+	// its sweep there); the ingest's and the snapshot's bytes do.
+	assert.Check(t, rep.Space <= abandonedBlob.Desc.Size+int64(len("partial"))+unreachedSize+unreachedBlob.Desc.Size)
+	assert.Check(t, rep.Space >= int64(len("partial"))+unreachedSize)
 
 	// Writable again: the next check finishes the job.
 	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound())
@@ -158,6 +177,79 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	}
 	_, err = cs.Info(ctx, liveBlob.Desc.Digest)
 	assert.Check(t, err)
+}
+
+// prepareUnreached prepares an active snapshot outside any lease, with a
+// file in it, and returns its name in a check's report and its usage.
+func (e *env) prepareUnreached(key string) (string, int64) {
+	e.t.Helper()
+	sn := e.client.SnapshotService(snapshotter)
+	mounts, err := sn.Prepare(e.nsCtx(), key, "")
+	assert.NilError(e.t, err)
+	assert.Assert(e.t, is.Len(mounts, 1))
+	assert.NilError(e.t, os.WriteFile(filepath.Join(mounts[0].Source, "data"), bytes.Repeat([]byte("x"), 64<<10), 0o644))
+	usage, err := sn.Usage(e.nsCtx(), key)
+	assert.NilError(e.t, err)
+	assert.Assert(e.t, usage.Size >= 64<<10)
+	return snapshotter + "/" + key, usage.Size
+}
+
+// plantLeftDir makes a directory as a snapshot removal that failed leaves
+// it, with data in it, below root.
+func plantLeftDir(t *testing.T, root, sn string) (string, string) {
+	t.Helper()
+	rel := filepath.Join("io.containerd.snapshotter.v1."+sn, "snapshots", "rm-"+strings.ToLower(t.Name()))
+	dir := filepath.Join(root, rel)
+	assert.NilError(t, os.MkdirAll(filepath.Join(dir, "fs"), 0o755))
+	assert.NilError(t, os.WriteFile(filepath.Join(dir, "fs", "data"), bytes.Repeat([]byte("x"), 64<<10), 0o644))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return rel, dir
+}
+
+// TestCheckFindsDirectoriesSnapshotRemovalsLeft: a directory a failed
+// snapshot removal left is named with its size; with DeleteFound the
+// daemon's overlayfs snapshotter cleans it up, while the native one cannot
+// and it is reported still there; a check of the store with no daemon
+// running removes it itself.
+func TestCheckFindsDirectoriesSnapshotRemovalsLeft(t *testing.T) {
+	e := newCheckEnv(t)
+	rel, dir := plantLeftDir(t, filepath.Join(daemon.Dir, "root"), snapshotter)
+
+	rep, err := e.svc.Check(e.ctx)
+	assert.NilError(t, err)
+	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"directory " + rel}))
+	assert.Check(t, rep.Space >= 64<<10, "size %d", rep.Space)
+	assert.Check(t, onDiskNow(dir))
+
+	rep, err = e.svc.Check(e.ctx, imgsvc.DeleteFound())
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(rep.Found, 1))
+	if snapshotter == "overlayfs" {
+		assert.Check(t, rep.Err())
+		assert.Check(t, rep.Found[0].Gone)
+		assert.Check(t, rep.Space >= 64<<10, "freed %d", rep.Space)
+		assert.Check(t, !onDiskNow(dir))
+	} else {
+		assert.Check(t, is.ErrorContains(rep.Err(), "failed"))
+		assert.Check(t, !rep.Found[0].Gone)
+		assert.Check(t, is.Equal(rep.Space, int64(0)))
+		assert.Assert(t, is.Len(rep.Failures, 1))
+		assert.Check(t, is.Contains(rep.Failures[0].Error, "--offline"))
+		assert.Check(t, onDiskNow(dir))
+	}
+
+	// A store no daemon runs on: the check removes the directory itself.
+	root := t.TempDir()
+	rel, dir = plantLeftDir(t, root, "native")
+	store, err := embedded.Open(e.ctx, root, embedded.CreateStore())
+	assert.NilError(t, err)
+	defer store.Close()
+	rep, err = store.Service("default").Check(e.ctx, imgsvc.DeleteFound())
+	assert.NilError(t, err)
+	assert.Check(t, rep.Err())
+	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"directory " + rel}))
+	assert.Check(t, rep.Space >= 64<<10, "freed %d", rep.Space)
+	assert.Check(t, !onDiskNow(dir))
 }
 
 // TestCLICheck: the hard prune's text output, its exit status and its bad

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	units "github.com/docker/go-units"
@@ -25,12 +26,15 @@ func newCheckCommand(g *globalOptions) *cobra.Command {
 		Short: "Find, and with --delete remove, what holds disk space that no image accounts for",
 		Long: `Find what holds or wastes disk space that no image accounts for: leases that
 expired, or that are older than --older-than, have no expiry and hold something;
-ingests (partial writes) no writer touched for longer than --older-than; and
-blobs on disk that no namespace's metadata knows (seen only when --root is the
-daemon's root on this host). It changes nothing unless --delete is given; then
-it removes them through containerd (one collection sweeps the blobs) and
-reports the bytes that left the disk. It exits non-zero when anything it meant
-to remove is still there.`,
+ingests (partial writes) no writer touched for longer than --older-than;
+snapshots and blobs that no container, image or lease reaches; and, when --root
+is the daemon's root on this host, blobs on disk that no namespace's metadata
+knows and directories that failed snapshot removals left. It changes nothing
+unless --delete is given; then it removes them through containerd (one
+collection sweeps the blobs and has the snapshotters clean up) and reports the
+bytes that left the disk. A directory the native snapshotter left is removed
+only with --offline, with containerd stopped. It exits non-zero when anything
+it meant to remove is still there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCheck(cmd, g, o)
@@ -72,7 +76,7 @@ func runCheck(cmd *cobra.Command, g *globalOptions, o checkOptions) error {
 		printCheck(stdout, report)
 	}
 	if !report.DiskChecked {
-		fmt.Fprintln(stderr, "warning: blobs on disk were not checked: --root is not the connected daemon's root on this host")
+		fmt.Fprintln(stderr, "warning: the disk was not checked for blobs and directories no record knows: --root is not the connected daemon's root on this host")
 	}
 	return failed(stderr, report.Failures, report.Err())
 }
@@ -92,7 +96,7 @@ func printCheck(w io.Writer, r images.CheckReport) {
 		counts[f.Kind]++
 		fmt.Fprintf(w, "%s %s: %s (%s; %s)\n", verb, f.Kind, f.Name, units.HumanSize(float64(f.Size)), f.Why)
 	}
-	for _, kind := range []string{images.KindLease, images.KindIngest, images.KindBlob} {
+	for _, kind := range []string{images.KindLease, images.KindIngest, images.KindBlob, images.KindSnapshot, images.KindDir} {
 		if n := counts[kind]; n > 0 {
 			fmt.Fprintf(w, "%s %d %s\n", verb, n, plural(n, kind))
 		}
@@ -107,8 +111,11 @@ func printCheck(w io.Writer, r images.CheckReport) {
 }
 
 func plural(n int, word string) string {
-	if n == 1 {
+	switch {
+	case n == 1:
 		return word
+	case strings.HasSuffix(word, "y"):
+		return strings.TrimSuffix(word, "y") + "ies"
 	}
 	return word + "s"
 }

@@ -123,3 +123,30 @@ func TestVersion(t *testing.T) {
 	assert.Check(t, strings.HasPrefix(out, "imgprune "), out)
 	assert.Check(t, is.Contains(out, runtime.GOOS+"/"+runtime.GOARCH))
 }
+
+func TestPrintCheck(t *testing.T) {
+	rep := images.CheckReport{Found: []images.Found{
+		{Kind: images.KindSnapshot, Name: "native/unreached", Size: 4096, Why: "reached by nothing"},
+		{Kind: images.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-1", Size: 2000, Why: "left"},
+		{Kind: images.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-2", Size: 2000, Why: "left", Gone: true},
+	}, Space: 8096}
+	var out bytes.Buffer
+	printCheck(&out, rep)
+	assert.Check(t, is.Equal(out.String(), `Would delete snapshot: native/unreached (4.096kB; reached by nothing)
+Would delete directory: io.containerd.snapshotter.v1.native/snapshots/rm-1 (2kB; left)
+Would delete directory: io.containerd.snapshotter.v1.native/snapshots/rm-2 (2kB; left)
+Would delete 1 snapshot
+Would delete 2 directories
+Would free up 8.096kB of disk space
+Use --delete to delete them
+`))
+
+	// Deleted, only what is gone is listed.
+	rep.Deleted, rep.Space = true, 2000
+	out.Reset()
+	printCheck(&out, rep)
+	assert.Check(t, is.Equal(out.String(), `Deleted directory: io.containerd.snapshotter.v1.native/snapshots/rm-2 (2kB; left)
+Deleted 1 directory
+Freed up 2kB of disk space
+`))
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -29,9 +30,11 @@ const DefaultOlderThan = 24 * time.Hour
 
 // The kinds of what a check finds.
 const (
-	KindLease  = "lease"
-	KindIngest = "ingest"
-	KindBlob   = "blob"
+	KindLease    = "lease"
+	KindIngest   = "ingest"
+	KindBlob     = "blob"
+	KindSnapshot = "snapshot"
+	KindDir      = "directory"
 )
 
 // CheckOpt configures a check.
@@ -51,8 +54,10 @@ func OlderThan(d time.Duration) CheckOpt { return func(o *checkOptions) { o.olde
 
 // CheckReport is what holds or wastes space that no image accounts for.
 type CheckReport struct {
-	// Found lists it: stale leases, abandoned ingests, then blobs on disk
-	// that no namespace's metadata knows, each kind in order.
+	// Found lists it: stale leases, abandoned ingests, blobs on disk that
+	// no namespace's metadata knows, snapshots and blobs of the namespace
+	// that nothing reaches, then directories snapshot removals left on
+	// disk, each kind in order.
 	Found []Found `json:"Found"`
 	// DiskChecked is false when the daemon's disk is not this host's to
 	// look at (no --root, or another daemon's): blobs that no metadata
@@ -71,7 +76,9 @@ type CheckReport struct {
 // Found is one thing a check found.
 type Found struct {
 	Kind string `json:"Kind"`
-	// Name is the lease's ID, the ingest's ref or the blob's digest.
+	// Name is the lease's ID, the ingest's ref, the blob's digest, the
+	// snapshot's snapshotter and key ("native/key"), or the directory's
+	// path below the daemon's root.
 	Name string `json:"Name"`
 	// Size is the bytes it holds on disk: for a lease, what leaves the
 	// disk with it (shared with another stale lease, counted once, with the
@@ -124,11 +131,11 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 	if err != nil {
 		return CheckReport{}, err
 	}
-	held, err := s.heldByLeases(ctx, stale)
+	model, err := s.modelCollection(ctx, stale)
 	if err != nil {
 		return CheckReport{}, err
 	}
-	rep.Found = append(rep.Found, leasesFound(stale, held)...)
+	rep.Found = append(rep.Found, leasesFound(stale, model.hold)...)
 	ingests, err := s.abandonedIngests(ctx, o.olderThan, now)
 	if err != nil {
 		return CheckReport{}, err
@@ -139,13 +146,40 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 		return CheckReport{}, err
 	}
 	rep.Found = append(rep.Found, orphans...)
+	rep.Found = append(rep.Found, unreachedFound(model.unreached)...)
+	if root != "" {
+		dirs, err := leftDirs(root)
+		if err != nil {
+			return CheckReport{}, err
+		}
+		rep.Found = append(rep.Found, dirs...)
+	}
 	for _, f := range rep.Found {
 		rep.Space += f.Size
 	}
 	if !o.delete || len(rep.Found) == 0 {
 		return rep, nil
 	}
-	return s.deleteFound(ctx, rep, root, held), nil
+	return s.deleteFound(ctx, rep, root, model.predicted()), nil
+}
+
+// collection is the collector's model at the check: what a collection
+// frees now, and what the stale leases hold alone.
+type collection struct {
+	// unreached is what nothing reaches now: records the next collection
+	// removes, with everything the stale leases hold still kept.
+	unreached reach.Reclaim
+	hold      leaseHold
+}
+
+// predicted is all a collection frees once the stale leases are gone.
+func (c collection) predicted() reach.Reclaim {
+	r := reach.NewReclaim()
+	for _, part := range []reach.Reclaim{c.unreached, c.hold.reclaim} {
+		maps.Copy(r.Content, part.Content)
+		maps.Copy(r.Snapshots, part.Snapshots)
+	}
+	return r
 }
 
 // leaseHold is what stale leases hold alone: what leaves the store once
@@ -155,24 +189,18 @@ type leaseHold struct {
 	size    map[string]int64
 }
 
-// heldByLeases models the collector with and without the stale leases: what
-// the first keeps and the second does not is what they hold alone.
-func (s *Service) heldByLeases(ctx context.Context, stale []imgleases.StaleLease) (leaseHold, error) {
-	hold := leaseHold{reclaim: reach.NewReclaim(), size: map[string]int64{}}
-	if len(stale) == 0 {
-		return hold, nil
-	}
+// modelCollection models the collector with and without the stale leases:
+// what the first frees nothing reaches now; what the second frees and the
+// first does not, the stale leases hold alone.
+func (s *Service) modelCollection(ctx context.Context, stale []imgleases.StaleLease) (collection, error) {
+	c := collection{hold: leaseHold{reclaim: reach.NewReclaim(), size: map[string]int64{}}}
 	_, ctrRecords, err := s.listContainers(ctx)
 	if err != nil {
-		return hold, err
+		return c, err
 	}
 	records, err := s.listRecords(ctx)
 	if err != nil {
-		return hold, fmt.Errorf("list images: %w", err)
-	}
-	hidden := map[string]bool{}
-	for _, l := range stale {
-		hidden[l.ID] = true
+		return c, fmt.Errorf("list images: %w", err)
 	}
 	predict := func(st reach.Stores) (reach.Reclaim, error) {
 		g, err := reach.Take(ctx, st, ctrRecords, s.snapshotter)
@@ -181,23 +209,30 @@ func (s *Service) heldByLeases(ctx context.Context, stale []imgleases.StaleLease
 		}
 		return reach.Predict(ctx, st, g, records)
 	}
-	with, err := predict(s.stores.Reach())
-	if err != nil {
-		return hold, err
+	if c.unreached, err = predict(s.stores.Reach()); err != nil {
+		return c, err
+	}
+	if len(stale) == 0 {
+		return c, nil
+	}
+	hidden := map[string]bool{}
+	for _, l := range stale {
+		hidden[l.ID] = true
 	}
 	st := s.stores.Reach()
 	st.Leases = hidingLeases{Manager: st.Leases, hidden: hidden}
 	without, err := predict(st)
 	if err != nil {
-		return hold, err
+		return c, err
 	}
+	hold := c.hold
 	for d, size := range without.Content {
-		if _, ok := with.Content[d]; !ok {
+		if _, ok := c.unreached.Content[d]; !ok {
 			hold.reclaim.Content[d] = size
 		}
 	}
 	for k, size := range without.Snapshots {
-		if _, ok := with.Snapshots[k]; !ok {
+		if _, ok := c.unreached.Snapshots[k]; !ok {
 			hold.reclaim.Snapshots[k] = size
 		}
 	}
@@ -209,7 +244,24 @@ func (s *Service) heldByLeases(ctx context.Context, stale []imgleases.StaleLease
 			hold.size[l.ID] += hold.count(r, counted)
 		}
 	}
-	return hold, nil
+	return c, nil
+}
+
+// unreachedFound lists what nothing reaches now: snapshots, then blobs the
+// namespace's metadata knows, each in order. The daemon's next collection
+// removes them anyway; the check names them so that their space is seen.
+func unreachedFound(r reach.Reclaim) []Found {
+	var snaps, blobs []Found
+	for k, size := range r.Snapshots {
+		snaps = append(snaps, Found{Kind: KindSnapshot, Name: k.Snapshotter + "/" + k.Key, Size: size, Why: "reached by no container, image or lease"})
+	}
+	for d, size := range r.Content {
+		blobs = append(blobs, Found{Kind: KindBlob, Name: d.String(), Size: size, Why: "in the metadata, reached by no image, container or lease"})
+	}
+	byName := func(a, b Found) int { return cmp.Compare(a.Name, b.Name) }
+	slices.SortFunc(snaps, byName)
+	slices.SortFunc(blobs, byName)
+	return append(snaps, blobs...)
 }
 
 // count is the size of what resource r keeps alone, not counted before.
@@ -357,17 +409,47 @@ func blobsOnDisk(dir string) (map[digest.Digest]int64, error) {
 	return out, nil
 }
 
+// leftDirs lists the directories snapshot removals left below root: a
+// snapshotter renames a snapshot's directory "rm-<id>" before it removes
+// it, and only logs a removal that fails. No snapshot record knows them.
+func leftDirs(root string) ([]Found, error) {
+	dirs, err := filepath.Glob(filepath.Join(root, snapshotDir+"*", "snapshots", "rm-*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Found
+	for _, dir := range dirs {
+		rel, err := filepath.Rel(root, dir)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Found{Kind: KindDir, Name: rel, Size: diskUsage(dir), Why: "left on disk by a snapshot removal that failed"})
+	}
+	return out, nil
+}
+
+// dirSnapshotter is the snapshotter whose state holds a directory, by its
+// path below the daemon's root.
+func dirSnapshotter(rel string) string {
+	first, _, _ := strings.Cut(rel, string(filepath.Separator))
+	return strings.TrimPrefix(first, snapshotDir)
+}
+
 // deleteFound removes what the check found: the leases and the ingests
 // through their APIs, then one collection that also sweeps the content
-// store. It then looks again, and counts only what is gone.
-func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string, held leaseHold) CheckReport {
+// store. It then looks again, and counts only what is gone: what the
+// collection was predicted to free by the prune's own accounting (gone
+// from every namespace, and from the disk), the rest by its size.
+func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string, predicted reach.Reclaim) CheckReport {
 	rep.Deleted = true
 	rep.Space = 0
 	ctx = context.WithoutCancel(ctx)
 	var disk *diskView
 	if root != "" {
-		disk = &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, held.reclaim.Snapshotters())}
+		disk = &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}
 	}
+	cleaning := map[string]bool{}
+	var cleanup []snapshots.Snapshotter
 	for _, f := range rep.Found {
 		var err error
 		switch f.Kind {
@@ -375,12 +457,23 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 			err = s.stores.Leases.Delete(ctx, leases.Lease{ID: f.Name})
 		case KindIngest:
 			err = s.stores.Content.Abort(ctx, f.Name)
+		case KindDir:
+			if s.exclusive {
+				// No daemon runs on the store: the directory is
+				// this process's to remove.
+				err = os.RemoveAll(filepath.Join(root, f.Name))
+			} else if name := dirSnapshotter(f.Name); !cleaning[name] {
+				cleaning[name] = true
+				if sn := s.stores.Snapshotter(name); sn != nil {
+					cleanup = append(cleanup, sn)
+				}
+			}
 		}
 		if err != nil && !errdefs.IsNotFound(err) {
 			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: err.Error()})
 		}
 	}
-	if err := imgleases.Sweep(ctx, s.stores.Leases, s.stores.Content, s.collect); err != nil {
+	if err := imgleases.Sweep(ctx, s.stores.Leases, s.stores.Content, s.collect, cleanup...); err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
 	gone, failures := s.goneNow(ctx, rep.Found, root)
@@ -389,22 +482,30 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 		f := &rep.Found[i]
 		f.Gone = gone[f.Kind+" "+f.Name]
 		switch {
-		case f.Kind != KindLease && f.Gone:
-			rep.Space += f.Size
+		case !f.Gone && f.Kind == KindDir && !s.exclusive:
+			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: "still there after its snapshotter cleaned up; a snapshotter that does not clean up (native) leaves it to a check --delete --offline, with containerd stopped"})
 		case !f.Gone:
 			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: "still there after its removal"})
+		case f.Kind == KindIngest, f.Kind == KindDir, f.Kind == KindBlob && !inModel(predicted, f.Name):
+			rep.Space += f.Size
 		}
 	}
-	// What the leases held counts once it left the store, and the disk.
-	after, err := reach.ListPresent(ctx, s.stores.Reach(), held.reclaim.Snapshotters())
+	after, err := reach.ListPresent(ctx, s.stores.Reach(), predicted.Snapshotters())
 	if err != nil {
-		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what the leases' removal freed, so none of it is counted: %v", err)})
+		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what the collection freed, so none of it is counted: %v", err)})
 		return rep
 	}
-	freed, failures := s.freed(ctx, held.reclaim, after, disk)
+	freed, failures := s.freed(ctx, predicted, after, disk)
 	rep.Failures = append(rep.Failures, failures...)
 	rep.Space += freed.Bytes()
 	return rep
+}
+
+// inModel tells whether the blob named is one of the collector's model:
+// its bytes are counted by the prune's accounting.
+func inModel(r reach.Reclaim, name string) bool {
+	_, ok := r.Content[digest.Digest(name)]
+	return ok
 }
 
 // goneNow tells, by kind and name, which of found is gone.
@@ -435,6 +536,28 @@ func (s *Service) goneNow(ctx context.Context, found []Found, root string) (map[
 	if root != "" {
 		for d := range onDisk(filepath.Join(root, contentDir), blobs) {
 			present[KindBlob+" "+d.String()] = true
+		}
+	}
+	for _, f := range found {
+		var err error
+		switch f.Kind {
+		case KindBlob:
+			_, err = s.stores.Content.Info(ctx, digest.Digest(f.Name))
+		case KindSnapshot:
+			name, key, _ := strings.Cut(f.Name, "/")
+			_, err = s.stores.Snapshotter(name).Stat(ctx, key)
+		case KindDir:
+			if _, err = os.Lstat(filepath.Join(root, f.Name)); errors.Is(err, fs.ErrNotExist) {
+				err = errdefs.ErrNotFound
+			}
+		default:
+			continue
+		}
+		switch {
+		case err == nil:
+			present[f.Kind+" "+f.Name] = true
+		case !errdefs.IsNotFound(err):
+			failures = append(failures, Failure{Name: f.Kind + " " + f.Name, Error: fmt.Sprintf("cannot look at it again: %v", err)})
 		}
 	}
 	for _, f := range found {

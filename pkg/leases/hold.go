@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
@@ -67,20 +69,34 @@ func Temporary(ctx context.Context, lm leases.Manager, expiration time.Duration)
 // namespace references, under its own lock: never a file unlinked behind a
 // running daemon's back. containerd sweeps only after a collection that
 // removed content, so one is made to: a throwaway blob, written under a
-// lease that is then dropped, and collect.
-func Sweep(ctx context.Context, lm leases.Manager, cs content.Store, collect func(context.Context) error) error {
+// lease that is then dropped, and collect. Each snapshotter of sns is swept
+// the same way, with a throwaway snapshot: containerd then removes what the
+// snapshotter holds that no record knows, and has it clean up its
+// directories (overlayfs removes those none of its snapshots own).
+func Sweep(ctx context.Context, lm leases.Manager, cs content.Store, collect func(context.Context) error, sns ...snapshots.Snapshotter) error {
 	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry))
 	if err != nil {
 		return err
 	}
 	werr := writeNonce(leases.WithLease(ctx, l.ID), cs, "imgprune-sweep-")
+	// A snapshotter that cannot take the throwaway snapshot is not swept;
+	// the rest still are.
+	var serr []error
+	for _, sn := range sns {
+		if werr != nil {
+			break
+		}
+		if _, err := sn.Prepare(leases.WithLease(ctx, l.ID), "imgprune-sweep-"+randomHex(), ""); err != nil {
+			serr = append(serr, fmt.Errorf("prepare the snapshot that makes containerd clean up: %w", err))
+		}
+	}
 	if err := lm.Delete(ctx, l); err != nil {
 		return err
 	}
 	if werr != nil {
 		return fmt.Errorf("write the blob that makes containerd sweep: %w", werr)
 	}
-	return collect(ctx)
+	return errors.Join(append(serr, collect(ctx))...)
 }
 
 // holdRefsPerBlob bounds the labels of one holding blob, to keep each
