@@ -27,6 +27,9 @@ func plantOrphan(t *testing.T, data []byte) (digest.Digest, string) {
 	t.Helper()
 	d := digest.FromBytes(data)
 	path := filepath.Join(daemon.Dir, "root", "io.containerd.content.v1.content", "blobs", "sha256", d.Encoded())
+	// The folder is there once the daemon stored a blob; a test run alone
+	// may come first.
+	assert.NilError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	assert.NilError(t, os.WriteFile(path, data, 0o644))
 	t.Cleanup(func() { os.Remove(path) })
 	return d, path

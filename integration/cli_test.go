@@ -53,7 +53,12 @@ func imgprune(t *testing.T) string {
 // stderr and exit code.
 func (e *env) run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(imgprune(t), append([]string{"--address", daemon.Address, "--namespace", e.ns, "--root", filepath.Join(daemon.Dir, "root"), "--snapshotter", snapshotter}, args...)...)
+	return runCmd(t, exec.Command(imgprune(t), append([]string{"--address", daemon.Address, "--namespace", e.ns, "--root", filepath.Join(daemon.Dir, "root"), "--snapshotter", snapshotter}, args...)...))
+}
+
+// runCmd runs cmd and returns its stdout, stderr and exit code.
+func runCmd(t *testing.T, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

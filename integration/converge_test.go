@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -246,24 +245,14 @@ func TestInterruptedPruneWithUntilConverges(t *testing.T) {
 // left by a prune that died: TestPruneLockOfAKilledHolder.
 func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 	e := newEnv(t)
-	stores := imgsvc.StoresFromClient(e.client)
-	blocking := blockingStore{Store: stores.Images, entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
-	stores.Images = blocking
-	first := imgsvc.New(stores, e.ns)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := first.Prune(e.ctx, plan.Filters{DanglingOnly: true})
-		errc <- err
-	}()
-	<-blocking.entered
+	_, release := e.blockedPrune(t)
 
 	other := imgsvc.NewFromClient(e.client, e.ns)
 	_, err := other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
 	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true}, imgsvc.DryRun())
 	assert.Check(t, err, "a dry run runs beside a prune")
-	close(blocking.release)
-	assert.Check(t, <-errc)
+	assert.Check(t, release())
 }
 
 // danglingRemovingStore removes a target's dangling record just before it

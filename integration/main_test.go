@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,8 +83,11 @@ func newEnv(t *testing.T, opts ...imgsvc.Opt) *env {
 	t.Helper()
 	ns := strings.Trim(nsInvalid.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
 	if len(ns) > 60 {
-		ns = ns[len(ns)-60:]
-		ns = strings.TrimLeft(ns, "-")
+		// The tail tells the test apart to a reader; the hash of the whole
+		// name keeps two tests whose names end alike apart.
+		h := fnv.New32a()
+		h.Write([]byte(t.Name()))
+		ns = fmt.Sprintf("%s-%08x", strings.TrimLeft(ns[len(ns)-51:], "-"), h.Sum32())
 	}
 	c, err := client.New(daemon.Address, client.WithDefaultNamespace(ns))
 	assert.NilError(t, err)

@@ -302,24 +302,34 @@ func (s blockingStore) List(ctx context.Context, filters ...string) ([]images.Im
 	return s.Store.List(ctx, filters...)
 }
 
-func TestPruneRefusesConcurrentPrune(t *testing.T) {
-	e := newEnv(t)
+// blockedPrune starts a prune of the test's namespace, in a service of its
+// own (returned), that holds the prune lock until the returned func lets it
+// go on; that func returns the prune's error.
+func (e *env) blockedPrune(t *testing.T) (*imgsvc.Service, func() error) {
+	t.Helper()
 	stores := imgsvc.StoresFromClient(e.client)
 	blocking := blockingStore{Store: stores.Images, entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
 	stores.Images = blocking
 	svc := imgsvc.New(stores, e.ns)
-
 	errc := make(chan error, 1)
 	go func() {
 		_, err := svc.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 		errc <- err
 	}()
 	<-blocking.entered
+	return svc, func() error {
+		close(blocking.release)
+		return <-errc
+	}
+}
+
+func TestPruneRefusesConcurrentPrune(t *testing.T) {
+	e := newEnv(t)
+	svc, release := e.blockedPrune(t)
 	_, err := svc.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
 	assert.Check(t, is.ErrorContains(err, "a prune operation is already running"))
-	close(blocking.release)
-	assert.Check(t, <-errc)
+	assert.Check(t, release())
 }
 
 // TestDryRunChangesNothing: a listing and a dry run adopt nothing, delete
