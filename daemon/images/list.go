@@ -23,13 +23,34 @@ type Summary struct {
 	Created time.Time `json:"Created"`
 	// Size is the content the target reaches, in bytes.
 	Size int64 `json:"Size"`
+	// Unpacked is what the snapshots of its layers take, and Shared what
+	// of its content and snapshots other targets share, when asked for
+	// (WithDockerSizes).
+	Unpacked int64 `json:"Unpacked,omitempty"`
+	Shared   int64 `json:"Shared,omitempty"`
 	// Containers counts the containers that use the target.
 	Containers int `json:"Containers"`
+	// Labels are the target's config labels, every platform's merged.
+	Labels map[string]string `json:"Labels,omitempty"`
 }
+
+// ImagesOpt configures a listing.
+type ImagesOpt func(*imagesOptions)
+
+type imagesOptions struct{ dockerSizes bool }
+
+// WithDockerSizes also sizes each target as docker does: what its
+// snapshots take, and what of it other targets share. That asks one usage
+// per layer, so a listing of many images takes longer.
+func WithDockerSizes() ImagesOpt { return func(o *imagesOptions) { o.dockerSizes = true } }
 
 // Images lists one row per target and name; a target without a name is
 // listed once with an empty name. It writes nothing.
-func (s *Service) Images(ctx context.Context) ([]Summary, error) {
+func (s *Service) Images(ctx context.Context, opts ...ImagesOpt) ([]Summary, error) {
+	var o imagesOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ctx = s.withNamespace(ctx)
 	ctrs, _, err := s.listContainers(ctx)
 	if err != nil {
@@ -49,14 +70,27 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 		return nil, err
 	}
 	users := plan.UsersPerTarget(records, ctrs, lineage)
+	labels, err := s.configLabels(ctx, records)
+	if err != nil {
+		return nil, err
+	}
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
 	}
+	var sizes map[digest.Digest]dockerSize
+	if o.dockerSizes {
+		if sizes, err = s.dockerSizes(ctx, inv, byTarget); err != nil {
+			return nil, err
+		}
+	}
 	var out []Summary
 	for target, recs := range byTarget {
 		tr := plan.SortRecords(recs)
-		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target]}
+		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target], Labels: labels[target]}
+		if o.dockerSizes {
+			row.Unpacked, row.Shared = sizes[target].unpacked, sizes[target].shared
+		}
 		for _, r := range tr.Names {
 			row.Name, row.Created = r.Name, r.CreatedAt
 			out = append(out, row)
@@ -73,6 +107,46 @@ func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 		}
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
+	return out, nil
+}
+
+type dockerSize struct{ unpacked, shared int64 }
+
+// dockerSizes sizes each target as docker does: what its snapshots take,
+// and what of its content and snapshots another target also has.
+func (s *Service) dockerSizes(ctx context.Context, inv *reach.Graph, byTarget map[digest.Digest][]images.Image) (map[digest.Digest]dockerSize, error) {
+	blobs := map[digest.Digest]map[digest.Digest]int64{}
+	layers := map[digest.Digest]map[digest.Digest]int64{}
+	users := map[digest.Digest]int{}
+	for target, recs := range byTarget {
+		blobs[target] = inv.Reached(target)
+		var err error
+		if layers[target], err = s.unpacked(ctx, recs[0].Target); err != nil {
+			return nil, err
+		}
+		for d := range blobs[target] {
+			users[d]++
+		}
+		for chain := range layers[target] {
+			users[chain]++
+		}
+	}
+	out := map[digest.Digest]dockerSize{}
+	for target := range byTarget {
+		var size dockerSize
+		for d, n := range blobs[target] {
+			if users[d] > 1 {
+				size.shared += n
+			}
+		}
+		for chain, n := range layers[target] {
+			size.unpacked += n
+			if users[chain] > 1 {
+				size.shared += n
+			}
+		}
+		out[target] = size
+	}
 	return out, nil
 }
 

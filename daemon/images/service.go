@@ -146,6 +146,10 @@ func NewFromClient(c *client.Client, namespace string, opts ...Opt) *Service {
 // Namespace is the containerd namespace the service works in.
 func (s *Service) Namespace() string { return s.namespace }
 
+// ContainerRecords is the store of the containerd container records whose
+// images the service keeps.
+func (s *Service) ContainerRecords() containers.Store { return s.stores.Containers }
+
 func (s *Service) withNamespace(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, s.namespace)
 }

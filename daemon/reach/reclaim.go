@@ -147,18 +147,26 @@ func DropShared(ctx context.Context, st Stores, blobs map[digest.Digest]int64) e
 // Size is the content reachable from target through reference labels.
 func (g *Graph) Size(target digest.Digest) int64 {
 	var n int64
-	seen := map[digest.Digest]bool{}
+	for _, size := range g.Reached(target) {
+		n += size
+	}
+	return n
+}
+
+// Reached is the content reachable from target through reference labels,
+// with its sizes.
+func (g *Graph) Reached(target digest.Digest) map[digest.Digest]int64 {
+	seen := map[digest.Digest]int64{}
 	queue := []digest.Digest{target}
 	for len(queue) > 0 {
 		d := queue[len(queue)-1]
 		queue = queue[:len(queue)-1]
 		info, ok := g.Content[d]
-		if !ok || seen[d] {
+		if _, done := seen[d]; !ok || done {
 			continue
 		}
-		seen[d] = true
-		n += info.Size
+		seen[d] = info.Size
 		queue = append(queue, g.contentRefs(d).Content...)
 	}
-	return n
+	return seen
 }

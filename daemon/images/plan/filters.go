@@ -131,9 +131,9 @@ func parseTimestamp(value string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("failed to parse value as time or duration: %q", value)
 }
 
-// matchLabels applies label and label! as Moby's prune does: every label
+// MatchLabels applies label and label! as Moby's prune does: every label
 // filter must match, and an image matching all label! filters is excluded.
-func (f Filters) matchLabels(labels map[string]string) bool {
+func (f Filters) MatchLabels(labels map[string]string) bool {
 	if !matchKVList(f.Labels, labels) {
 		return false
 	}

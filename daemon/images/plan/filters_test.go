@@ -78,7 +78,7 @@ func TestMatchLabels(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Check(t, is.Equal(tc.f.matchLabels(labels), tc.want))
+			assert.Check(t, is.Equal(tc.f.MatchLabels(labels), tc.want))
 		})
 	}
 }

@@ -46,7 +46,7 @@ func FuzzParseFilters(f *testing.F) {
 		assert.Check(t, is.DeepEqual(got, again))
 		// Filters that parsed apply without a panic.
 		got.matchCreated(now)
-		got.matchLabels(map[string]string{"a": "b"})
+		got.MatchLabels(map[string]string{"a": "b"})
 	})
 }
 

@@ -161,7 +161,7 @@ func decide(records []images.Image, u Usage, f Filters, labels map[string]string
 	}
 	target := d.plan.Target.Digest
 	used := u.Targets[target]
-	matches := f.matchLabels(labels)
+	matches := f.MatchLabels(labels)
 	goes := func(r images.Image) bool { return matches && !u.Names[r.Name] && f.matchCreated(r.CreatedAt) }
 	if !f.DanglingOnly {
 		for _, r := range tr.Names {

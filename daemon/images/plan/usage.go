@@ -109,6 +109,21 @@ func UsersPerTarget(records []images.Image, ctrs []Container, lineage Lineage) m
 	return out
 }
 
+// UsersOf lists, sorted and each once, the IDs of the containers that use
+// target by any evidence a prune accepts: a removal names one in its
+// conflict.
+func UsersOf(records []images.Image, ctrs []Container, lineage Lineage, target digest.Digest) []string {
+	r := newResolver(records)
+	var ids []string
+	for _, c := range ctrs {
+		if res, _ := r.uses(c, lineage); slices.Contains(res.targets, target) {
+			ids = append(ids, c.ID)
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
 // Resolve resolves a reference as a user types it (a name, a digest, a full
 // or truncated image ID) against records: the record it names, if any, and
 // the targets it means.

@@ -1,0 +1,486 @@
+package images
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/distribution/reference"
+	"github.com/moby/moby/api/types/image"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
+	imgleases "github.com/imgprune/imgprune/pkg/leases"
+)
+
+// Remove removes ref the way `docker rmi` does, for the Engine API's DELETE
+// /images/{name}, after Moby's containerd image store:
+//
+//   - a name (a tag or a digest reference) of a target that keeps other
+//     names is untagged, with the digest references of its repository when
+//     no other tag of the repository stays (a digest reference goes with
+//     every name of its repository);
+//   - a target's last names go with its records and, in one synchronous
+//     collection, its content, unless a container uses it: that is a
+//     Conflict, and with force the names go and the target stays;
+//   - an image ID, a unique prefix of one, `sha256:<id>` or the dangling
+//     record's name removes every record of the target: a Conflict when a
+//     container uses it or, when it has more than one name, without force.
+//
+// Unlike docker, a target a container uses never loses its content: force
+// untags it and it stays with its dangling record. Removals and prunes of the
+// namespace run one at a time: Remove waits for the one that runs, up to a
+// minute, then returns ErrPruneRunning. A reference that does not parse is an InvalidArgument, one
+// that names nothing a NotFound; neither changes anything.
+func (s *Service) Remove(ctx context.Context, ref string, force bool) ([]image.DeleteResponse, error) {
+	if _, err := reference.ParseAnyReference(ref); err != nil {
+		return nil, errdefs.ErrInvalidArgument.WithMessage(err.Error())
+	}
+	ctx = s.withNamespace(ctx)
+	held, unlock, err := s.waitLock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	r, err := s.planRemoval(ctx, ref, force)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.whole:
+		return s.removeWhole(ctx, r, held)
+	case r.used:
+		return s.untagKeeping(ctx, r)
+	}
+	return s.untag(ctx, r.untag)
+}
+
+// removeLockWait bounds how long a removal waits for a prune or another
+// removal of the namespace to end.
+const removeLockWait = time.Minute
+
+// waitLock takes the prune lock, waiting while another prune or removal
+// holds it, as `docker rmi` waits for the daemon's own locks: a test
+// harness removes images side by side. It gives up with ErrPruneRunning
+// after removeLockWait, or when ctx ends.
+func (s *Service) waitLock(ctx context.Context) (func() error, func(), error) {
+	deadline := time.Now().Add(removeLockWait)
+	for {
+		held, unlock, err := s.lock(ctx)
+		if !errors.Is(err, ErrPruneRunning) || time.Now().After(deadline) {
+			return held, unlock, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// removal is what Remove decided, from one listing of the records and the
+// containers.
+type removal struct {
+	selection
+	// records are every record as listed: containers are resolved against
+	// them, also once some are removed.
+	records []images.Image
+	// untag are the names that go.
+	untag []images.Image
+	// used: a container uses the target, which stays with its refcount
+	// (its dangling record, or CRI's ID records).
+	used bool
+	// whole: every record of the target goes, and its content.
+	whole bool
+}
+
+// planRemoval decides what removing ref does. It writes nothing.
+func (s *Service) planRemoval(ctx context.Context, ref string, force bool) (removal, error) {
+	// Containers first: a removal that cannot know them changes nothing.
+	ctrs, _, err := s.listContainers(ctx)
+	if err != nil {
+		return removal{}, err
+	}
+	records, err := s.listRecords(ctx)
+	if err != nil {
+		return removal{}, fmt.Errorf("list images: %w", err)
+	}
+	sel, err := selectRecords(records, ref)
+	if err != nil {
+		return removal{}, err
+	}
+	r := removal{selection: sel, records: records, untag: sel.names}
+	names := plan.SortRecords(sel.mine).Names
+	if !sel.byID && len(sel.names) < len(names) {
+		// Other names stay: the target is only untagged, whoever uses it.
+		return r, nil
+	}
+	users, err := s.users(ctx, records, sel, ctrs)
+	if err != nil {
+		return removal{}, err
+	}
+	switch {
+	case len(users) > 0 && !force:
+		return removal{}, sel.usedConflict(users[0])
+	case sel.byID && len(names) > 1 && !force:
+		return removal{}, deleteConflict(shortID(sel.target.Digest.String()), "image is referenced in multiple repositories")
+	}
+	r.untag, r.used, r.whole = names, len(users) > 0, len(users) == 0
+	return r, nil
+}
+
+// selection is the target ref means and the names that go with ref.
+type selection struct {
+	target ocispec.Descriptor
+	// mine are the target's records, every kind.
+	mine []images.Image
+	// names are the names ref removes: every name of the target when byID.
+	names []images.Image
+	// byID: ref is an image ID, every record goes; more than one name is a
+	// conflict.
+	byID bool
+	// named is the familiar name of the record ref named, for the conflict
+	// of a used target; "" when ref named no record.
+	named string
+}
+
+// selectRecords resolves ref as the service resolves references everywhere,
+// and says which of its target's names go, as Moby's image delete does.
+func selectRecords(records []images.Image, ref string) (selection, error) {
+	name, targets, err := plan.Resolve(records, ref)
+	if err != nil || len(targets) != 1 {
+		// Ambiguous prefixes included, as Moby has them.
+		return selection{}, noSuchImage(ref)
+	}
+	sel := selection{mine: recordsOf(records, targets[0])}
+	if len(sel.mine) == 0 {
+		return selection{}, noSuchImage(ref)
+	}
+	sel.target = sel.mine[0].Target
+	all := plan.SortRecords(sel.mine).Names
+	if name != "" {
+		i := slices.IndexFunc(sel.mine, func(r images.Image) bool { return r.Name == name })
+		if i < 0 {
+			// repo:tag@digest whose tag is on another target, or none.
+			return selection{}, noSuchImage(ref)
+		}
+		rec := sel.mine[i]
+		if plan.IsDangling(rec.Name) || plan.IsCRIImageID(rec) {
+			// The dangling record and CRI's ID record are IDs, not names.
+			sel.byID, sel.names = true, all
+			return sel, nil
+		}
+		named, err := reference.ParseNormalizedNamed(rec.Name)
+		if err != nil {
+			// A name another tool stored that does not parse: it alone.
+			sel.names, sel.named = []images.Image{rec}, rec.Name
+			return sel, nil
+		}
+		sel.names, sel.named = sameRepository(named, all), reference.FamiliarString(named)
+		return sel, nil
+	}
+	if named, err := reference.ParseNormalizedNamed(ref); err == nil {
+		if _, ok := named.(reference.Digested); ok {
+			// repo@digest without a record of that name: the names of its
+			// repository on that digest. Moby checks such a removal as it
+			// checks one by ID, but for the names it keeps.
+			if sel.names = sameRepository(named, all); len(sel.names) == 0 {
+				return selection{}, noSuchImage(ref)
+			}
+			return sel, nil
+		}
+	}
+	sel.byID, sel.names = true, all
+	return sel, nil
+}
+
+// sameRepository lists the names that go with named, as Moby's
+// getSameReferences has them: named's own record; with a tag, the digest
+// references of its repository unless another tag of the repository stays;
+// with a digest alone, every name of its repository. names are the target's.
+func sameRepository(named reference.Named, names []images.Image) []images.Image {
+	tagged, isTagged := named.(reference.Tagged)
+	_, isDigested := named.(reference.Digested)
+	everyTag := !isTagged && isDigested
+	var same, digests []images.Image
+	otherTag := false
+	for _, r := range names {
+		if r.Name == named.String() {
+			same = append(same, r)
+			continue
+		}
+		n, err := reference.ParseNormalizedNamed(r.Name)
+		if err != nil || n.Name() != named.Name() {
+			continue
+		}
+		t, hasTag := n.(reference.Tagged)
+		switch {
+		case everyTag:
+			same = append(same, r)
+		case !hasTag:
+			digests = append(digests, r)
+		case !isTagged || t.Tag() != tagged.Tag():
+			otherTag = true
+		default:
+			same = append(same, r)
+		}
+	}
+	if !everyTag && !otherTag {
+		same = append(same, digests...)
+	}
+	return same
+}
+
+// recordsOf lists the records of target among records.
+func recordsOf(records []images.Image, target digest.Digest) []images.Image {
+	var out []images.Image
+	for _, r := range records {
+		if r.Target.Digest == target {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// users lists the containers that use the selected target, by the evidence
+// a prune accepts: the reference they were created by, their image ID, CRI's
+// metadata, and the image their rootfs was prepared on.
+func (s *Service) users(ctx context.Context, records []images.Image, sel selection, ctrs []plan.Container) ([]string, error) {
+	var blobs map[digest.Digest]content.Info
+	if slices.ContainsFunc(ctrs, func(c plan.Container) bool { return c.Rootfs != nil }) {
+		var err error
+		if blobs, err = s.imageBlobs(ctx, sel.target.Digest); err != nil {
+			return nil, err
+		}
+	}
+	lineage, err := s.lineage(ctx, blobs, sel.mine, ctrs)
+	if err != nil {
+		return nil, err
+	}
+	return plan.UsersOf(records, ctrs, lineage, sel.target.Digest), nil
+}
+
+// imageBlobs reads what the lineage of one target asks of its blobs: the
+// labels of its indexes, manifests and configs. It spares a removal the walk
+// of the whole content store a prune makes.
+func (s *Service) imageBlobs(ctx context.Context, target digest.Digest) (map[digest.Digest]content.Info, error) {
+	blobs := map[digest.Digest]content.Info{}
+	queue := []digest.Digest{target}
+	for len(queue) > 0 {
+		d := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if _, seen := blobs[d]; seen {
+			continue
+		}
+		info, err := s.stores.Content.Info(ctx, d)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read labels of %s: %w", d, err)
+		}
+		blobs[d] = info
+		for k, v := range info.Labels {
+			if k != configLabel && !reach.HasRefPrefix(k, reach.LabelRefContent+".m") {
+				continue
+			}
+			if child, err := digest.Parse(v); err == nil {
+				queue = append(queue, child)
+			}
+		}
+	}
+	return blobs, nil
+}
+
+// untag removes names, each on its own, and reports them as docker does. A
+// name removed or moved to another target since the listing is left alone.
+func (s *Service) untag(ctx context.Context, names []images.Image) ([]image.DeleteResponse, error) {
+	out := []image.DeleteResponse{}
+	for _, r := range names {
+		removed, err := s.deleteRecord(ctx, r)
+		if err != nil {
+			return out, err
+		}
+		if removed {
+			out = append(out, image.DeleteResponse{Untagged: plan.FamiliarName(r.Name)})
+		}
+	}
+	return out, nil
+}
+
+// deleteRecord removes r if it still points where it did when listed.
+func (s *Service) deleteRecord(ctx context.Context, r images.Image) (bool, error) {
+	target := r.Target
+	err := s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
+	switch {
+	case errdefs.IsNotFound(err):
+		log.G(ctx).WithField("image", r.Name).Debug("image changed since it was listed; left alone")
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("remove %s: %w", r.Name, err)
+	}
+	return true, nil
+}
+
+// untagKeeping untags a target a container uses. Its dangling record keeps
+// its content: it is made sure of before the names go and once more after,
+// since another client may remove it meanwhile. A CRI image keeps its ID
+// records instead, as a prune keeps them: a dangling record would show in
+// `crictl images` as one more digest of the image.
+func (s *Service) untagKeeping(ctx context.Context, r removal) ([]image.DeleteResponse, error) {
+	if len(plan.SortRecords(r.mine).IDs) > 0 {
+		return s.untag(ctx, r.untag)
+	}
+	safe := context.WithoutCancel(ctx)
+	if err := s.ensureDangling(safe, r.target, entered(r.mine)); err != nil {
+		return nil, err
+	}
+	out, err := s.untag(ctx, r.untag)
+	if eerr := s.ensureDangling(safe, r.target, entered(r.mine)); err == nil {
+		err = eerr
+	}
+	return out, err
+}
+
+// removeWhole removes every record of the target and has containerd's
+// collector take its content, in one synchronous collection. A container
+// that came to use the target meanwhile keeps it.
+func (s *Service) removeWhole(ctx context.Context, r removal, held func() error) ([]image.DeleteResponse, error) {
+	// Until the last look at the containers, a hold keeps what the records
+	// kept from the collections the daemon runs by itself. An embedded
+	// store is this process's alone: nothing collects, nothing is created.
+	release := func() {}
+	if !s.exclusive {
+		var err error
+		if _, release, err = imgleases.Hold(ctx, s.stores.Leases, s.stores.Content, r.target.Digest); errdefs.IsNotFound(err) {
+			release = func() {} // no content left to hold
+		} else if err != nil {
+			return nil, fmt.Errorf("hold %s: %w", r.target.Digest, err)
+		}
+	}
+	out, kept, err := s.removeRecords(ctx, r, held)
+	release()
+	if err != nil || kept {
+		return out, err
+	}
+	// The records are gone: interrupted or not, collect and report.
+	ctx = context.WithoutCancel(ctx)
+	if err := s.collect(ctx); err != nil {
+		return out, fmt.Errorf("the records of %s are removed, but not yet its content: %w", r.target.Digest, err)
+	}
+	// Deleted, as in a prune's report, once the content left: a lease (a
+	// load in flight, a dead prune's hold) may keep it a while longer.
+	if _, err := s.stores.Content.Info(ctx, r.target.Digest); errdefs.IsNotFound(err) {
+		out = append(out, image.DeleteResponse{Deleted: r.target.Digest.String()})
+	}
+	return out, nil
+}
+
+// removeRecords removes the names, CRI's ID records, then the dangling
+// record, and looks at the containers once more before the content may go:
+// kept tells a container came to use the target, which keeps, or gets back,
+// its dangling record.
+func (s *Service) removeRecords(ctx context.Context, r removal, held func() error) (out []image.DeleteResponse, kept bool, err error) {
+	if out, err = s.untag(ctx, r.untag); err != nil {
+		return out, false, err
+	}
+	tr := plan.SortRecords(r.mine)
+	for _, id := range tr.IDs {
+		if _, err := s.deleteRecord(ctx, id); err != nil {
+			return out, false, err
+		}
+	}
+	if tr.Dangling != nil {
+		// Only the holder of the prune lock lets content go.
+		if err := held(); err != nil {
+			return out, false, fmt.Errorf("%s keeps its dangling record: %w", r.target.Digest, err)
+		}
+		if _, err := s.deleteRecord(ctx, *tr.Dangling); err != nil {
+			return out, false, err
+		}
+	}
+	if s.exclusive {
+		return out, false, nil
+	}
+	safe := context.WithoutCancel(ctx)
+	used, err := s.usedNow(safe, r)
+	if err == nil && !used {
+		return out, false, nil
+	}
+	if rerr := s.ensureDangling(safe, r.target, entered(r.mine)); rerr != nil {
+		return out, true, rerr
+	}
+	if err != nil {
+		return out, true, fmt.Errorf("cannot look at the containers again, so %s keeps its content: %w", r.target.Digest, err)
+	}
+	log.G(ctx).WithField("image", r.target.Digest).Info("image came into use while it was removed: it keeps its content")
+	return out, true, nil
+}
+
+// usedNow lists the containers again: they are created while a removal
+// runs. A container resolves against the records as listed, since it may
+// name one removed since.
+func (s *Service) usedNow(ctx context.Context, r removal) (bool, error) {
+	ctrs, _, err := s.listContainers(ctx)
+	if err != nil {
+		return false, err
+	}
+	users, err := s.users(ctx, r.records, r.selection, ctrs)
+	return len(users) > 0, err
+}
+
+// entered is when the target of records entered the store, as far as they
+// tell.
+func entered(records []images.Image) time.Time {
+	var first time.Time
+	for _, r := range records {
+		if t := plan.CreatedAt(r); first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	return first
+}
+
+// usedConflict is Moby's conflict for a target a stopped container uses:
+// imgprune's containers never run.
+func (sel selection) usedConflict(ctrID string) error {
+	if sel.named != "" {
+		return deleteConflict(sel.named, fmt.Sprintf("container %s is using its referenced image %s", shortID(ctrID), shortID(sel.target.Digest.String())))
+	}
+	return deleteConflict(shortID(sel.target.Digest.String()), "image is being used by stopped container "+shortID(ctrID))
+}
+
+// deleteConflict is Moby's soft imageDeleteConflict: one force overrides.
+func deleteConflict(ref, msg string) error {
+	return errdefs.ErrConflict.WithMessage(fmt.Sprintf("conflict: unable to delete %s (must be forced) - %s", ref, msg))
+}
+
+// noSuchImage is Moby's ErrImageDoesNotExist for a reference that parses.
+func noSuchImage(ref string) error {
+	parsed, err := reference.ParseAnyReference(ref)
+	if err != nil {
+		return errdefs.ErrNotFound.WithMessage("No such image: " + ref)
+	}
+	if named, ok := parsed.(reference.Named); ok {
+		parsed = reference.TagNameOnly(named)
+	}
+	return errdefs.ErrNotFound.WithMessage("No such image: " + reference.FamiliarString(parsed))
+}
+
+// shortID is Moby's stringid.TruncateID: an ID without its algorithm, cut to
+// 12 characters.
+func shortID(id string) string {
+	if _, hex, ok := strings.Cut(id, ":"); ok {
+		id = hex
+	}
+	return id[:min(len(id), 12)]
+}
