@@ -9,11 +9,16 @@ STATICCHECK_VERSION ?= v0.8.2
 INTEGRATION_PKGS := /integration /internal/testctrd
 
 .DEFAULT_GOAL := build
-.PHONY: build containerd test unit lint demo bench bench-go clean
+.PHONY: build containerd docker-cli test unit lint demo bench bench-go clean
 
 ## containerd: build the pinned containerd into _output/bin (skipped when present)
 containerd:
 	hack/install-containerd.sh
+
+## docker-cli: a docker CLI for the tests of `imgprune serve` into _output/bin
+## (the one on PATH, else the client out of Debian's package)
+docker-cli:
+	hack/install-docker-cli.sh
 
 ## build: build imgprune and the demo's helpers into _output/bin
 build:
@@ -24,7 +29,7 @@ build:
 ## test: all tests, including those against a private containerd (needs root).
 ## -p 1: packages that start daemons run one at a time (2-core machines).
 ## The integration tests run on the native snapshotter, then on overlayfs.
-test: containerd
+test: containerd docker-cli
 	$(GO) test -p 1 -count=1 ./...
 	IMGPRUNE_TEST_SNAPSHOTTER=overlayfs $(GO) test -count=1 ./integration/
 

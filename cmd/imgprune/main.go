@@ -76,6 +76,7 @@ func newRootCommand() *cobra.Command {
 		newLoadCommand(opts),
 		newTagCommand(opts),
 		newCheckCommand(opts),
+		newServeCommand(opts),
 		newVersionCommand(),
 	)
 	return root

@@ -17,14 +17,19 @@ func newVersionCommand() *cobra.Command {
 		Short: "Show the imgprune version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			v := version
-			if v == "" {
-				v = "(devel)"
-				if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
-					v = info.Main.Version
-				}
-			}
+			v := buildVersion()
 			fmt.Fprintf(cmd.OutOrStdout(), "imgprune %s %s %s/%s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		},
 	}
+}
+
+// buildVersion is the version imgprune was built as.
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "(devel)"
 }

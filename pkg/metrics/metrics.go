@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,71 @@ func Check(path string) error {
 	return err
 }
 
+// Set is imgprune's metrics, live: what `serve` exposes at /metrics, and
+// what Write writes to a file.
+type Set struct {
+	mu       sync.Mutex
+	registry *prometheus.Registry
+	counters map[string]*prometheus.CounterVec
+	phases   *prometheus.GaugeVec
+	last     *prometheus.GaugeVec
+}
+
+// NewSet returns metrics that count nothing yet.
+func NewSet() *Set {
+	s := &Set{registry: prometheus.NewRegistry(), counters: map[string]*prometheus.CounterVec{}}
+	for _, c := range counters {
+		s.counters[c.name] = prometheus.NewCounterVec(prometheus.CounterOpts{Name: c.name, Help: c.help}, []string{"namespace"})
+		s.registry.MustRegister(s.counters[c.name])
+	}
+	s.phases = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: PhaseSeconds, Help: "Seconds each phase of the last prune took."}, []string{"namespace", "phase"})
+	s.last = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: LastSuccess, Help: "When the last prune that failed in nothing ended, in seconds since the epoch."}, []string{"namespace"})
+	s.registry.MustRegister(s.phases, s.last)
+	return s
+}
+
+// Gatherer is the registry that holds the metrics, for an HTTP handler.
+func (s *Set) Gatherer() prometheus.Gatherer { return s.registry }
+
+// Add counts run: the counters grow, the namespace's phases are run's
+// alone, and its last success is run's end when nothing failed.
+func (s *Set) Add(run Run) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := run.Namespace
+	s.counters[Prunes].WithLabelValues(ns).Inc()
+	s.counters[PruneFailures].WithLabelValues(ns).Add(boolFloat(run.Failed))
+	s.counters[Untagged].WithLabelValues(ns).Add(float64(run.Untagged))
+	s.counters[Deleted].WithLabelValues(ns).Add(float64(run.Deleted))
+	s.counters[Reclaimed].WithLabelValues(ns).Add(float64(run.ReclaimedBytes))
+	s.phases.DeletePartialMatch(prometheus.Labels{"namespace": ns})
+	for p, sec := range run.PhaseSeconds {
+		s.phases.WithLabelValues(ns, string(p)).Set(sec)
+	}
+	if !run.Failed {
+		end := run.End
+		if end.IsZero() {
+			end = time.Now()
+		}
+		s.last.WithLabelValues(ns).Set(float64(end.UnixNano()) / 1e9)
+	}
+}
+
+// load sets the values read from a file.
+func (s *Set) load(old map[string]map[[2]string]float64) {
+	for _, c := range counters {
+		for k, v := range old[c.name] {
+			s.counters[c.name].WithLabelValues(k[0]).Add(v)
+		}
+	}
+	for k, v := range old[PhaseSeconds] {
+		s.phases.WithLabelValues(k[0], k[1]).Set(v)
+	}
+	for k, v := range old[LastSuccess] {
+		s.last.WithLabelValues(k[0]).Set(v)
+	}
+}
+
 // Write adds run to the metrics in path and writes them back through a
 // temporary file renamed over it, so a collector never reads half a file.
 // Series of other namespaces are kept as they were.
@@ -86,44 +152,10 @@ func Write(path string, run Run) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	vecs := map[string]*prometheus.CounterVec{}
-	for _, c := range counters {
-		vecs[c.name] = prometheus.NewCounterVec(prometheus.CounterOpts{Name: c.name, Help: c.help}, []string{"namespace"})
-		reg.MustRegister(vecs[c.name])
-		for ns, v := range old[c.name] {
-			vecs[c.name].WithLabelValues(ns[0]).Add(v)
-		}
-	}
-	phases := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: PhaseSeconds, Help: "Seconds each phase of the last prune took."}, []string{"namespace", "phase"})
-	last := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: LastSuccess, Help: "When the last prune that failed in nothing ended, in seconds since the epoch."}, []string{"namespace"})
-	reg.MustRegister(phases, last)
-	for k, v := range old[PhaseSeconds] {
-		if k[0] != run.Namespace {
-			phases.WithLabelValues(k[0], k[1]).Set(v)
-		}
-	}
-	for k, v := range old[LastSuccess] {
-		last.WithLabelValues(k[0]).Set(v)
-	}
-
-	ns := run.Namespace
-	vecs[Prunes].WithLabelValues(ns).Inc()
-	vecs[PruneFailures].WithLabelValues(ns).Add(boolFloat(run.Failed))
-	vecs[Untagged].WithLabelValues(ns).Add(float64(run.Untagged))
-	vecs[Deleted].WithLabelValues(ns).Add(float64(run.Deleted))
-	vecs[Reclaimed].WithLabelValues(ns).Add(float64(run.ReclaimedBytes))
-	for p, s := range run.PhaseSeconds {
-		phases.WithLabelValues(ns, string(p)).Set(s)
-	}
-	if !run.Failed {
-		end := run.End
-		if end.IsZero() {
-			end = time.Now()
-		}
-		last.WithLabelValues(ns).Set(float64(end.UnixNano()) / 1e9)
-	}
-	if err := prometheus.WriteToTextfile(path, reg); err != nil {
+	s := NewSet()
+	s.load(old)
+	s.Add(run)
+	if err := prometheus.WriteToTextfile(path, s.registry); err != nil {
 		return fmt.Errorf("write metrics to %s: %w", path, err)
 	}
 	return nil

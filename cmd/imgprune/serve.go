@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"os/user"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/spf13/cobra"
+
+	"github.com/imgprune/imgprune/daemon/server"
+)
+
+type serveOptions struct {
+	socket string
+	group  string
+}
+
+func newServeCommand(g *globalOptions) *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve --socket PATH",
+		Short: "Serve the Docker Engine API for images, and containers as records, on a unix socket",
+		Long: `Serve the Docker Engine API on a unix socket, over the images of the
+namespace: the docker CLI (DOCKER_HOST=unix://PATH) and moby's Go client work
+against it. Images can be listed, inspected, tagged, removed, loaded and
+pruned; containers are records only, which keep their images as running ones
+would. The socket is made with mode 0660, owned by root and by --group. On
+SIGTERM or SIGINT it stops accepting, interrupts a running prune cleanly (its
+partial report is sent) and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), g, o)
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringVar(&o.socket, "socket", "", "Path of the unix socket to serve on (required)")
+	flags.StringVar(&o.group, "group", "", "Group that may use the socket (name or GID); root's when empty")
+	cmd.MarkFlagRequired("socket")
+	return cmd
+}
+
+func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
+	gid := -1
+	if o.group != "" {
+		var err error
+		if gid, err = lookupGroup(o.group); err != nil {
+			return err
+		}
+	}
+	svc, closer, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	l, err := listenUnix(o.socket, gid)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(o.socket)
+
+	// A signal cancels what runs (a prune stops between deletions and
+	// reports what it did), and the server stops accepting.
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	srv := &http.Server{
+		Handler:           server.New(svc, svc.ContainerRecords(), server.WithVersion(buildVersion())),
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() {
+		sig := <-sigs
+		log.G(ctx).WithField("signal", sig).Info("stopping")
+		cancel()
+		stop, cancelStop := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancelStop()
+		done <- srv.Shutdown(stop)
+	}()
+	log.G(ctx).WithField("socket", o.socket).WithField("namespace", svc.Namespace()).Info("serving the Docker Engine API")
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return <-done
+}
+
+// listenUnix listens on a unix socket at path, mode 0660, owned by root
+// and gid (root's group when -1). A socket file left by a server that is
+// gone is replaced; one a server answers on is not.
+func listenUnix(path string, gid int) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen on %s: a file that is not a socket is there", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen on %s: another server answers on it", path)
+		}
+		os.Remove(path)
+	}
+	old := syscall.Umask(0o117)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chown(path, 0, max(gid, 0)); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// lookupGroup finds a group by name or GID.
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	grp, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --group %q: %w", name, err)
+	}
+	return strconv.Atoi(grp.Gid)
+}

@@ -1,0 +1,293 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/moby/moby/api/types/container"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
+)
+
+// Containers are records only: a containerd container record per
+// container, with the reference as typed (Container.Image) and the image
+// ID it resolved to (a label), which is what imgprune reads of any
+// creator's records to keep their images. Nothing runs.
+const (
+	// nameLabel holds the container's name, without docker's leading "/".
+	nameLabel = "org.imgprune.container.name"
+	// configExtension holds the container's config as the API gave it.
+	configExtension = "org.imgprune.container.config"
+	configTypeURL   = "github.com/moby/moby/api/types/container.Config"
+	// recordRuntime names the runtime of a record: none runs it.
+	recordRuntime = "io.imgprune.record.v1"
+	specTypeURL   = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+)
+
+var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// createContainer answers POST /containers/create: `docker create`.
+func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	var req container.CreateRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid container config: %v", err))
+	}
+	if req.Config == nil || req.Config.Image == "" {
+		return errdefs.ErrInvalidArgument.WithMessage("config cannot be empty in order to create a container")
+	}
+	name := r.FormValue("name")
+	if name != "" && !validName.MatchString(name) {
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name))
+	}
+	name = strings.TrimPrefix(name, "/")
+	img, err := s.images.Inspect(ctx, req.Config.Image)
+	if err != nil {
+		return noSuchImage(req.Config.Image, err)
+	}
+	if err := mergeImageConfig(req.Config, img.Config); err != nil {
+		return err
+	}
+	id := randomID()
+	if name == "" {
+		name = "imgprune_" + id[:12]
+	}
+	if err := s.nameFree(ctx, name); err != nil {
+		return err
+	}
+	cfg, err := json.Marshal(req.Config)
+	if err != nil {
+		return err
+	}
+	_, err = s.containers.Create(ctx, containers.Container{
+		ID:    id,
+		Image: req.Config.Image,
+		Labels: map[string]string{
+			nameLabel:                  name,
+			imgcontainers.ImageIDLabel: img.Target.Digest.String(),
+		},
+		Runtime:    containers.RuntimeInfo{Name: recordRuntime},
+		Spec:       &anypb.Any{TypeUrl: specTypeURL, Value: []byte("{}")},
+		Extensions: map[string]typeurl.Any{configExtension: &anypb.Any{TypeUrl: configTypeURL, Value: cfg}},
+	})
+	if err != nil {
+		return fmt.Errorf("create container record: %w", err)
+	}
+	return writeJSON(w, http.StatusCreated, container.CreateResponse{ID: id, Warnings: []string{}})
+}
+
+// mergeImageConfig fills what the request leaves out from the image's
+// config, as the Engine does, and refuses a container with no command.
+func mergeImageConfig(cfg *container.Config, raw []byte) error {
+	var img dockerspec.DockerOCIImage
+	if raw != nil {
+		if err := json.Unmarshal(raw, &img); err != nil {
+			return fmt.Errorf("decode the image's config: %w", err)
+		}
+	}
+	if len(cfg.Entrypoint) == 0 {
+		cfg.Entrypoint = img.Config.Entrypoint
+		if len(cfg.Cmd) == 0 {
+			cfg.Cmd = img.Config.Cmd
+		}
+	}
+	if len(cfg.Cmd) == 0 && len(cfg.Entrypoint) == 0 {
+		return errdefs.ErrInvalidArgument.WithMessage("no command specified")
+	}
+	if len(cfg.Env) == 0 {
+		cfg.Env = img.Config.Env
+	}
+	if cfg.WorkingDir == "" {
+		cfg.WorkingDir = img.Config.WorkingDir
+	}
+	if cfg.User == "" {
+		cfg.User = img.Config.User
+	}
+	if len(img.Config.Labels) > 0 {
+		labels := maps.Clone(img.Config.Labels)
+		maps.Copy(labels, cfg.Labels)
+		cfg.Labels = labels
+	}
+	return nil
+}
+
+func randomID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// nameFree refuses a name another container has, as the Engine does.
+func (s *Server) nameFree(ctx context.Context, name string) error {
+	taken, err := s.containers.List(ctx, fmt.Sprintf("labels.%q==%q", nameLabel, name))
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	if len(taken) > 0 {
+		return errdefs.ErrConflict.WithMessage(fmt.Sprintf("Conflict. The container name \"/%s\" is already in use by container \"%s\". You have to remove (or rename) that container to be able to reuse that name.", name, taken[0].ID))
+	}
+	return nil
+}
+
+// findContainer finds a container by ID, unique ID prefix or name.
+func (s *Server) findContainer(ctx context.Context, ref string) (containers.Container, error) {
+	all, err := s.containers.List(ctx)
+	if err != nil {
+		return containers.Container{}, fmt.Errorf("list containers: %w", err)
+	}
+	name := strings.TrimPrefix(ref, "/")
+	var byPrefix []containers.Container
+	for _, c := range all {
+		switch {
+		case c.ID == ref, containerName(c) == name:
+			return c, nil
+		case ref != "" && strings.HasPrefix(c.ID, ref):
+			byPrefix = append(byPrefix, c)
+		}
+	}
+	switch len(byPrefix) {
+	case 1:
+		return byPrefix[0], nil
+	case 0:
+		return containers.Container{}, errdefs.ErrNotFound.WithMessage("No such container: " + ref)
+	}
+	return containers.Container{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("multiple IDs found with provided prefix: %s", ref))
+}
+
+// containerName is the name of a record: imgprune's, nerdctl's, or its ID.
+func containerName(c containers.Container) string {
+	for _, key := range []string{nameLabel, "nerdctl/name"} {
+		if n := c.Labels[key]; n != "" {
+			return n
+		}
+	}
+	return c.ID
+}
+
+// containerConfig is the config a record was created with; records of
+// other creators have only their image.
+func containerConfig(c containers.Container) *container.Config {
+	cfg := &container.Config{Image: c.Image}
+	if ext, ok := c.Extensions[configExtension]; ok && ext != nil {
+		json.Unmarshal(ext.GetValue(), cfg)
+	}
+	return cfg
+}
+
+func (s *Server) containerSummaries(ctx context.Context) ([]container.Summary, error) {
+	all, err := s.containers.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := []container.Summary{}
+	for _, c := range all {
+		cfg := containerConfig(c)
+		out = append(out, container.Summary{
+			ID:      c.ID,
+			Names:   []string{"/" + containerName(c)},
+			Image:   c.Image,
+			ImageID: c.Labels[imgcontainers.ImageIDLabel],
+			Command: strings.Join(append(slices.Clone(cfg.Entrypoint), cfg.Cmd...), " "),
+			Created: c.CreatedAt.Unix(),
+			Labels:  cfg.Labels,
+			State:   container.StateCreated,
+			Status:  "Created",
+			Ports:   []container.PortSummary{},
+			Mounts:  []container.MountPoint{},
+		})
+	}
+	slices.SortStableFunc(out, func(a, b container.Summary) int { return int(b.Created - a.Created) })
+	return out, nil
+}
+
+// listContainers answers GET /containers/json: no container runs, so
+// only all=1 lists any.
+func (s *Server) listContainers(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	args, err := parseFilters(r)
+	if err != nil {
+		return err
+	}
+	for key := range args {
+		if key != "status" && key != "id" && key != "name" {
+			return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter '%s'", key))
+		}
+	}
+	if !boolValue(r, "all") && len(args["status"]) == 0 {
+		return writeJSON(w, http.StatusOK, []container.Summary{})
+	}
+	sums, err := s.containerSummaries(ctx)
+	if err != nil {
+		return err
+	}
+	sums = slices.DeleteFunc(sums, func(c container.Summary) bool {
+		if st := args["status"]; len(st) > 0 && !slices.Contains(st, string(container.StateCreated)) {
+			return true
+		}
+		if ids := args["id"]; len(ids) > 0 && !slices.ContainsFunc(ids, func(id string) bool { return strings.HasPrefix(c.ID, id) }) {
+			return true
+		}
+		if names := args["name"]; len(names) > 0 && !slices.ContainsFunc(names, func(n string) bool { return strings.Contains(c.Names[0], n) }) {
+			return true
+		}
+		return false
+	})
+	return writeJSON(w, http.StatusOK, sums)
+}
+
+// inspectContainer answers GET /containers/{id}/json.
+func (s *Server) inspectContainer(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	c, err := s.findContainer(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	cfg := containerConfig(c)
+	var path string
+	args := append(slices.Clone(cfg.Entrypoint), cfg.Cmd...)
+	if len(args) > 0 {
+		path, args = args[0], args[1:]
+	}
+	return writeJSON(w, http.StatusOK, container.InspectResponse{
+		ID:      c.ID,
+		Created: c.CreatedAt.UTC().Format(time.RFC3339Nano),
+		Path:    path,
+		Args:    append([]string{}, args...),
+		State: &container.State{
+			Status:     container.StateCreated,
+			StartedAt:  "0001-01-01T00:00:00Z",
+			FinishedAt: "0001-01-01T00:00:00Z",
+		},
+		Image:      c.Labels[imgcontainers.ImageIDLabel],
+		Name:       "/" + containerName(c),
+		Driver:     c.Snapshotter,
+		Platform:   "linux",
+		Config:     cfg,
+		HostConfig: &container.HostConfig{},
+		Mounts:     []container.MountPoint{},
+	})
+}
+
+// removeContainer answers DELETE /containers/{id}: `docker rm`.
+func (s *Server) removeContainer(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	c, err := s.findContainer(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := s.containers.Delete(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,348 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/pkg/metrics"
+)
+
+// pruneAll is what `docker image prune -a` removes: every unused image.
+var pruneAll = plan.Filters{}
+
+// parseFilters reads the filters query parameter: the JSON object docker
+// sends, {"key": {"value": true}}, or the older {"key": ["value"]}.
+func parseFilters(r *http.Request) (map[string][]string, error) {
+	raw := r.FormValue("filters")
+	args := map[string][]string{}
+	if raw == "" {
+		return args, nil
+	}
+	var sets map[string]map[string]bool
+	if err := json.Unmarshal([]byte(raw), &sets); err == nil {
+		for key, values := range sets {
+			for v, on := range values {
+				if on {
+					args[key] = append(args[key], v)
+				}
+			}
+			slices.Sort(args[key])
+		}
+		return args, nil
+	}
+	var lists map[string][]string
+	if err := json.Unmarshal([]byte(raw), &lists); err != nil {
+		return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter: %v", err))
+	}
+	return lists, nil
+}
+
+type listOptions struct {
+	filters map[string][]string
+	// sharedSize fills SharedSize, which is -1 otherwise, as the Engine
+	// does.
+	sharedSize bool
+}
+
+var listFilters = map[string]bool{"dangling": true, "label": true, "label!": true, "reference": true, "before": true, "since": true, "until": true}
+
+func (s *Server) listImages(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	args, err := parseFilters(r)
+	if err != nil {
+		return err
+	}
+	sums, err := s.imageSummaries(ctx, listOptions{filters: args, sharedSize: boolValue(r, "shared-size")})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, sums)
+}
+
+// imageSummaries lists one summary per target, newest first, as the
+// Engine does, with the filters of `docker images`.
+func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Summary, error) {
+	for key := range o.filters {
+		if !listFilters[key] {
+			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter '%s'", key))
+		}
+	}
+	match, err := s.imageFilter(ctx, o.filters)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.images.Images(ctx, images.WithDockerSizes())
+	if err != nil {
+		return nil, err
+	}
+	byID := map[digest.Digest]*image.Summary{}
+	var order []digest.Digest
+	for _, row := range rows {
+		sum, ok := byID[row.ID]
+		if !ok {
+			sum = &image.Summary{
+				ID: row.ID.String(), Created: row.Created.Unix(), Size: row.Size + row.Unpacked, SharedSize: row.Shared,
+				Containers: int64(row.Containers), Labels: row.Labels,
+				RepoTags: []string{}, RepoDigests: []string{},
+			}
+			byID[row.ID] = sum
+			order = append(order, row.ID)
+		}
+		if row.Name == "" {
+			continue
+		}
+		ref, err := reference.ParseNormalizedNamed(row.Name)
+		if err != nil {
+			continue
+		}
+		if _, isDigest := ref.(reference.Canonical); !isDigest {
+			sum.RepoTags = append(sum.RepoTags, reference.FamiliarString(ref))
+			sum.Created = min(sum.Created, row.Created.Unix())
+		}
+		if d, err := reference.WithDigest(reference.TrimNamed(ref), row.ID); err == nil {
+			if name := reference.FamiliarString(d); !slices.Contains(sum.RepoDigests, name) {
+				sum.RepoDigests = append(sum.RepoDigests, name)
+			}
+		}
+	}
+	out := []image.Summary{}
+	for _, id := range order {
+		sum := *byID[id]
+		if !o.sharedSize {
+			sum.SharedSize = -1
+		}
+		slices.Sort(sum.RepoDigests)
+		if match(sum) {
+			out = append(out, sum)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b image.Summary) int { return cmp.Compare(b.Created, a.Created) })
+	return out, nil
+}
+
+// imageFilter turns the filters of `docker images` into a test.
+func (s *Server) imageFilter(ctx context.Context, args map[string][]string) (func(image.Summary) bool, error) {
+	labels := plan.Filters{Labels: args["label"], NotLabels: args["label!"]}
+	var tests []func(image.Summary) bool
+	if values := args["dangling"]; len(values) > 0 {
+		var dangling bool
+		switch strings.ToLower(values[0]) {
+		case "true", "1":
+			dangling = true
+		case "false", "0":
+		default:
+			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter 'dangling=%s'", values[0]))
+		}
+		tests = append(tests, func(sum image.Summary) bool { return (len(sum.RepoTags) == 0) == dangling })
+	}
+	tests = append(tests, func(sum image.Summary) bool { return labels.MatchLabels(sum.Labels) })
+	if patterns := args["reference"]; len(patterns) > 0 {
+		for _, p := range patterns {
+			if _, err := path.Match(p, ""); err != nil {
+				return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter 'reference=%s': %v", p, err))
+			}
+		}
+		tests = append(tests, func(sum image.Summary) bool { return matchesReference(sum, patterns) })
+	}
+	for key, before := range map[string]bool{"before": true, "since": false} {
+		for _, ref := range args[key] {
+			d, err := s.images.Inspect(ctx, ref)
+			if err != nil {
+				return nil, err
+			}
+			at := d.Created.Unix()
+			tests = append(tests, func(sum image.Summary) bool {
+				if before {
+					return sum.Created < at
+				}
+				return sum.Created > at
+			})
+		}
+	}
+	for _, v := range args["until"] {
+		until, err := plan.ParseFilters(map[string][]string{"until": {v}}, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		tests = append(tests, func(sum image.Summary) bool { return time.Unix(sum.Created, 0).Before(until.Until) })
+	}
+	return func(sum image.Summary) bool {
+		for _, t := range tests {
+			if !t(sum) {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
+// matchesReference tells whether one of the image's names matches one of
+// the patterns, as `docker images --filter reference=` does.
+func matchesReference(sum image.Summary, patterns []string) bool {
+	for _, name := range append(slices.Clone(sum.RepoTags), sum.RepoDigests...) {
+		ref, err := reference.ParseNormalizedNamed(name)
+		if err != nil {
+			continue
+		}
+		for _, p := range patterns {
+			if ok, _ := reference.FamiliarMatch(p, ref); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// imageGet answers GET /images/{ref}/json.
+func (s *Server) imageGet(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	ref, ok := strings.CutSuffix(r.PathValue("ref"), "/json")
+	if !ok {
+		return errdefs.ErrNotFound.WithMessage("page not found")
+	}
+	d, err := s.images.Inspect(ctx, ref)
+	if err != nil {
+		return noSuchImage(ref, err)
+	}
+	resp := image.InspectResponse{
+		ID:          d.Target.Digest.String(),
+		RepoTags:    []string{},
+		RepoDigests: []string{},
+		Size:        d.Size + d.Unpacked,
+		RootFS:      image.RootFS{Type: "layers"},
+		Metadata:    image.Metadata{LastTagTime: d.LastTagged},
+		Descriptor:  &d.Target,
+	}
+	for _, name := range d.Names {
+		ref, err := reference.ParseNormalizedNamed(name)
+		if err != nil {
+			continue
+		}
+		if _, isDigest := ref.(reference.Canonical); !isDigest {
+			resp.RepoTags = append(resp.RepoTags, reference.FamiliarString(ref))
+		}
+		if c, err := reference.WithDigest(reference.TrimNamed(ref), d.Target.Digest); err == nil && !slices.Contains(resp.RepoDigests, reference.FamiliarString(c)) {
+			resp.RepoDigests = append(resp.RepoDigests, reference.FamiliarString(c))
+		}
+	}
+	if d.Config != nil {
+		var cfg dockerspec.DockerOCIImage
+		if err := json.Unmarshal(d.Config, &cfg); err != nil {
+			return fmt.Errorf("decode config of %s: %w", ref, err)
+		}
+		resp.Config = &cfg.Config
+		resp.Architecture, resp.Variant, resp.Os, resp.OsVersion = cfg.Architecture, cfg.Variant, cfg.OS, cfg.OSVersion
+		resp.Author = cfg.Author
+		if cfg.Created != nil {
+			resp.Created = cfg.Created.Format(time.RFC3339Nano)
+		}
+		for _, l := range cfg.RootFS.DiffIDs {
+			resp.RootFS.Layers = append(resp.RootFS.Layers, l.String())
+		}
+		if len(cfg.History) > 0 {
+			resp.Comment = cfg.History[len(cfg.History)-1].Comment
+		}
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// noSuchImage words a lookup that found nothing as the Engine does.
+func noSuchImage(ref string, err error) error {
+	if errdefs.IsNotFound(err) {
+		return errdefs.ErrNotFound.WithMessage("No such image: " + ref)
+	}
+	return err
+}
+
+// imagePost answers POST /images/{ref}/tag.
+func (s *Server) imagePost(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	ref, ok := strings.CutSuffix(r.PathValue("ref"), "/tag")
+	if !ok {
+		return errdefs.ErrNotFound.WithMessage("page not found")
+	}
+	repo, tag := r.FormValue("repo"), r.FormValue("tag")
+	if repo == "" {
+		return errdefs.ErrInvalidArgument.WithMessage("repository name (repo) is required")
+	}
+	target := repo
+	if tag != "" {
+		target += ":" + tag
+	}
+	if _, err := s.images.Tag(ctx, ref, target); err != nil {
+		return noSuchImage(ref, err)
+	}
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// removeImage answers DELETE /images/{ref}: `docker rmi`.
+func (s *Server) removeImage(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	ref := r.PathValue("ref")
+	resp, err := s.images.Remove(ctx, ref, boolValue(r, "force"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// loadImages answers POST /images/load, with the lines docker prints.
+func (s *Server) loadImages(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	loaded, err := s.images.Load(ctx, r.Body)
+	if err != nil && len(loaded) == 0 {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for _, img := range loaded {
+		line := "Loaded image ID: " + img.Target.Digest.String()
+		if name := plan.FamiliarName(img.Name); name != "" {
+			line = "Loaded image: " + name
+		}
+		if werr := enc.Encode(jsonstream.Message{Stream: line + "\n"}); werr != nil {
+			return nil
+		}
+	}
+	if err != nil {
+		enc.Encode(jsonstream.Message{Error: &jsonstream.Error{Message: err.Error()}})
+	}
+	return nil
+}
+
+// pruneImages answers POST /images/prune. A prune that failed in part
+// keeps its report: what it removed, and what failed and why.
+func (s *Server) pruneImages(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	args, err := parseFilters(r)
+	if err != nil {
+		return err
+	}
+	f, err := plan.ParseFilters(args, time.Now())
+	if err != nil {
+		return err
+	}
+	rec := &metrics.Recorder{Run: metrics.Run{Namespace: s.images.Namespace()}}
+	rep, err := s.images.Prune(ctx, f, images.WithProgress(rec))
+	rec.Run.Failed = err != nil || rep.Err() != nil
+	s.metrics.Add(rec.Run)
+	if err != nil {
+		return err
+	}
+	if rep.ImagesDeleted == nil {
+		rep.ImagesDeleted = []image.DeleteResponse{}
+	}
+	return writeJSON(w, http.StatusOK, rep)
+}

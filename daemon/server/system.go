@@ -1,0 +1,157 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/api/types/system"
+)
+
+func (s *Server) ping(_ context.Context, w http.ResponseWriter, r *http.Request) error {
+	w.Header().Add("Cache-Control", "no-cache, no-store, must-revalidate")
+	w.Header().Add("Pragma", "no-cache")
+	w.Header().Set("Swarm", "inactive")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Length", "0")
+		return nil
+	}
+	_, err := w.Write([]byte("OK"))
+	return err
+}
+
+func (s *Server) getVersion(_ context.Context, w http.ResponseWriter, _ *http.Request) error {
+	return writeJSON(w, http.StatusOK, system.VersionResponse{
+		Platform:      system.PlatformInfo{Name: "imgprune"},
+		Version:       s.version,
+		APIVersion:    APIVersion,
+		MinAPIVersion: MinAPIVersion,
+		Os:            runtime.GOOS,
+		Arch:          runtime.GOARCH,
+		GoVersion:     runtime.Version(),
+		Components:    []system.ComponentVersion{{Name: "imgprune", Version: s.version}},
+	})
+}
+
+// getInfo answers the part of /info that describes images and container
+// records; the rest of an engine imgprune does not have.
+func (s *Server) getInfo(ctx context.Context, w http.ResponseWriter, _ *http.Request) error {
+	rows, err := s.images.Images(ctx)
+	if err != nil {
+		return err
+	}
+	ids := map[string]bool{}
+	for _, row := range rows {
+		ids[row.ID.String()] = true
+	}
+	ctrs, err := s.containers.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	host, _ := os.Hostname()
+	return writeJSON(w, http.StatusOK, system.Info{
+		ID:                 "imgprune",
+		Containers:         len(ctrs),
+		ContainersStopped:  len(ctrs),
+		Images:             len(ids),
+		Driver:             "overlayfs",
+		OSType:             runtime.GOOS,
+		Architecture:       runtime.GOARCH,
+		NCPU:               runtime.NumCPU(),
+		Name:               host,
+		ServerVersion:      s.version,
+		SystemTime:         time.Now().Format(time.RFC3339Nano),
+		OperatingSystem:    "imgprune",
+		IndexServerAddress: "https://index.docker.io/v1/",
+	})
+}
+
+// legacyDiskUsage is the shape of /system/df before API 1.52, still sent
+// beside the new one to 1.52 clients that do not ask for verbose output.
+type legacyDiskUsage struct {
+	LayersSize int64               `json:"LayersSize,omitempty"`
+	Images     []image.Summary     `json:"Images,omitempty"`
+	Containers []container.Summary `json:"Containers,omitempty"`
+	Volumes    []any               `json:"Volumes,omitempty"`
+	BuildCache []any               `json:"BuildCache,omitempty"`
+}
+
+// diskUsage answers /system/df for images, and container records (which
+// take no space); volumes and build cache imgprune does not have.
+func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		return errdefs.ErrInvalidArgument.WithMessage(err.Error())
+	}
+	wantImages, wantContainers := true, true
+	if types, ok := r.Form["type"]; ok && !versionLess(apiVersion(ctx), "1.42") {
+		wantImages, wantContainers = false, false
+		for _, t := range types {
+			switch system.DiskUsageObject(t) {
+			case system.ImageObject:
+				wantImages = true
+			case system.ContainerObject:
+				wantContainers = true
+			case system.VolumeObject, system.BuildCacheObject:
+			default:
+				return errdefs.ErrInvalidArgument.WithMessage("unknown object type: " + t)
+			}
+		}
+	}
+	var du system.DiskUsage
+	if wantImages {
+		sums, err := s.imageSummaries(ctx, listOptions{sharedSize: true})
+		if err != nil {
+			return err
+		}
+		reclaimable, err := s.images.Reclaimable(ctx, pruneAll)
+		if err != nil {
+			return err
+		}
+		iu := &image.DiskUsage{TotalCount: int64(len(sums)), Reclaimable: reclaimable, Items: sums}
+		for _, sum := range sums {
+			iu.TotalSize += sum.Size
+			if sum.Containers > 0 {
+				iu.ActiveCount++
+			}
+		}
+		du.ImageUsage = iu
+	}
+	if wantContainers {
+		sums, err := s.containerSummaries(ctx)
+		if err != nil {
+			return err
+		}
+		du.ContainerUsage = &container.DiskUsage{TotalCount: int64(len(sums)), Items: sums}
+	}
+	version := apiVersion(ctx)
+	verbose := !versionLess(version, "1.52") && boolValue(r, "verbose")
+	var legacy legacyDiskUsage
+	if !verbose {
+		legacy.Volumes, legacy.BuildCache = []any{}, []any{}
+		legacy.Images, legacy.Containers = []image.Summary{}, []container.Summary{}
+		if du.ImageUsage != nil {
+			legacy.LayersSize = du.ImageUsage.TotalSize
+			legacy.Images = append(legacy.Images, du.ImageUsage.Items...)
+		}
+		if du.ContainerUsage != nil {
+			legacy.Containers = append(legacy.Containers, du.ContainerUsage.Items...)
+		}
+	}
+	switch {
+	case versionLess(version, "1.52"):
+		return writeJSON(w, http.StatusOK, legacy)
+	case verbose:
+		return writeJSON(w, http.StatusOK, du)
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		legacyDiskUsage
+		system.DiskUsage
+	}{legacy, du})
+}

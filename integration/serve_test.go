@@ -1,0 +1,411 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	mobyclient "github.com/moby/moby/client"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/imgprune/imgprune/daemon/server"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// serve runs the Engine API over the test's namespace on a unix socket and
+// returns its path and a moby client (which negotiates its version).
+func (e *env) serve(t *testing.T) (string, *mobyclient.Client) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "imgprune-serve")
+	assert.NilError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "api.sock")
+	l, err := net.Listen("unix", sock)
+	assert.NilError(t, err)
+	srv := &http.Server{Handler: server.New(e.svc, e.svc.ContainerRecords())}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	c, err := mobyclient.New(mobyclient.WithHost("unix://" + sock))
+	assert.NilError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return sock, c
+}
+
+// apiLoad loads imgs through the API and returns docker's lines.
+func apiLoad(t *testing.T, ctx context.Context, c *mobyclient.Client, imgs ...testimage.Image) string {
+	t.Helper()
+	var archive bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&archive, imgs...))
+	res, err := c.ImageLoad(ctx, &archive, mobyclient.ImageLoadWithQuiet(true))
+	assert.NilError(t, err)
+	defer res.Close()
+	out, err := io.ReadAll(res)
+	assert.NilError(t, err)
+	return string(out)
+}
+
+func apiCreate(t *testing.T, ctx context.Context, c *mobyclient.Client, ref string) string {
+	t.Helper()
+	res, err := c.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: []string{"sleep", "60"}}})
+	assert.NilError(t, err)
+	return res.ID
+}
+
+// TestServeVersions: the client negotiates the newest version served; a
+// version outside those served is refused with the Engine's words; the
+// oldest served answers under its /v1.24 prefix.
+func TestServeVersions(t *testing.T) {
+	e := newEnv(t)
+	sock, c := e.serve(t)
+
+	ping, err := c.Ping(e.ctx, mobyclient.PingOptions{})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(ping.APIVersion, server.APIVersion))
+	v, err := c.ServerVersion(e.ctx, mobyclient.ServerVersionOptions{})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(v.APIVersion, server.APIVersion))
+	assert.Check(t, is.Equal(v.MinAPIVersion, server.MinAPIVersion))
+
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	for path, want := range map[string]int{
+		"/v1.24/images/json":          http.StatusOK,
+		"/v1.56/_ping":                http.StatusOK,
+		"/v1.23/images/json":          http.StatusBadRequest,
+		"/v1.99/images/json":          http.StatusBadRequest,
+		"/v1.56/nothing":              http.StatusNotFound,
+		"/images/json?filters=%7Bbad": http.StatusBadRequest,
+		"/images/json?filters=%7B%22nope%22%3A%7B%22x%22%3Atrue%7D%7D": http.StatusBadRequest,
+	} {
+		resp, err := hc.Get("http://imgprune" + path)
+		assert.NilError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Check(t, is.Equal(resp.StatusCode, want), "%s: %s", path, body)
+		assert.Check(t, is.Equal(resp.Header.Get("Api-Version"), server.APIVersion), path)
+		if want != http.StatusOK {
+			assert.Check(t, is.Contains(string(body), `"message":`), path)
+		}
+	}
+	resp, err := hc.Get("http://imgprune/v1.23/_ping")
+	assert.NilError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Check(t, is.Contains(string(body), "client version 1.23 is too old. Minimum supported API version is 1.24"))
+}
+
+// TestServeImages: load, list, inspect, tag and the images part of df, as
+// the Engine answers them.
+func TestServeImages(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	ctx := e.ctx
+	img := testimage.New(testimage.WithNames("docker.io/library/busybox:latest"), testimage.WithLayers(layer(t, "busybox")), testimage.WithLabels(map[string]string{"tier": "base"}))
+
+	out := apiLoad(t, ctx, c, img)
+	assert.Check(t, is.Contains(out, `"stream":"Loaded image: busybox:latest\n"`))
+
+	_, err := c.ImageTag(ctx, mobyclient.ImageTagOptions{Source: "busybox", Target: "example.com/app:1"})
+	assert.NilError(t, err)
+	_, err = c.ImageTag(ctx, mobyclient.ImageTagOptions{Source: "nothing:here", Target: "example.com/app:2"})
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+
+	list, err := c.ImageList(ctx, mobyclient.ImageListOptions{})
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(list.Items, 1))
+	sum := list.Items[0]
+	assert.Check(t, is.Equal(sum.ID, img.Target.Digest.String()))
+	assert.Check(t, is.DeepEqual(sum.RepoTags, []string{"busybox:latest", "example.com/app:1"}))
+	assert.Check(t, is.DeepEqual(sum.RepoDigests, []string{"busybox@" + img.Target.Digest.String(), "example.com/app@" + img.Target.Digest.String()}))
+	// Docker's size: the content and the snapshots it is unpacked into.
+	assert.Check(t, sum.Size > img.Size(), "size %d, content %d", sum.Size, img.Size())
+	assert.Check(t, is.Equal(sum.Labels["tier"], "base"))
+
+	for _, tc := range []struct {
+		filter, value string
+		want          int
+	}{
+		{"dangling", "true", 0},
+		{"dangling", "false", 1},
+		{"label", "tier=base", 1},
+		{"label", "tier=other", 0},
+		{"label!", "tier=base", 0},
+		{"reference", "busybox", 1},
+		{"reference", "example.com/*", 1},
+		{"reference", "alpine", 0},
+	} {
+		list, err := c.ImageList(ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add(tc.filter, tc.value)})
+		assert.NilError(t, err, "%s=%s", tc.filter, tc.value)
+		assert.Check(t, is.Len(list.Items, tc.want), "%s=%s", tc.filter, tc.value)
+	}
+	_, err = c.ImageList(ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("dangling", "maybe")})
+	assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
+
+	for _, ref := range []string{"busybox", "busybox:latest", img.Target.Digest.String(), img.Target.Digest.Encoded()[:12], "busybox@" + img.Target.Digest.String()} {
+		inspect, err := c.ImageInspect(ctx, ref)
+		assert.NilError(t, err, ref)
+		assert.Check(t, is.Equal(inspect.ID, img.Target.Digest.String()), ref)
+		assert.Check(t, is.DeepEqual(inspect.RepoTags, []string{"busybox:latest", "example.com/app:1"}), ref)
+		assert.Check(t, is.Equal(inspect.Config.Labels["tier"], "base"), ref)
+		assert.Check(t, is.Len(inspect.RootFS.Layers, 1), ref)
+		assert.Check(t, is.Equal(inspect.Size, sum.Size), ref)
+	}
+	_, err = c.ImageInspect(ctx, "nothing:here")
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+	assert.Check(t, is.ErrorContains(err, "No such image: nothing:here"))
+
+	du, err := c.DiskUsage(ctx, mobyclient.DiskUsageOptions{Images: true})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(du.Images.TotalCount, int64(1)))
+	assert.Check(t, is.Equal(du.Images.TotalSize, sum.Size))
+	assert.Check(t, is.Equal(du.Images.Reclaimable, sum.Size))
+}
+
+// TestServeContainers: containers are records that keep their images; they
+// are listed, inspected and removed as docker does.
+func TestServeContainers(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	ctx := e.ctx
+	img := newImage(t, "app", "docker.io/library/app:1")
+	apiLoad(t, ctx, c, img)
+
+	res, err := c.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{Name: "web", Config: &container.Config{Image: "app:1", Cmd: []string{"serve"}, Labels: map[string]string{"role": "web"}}})
+	assert.NilError(t, err)
+	_, err = c.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{Name: "web", Config: &container.Config{Image: "app:1", Cmd: []string{"serve"}}})
+	assert.Check(t, errdefs.IsConflict(err), "%v", err)
+	_, err = c.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{Config: &container.Config{Image: "missing:1", Cmd: []string{"serve"}}})
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+	_, err = c.ContainerCreate(ctx, mobyclient.ContainerCreateOptions{Config: &container.Config{Image: "app:1"}})
+	assert.Check(t, is.ErrorContains(err, "no command specified"))
+	assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
+
+	running, err := c.ContainerList(ctx, mobyclient.ContainerListOptions{})
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(running.Items, 0), "nothing runs")
+	all, err := c.ContainerList(ctx, mobyclient.ContainerListOptions{All: true})
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(all.Items, 1))
+	assert.Check(t, is.Equal(all.Items[0].ID, res.ID))
+	assert.Check(t, is.DeepEqual(all.Items[0].Names, []string{"/web"}))
+	assert.Check(t, is.Equal(all.Items[0].Image, "app:1"))
+	assert.Check(t, is.Equal(all.Items[0].ImageID, img.Target.Digest.String()))
+	assert.Check(t, is.Equal(all.Items[0].State, container.StateCreated))
+
+	for _, ref := range []string{res.ID, res.ID[:12], "web", "/web"} {
+		inspect, err := c.ContainerInspect(ctx, ref, mobyclient.ContainerInspectOptions{})
+		assert.NilError(t, err, ref)
+		assert.Check(t, is.Equal(inspect.Container.ID, res.ID), ref)
+		assert.Check(t, is.Equal(inspect.Container.Name, "/web"), ref)
+		assert.Check(t, is.Equal(inspect.Container.Image, img.Target.Digest.String()), ref)
+		assert.Check(t, is.Equal(inspect.Container.Config.Image, "app:1"), ref)
+		assert.Check(t, is.Equal(inspect.Container.Config.Labels["role"], "web"), ref)
+	}
+
+	// The record keeps its image from a prune.
+	pruned, err := c.ImagePrune(ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "false")})
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(pruned.Report.ImagesDeleted, 0))
+	assert.Check(t, e.hasContent(img))
+
+	_, err = c.ContainerRemove(ctx, "web", mobyclient.ContainerRemoveOptions{})
+	assert.NilError(t, err)
+	_, err = c.ContainerInspect(ctx, "web", mobyclient.ContainerInspectOptions{})
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+	_, err = c.ContainerRemove(ctx, "web", mobyclient.ContainerRemoveOptions{})
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+	list, err := c.ImageList(ctx, mobyclient.ImageListOptions{})
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(list.Items, 1))
+	pruned, err = c.ImagePrune(ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "false")})
+	assert.NilError(t, err)
+	assert.Check(t, is.DeepEqual(pruned.Report.ImagesDeleted, []image.DeleteResponse{{Untagged: "app:1"}, {Deleted: img.Target.Digest.String()}}))
+	assert.Check(t, is.Equal(pruned.Report.SpaceReclaimed, uint64(list.Items[0].Size)))
+}
+
+// TestServePruneDontDeleteUsedDangling is Moby's test of the same name: a
+// dangling image a container uses by its ID is not pruned.
+func TestServePruneDontDeleteUsedDangling(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	img := newImage(t, "dangling")
+	apiLoad(t, e.ctx, c, img)
+	id := img.Target.Digest.String()
+	_, err := c.ImageInspect(e.ctx, id)
+	assert.NilError(t, err)
+	apiCreate(t, e.ctx, c, id)
+
+	res, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "true")})
+	assert.NilError(t, err)
+
+	for _, d := range res.Report.ImagesDeleted {
+		assert.Check(t, !strings.Contains(d.Deleted, id) && !strings.Contains(d.Untagged, id), "used dangling image deleted: %+v", d)
+	}
+	_, err = c.ImageInspect(e.ctx, id)
+	assert.Check(t, err, "the used dangling image should still exist")
+}
+
+// TestServePruneLexicographicalOrder is Moby's TestPruneLexographicalOrder:
+// a container made from the image ID keeps the alphabetically last name.
+func TestServePruneLexicographicalOrder(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	img := newImage(t, "busybox", "docker.io/library/busybox:latest")
+	apiLoad(t, e.ctx, c, img)
+	inspect, err := c.ImageInspect(e.ctx, "busybox:latest")
+	assert.NilError(t, err)
+	tags := []string{"h", "a", "j", "o", "s", "q", "w", "e", "r", "t"}
+	for _, tag := range append(tags, "z") {
+		_, err = c.ImageTag(e.ctx, mobyclient.ImageTagOptions{Source: inspect.ID, Target: "busybox:" + tag})
+		assert.NilError(t, err)
+	}
+	_, err = c.ImageRemove(e.ctx, "busybox:latest", mobyclient.ImageRemoveOptions{Force: true})
+	assert.NilError(t, err)
+	apiCreate(t, e.ctx, c, inspect.ID)
+
+	res, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "false")})
+	assert.NilError(t, err)
+
+	assert.Check(t, is.Len(res.Report.ImagesDeleted, len(tags)))
+	for _, p := range res.Report.ImagesDeleted {
+		assert.Check(t, is.Equal(p.Deleted, ""))
+		assert.Check(t, p.Untagged != "busybox:z")
+	}
+}
+
+// TestServePruneReportsUnusedImageTotalSizeReclaimed is Moby's test of the
+// same name: the space reclaimed is the images' total size in df.
+func TestServePruneReportsUnusedImageTotalSizeReclaimed(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	apiLoad(t, e.ctx, c, newImage(t, "busybox", "docker.io/library/busybox:latest"))
+	id := apiCreate(t, e.ctx, c, "busybox:latest")
+	_, err := c.ContainerRemove(e.ctx, id, mobyclient.ContainerRemoveOptions{Force: true})
+	assert.NilError(t, err)
+
+	du, err := c.DiskUsage(e.ctx, mobyclient.DiskUsageOptions{Images: true})
+	assert.NilError(t, err)
+	total := uint64(du.Images.TotalSize)
+	assert.Assert(t, total > 0)
+
+	res, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "false")})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(res.Report.SpaceReclaimed, total))
+
+	du, err = c.DiskUsage(e.ctx, mobyclient.DiskUsageOptions{Images: true})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(du.Images.TotalSize, int64(0)))
+}
+
+// TestServePruneDontDeleteUsedImage is Moby's test of the same name: a
+// container made from any of the six forms of its image's reference keeps
+// it, whether the image has one tag or two.
+func TestServePruneDontDeleteUsedImage(t *testing.T) {
+	forms := map[string]func(image.InspectResponse) string{
+		"full id":                              func(i image.InspectResponse) string { return i.ID },
+		"full id without sha256 prefix":        func(i image.InspectResponse) string { return strings.TrimPrefix(i.ID, "sha256:") },
+		"truncated id (without sha256 prefix)": func(i image.InspectResponse) string { return strings.TrimPrefix(i.ID, "sha256:")[:8] },
+		"repo and digest without tag":          func(i image.InspectResponse) string { return "busybox@" + i.ID },
+		"tagged and digested":                  func(i image.InspectResponse) string { return "busybox:latest@" + i.ID },
+		"repo digest":                          func(i image.InspectResponse) string { return i.RepoDigests[0] },
+	}
+	for _, twoTags := range []bool{false, true} {
+		for form, ref := range forms {
+			name := "single tag/" + form
+			if twoTags {
+				name = "two tags/" + form
+			}
+			t.Run(name, func(t *testing.T) {
+				e := newEnv(t)
+				_, c := e.serve(t)
+				img := newImage(t, "busybox", "docker.io/library/busybox:latest")
+				apiLoad(t, e.ctx, c, img)
+				if twoTags {
+					_, err := c.ImageTag(e.ctx, mobyclient.ImageTagOptions{Source: "busybox:latest", Target: "busybox:a"})
+					assert.NilError(t, err)
+				}
+				inspect, err := c.ImageInspect(e.ctx, "busybox:latest")
+				assert.NilError(t, err)
+				apiCreate(t, e.ctx, c, ref(inspect.InspectResponse))
+
+				res, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "false")})
+				assert.NilError(t, err)
+
+				if twoTags {
+					assert.Check(t, is.DeepEqual(res.Report.ImagesDeleted, []image.DeleteResponse{{Untagged: "busybox:a"}}))
+					_, err = c.ImageInspect(e.ctx, "busybox:a")
+					assert.Check(t, errdefs.IsNotFound(err), "busybox:a should be gone: %v", err)
+				} else {
+					assert.Check(t, is.Len(res.Report.ImagesDeleted, 0))
+				}
+				_, err = c.ImageInspect(e.ctx, "busybox:latest")
+				assert.Check(t, err, "busybox:latest should still exist")
+				assert.Check(t, e.hasContent(img))
+			})
+		}
+	}
+}
+
+// TestServePruneLabelFilterNegative is Moby's test of the same name.
+func TestServePruneLabelFilterNegative(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	with := testimage.New(testimage.WithNames("docker.io/library/withlabel:latest"), testimage.WithLayers(layer(t, "with")), testimage.WithLabels(map[string]string{"on_prune": "keep"}))
+	without := testimage.New(testimage.WithNames("docker.io/library/nolabel:latest"), testimage.WithLayers(layer(t, "without")))
+	apiLoad(t, e.ctx, c, with, without)
+
+	res, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("label!", "on_prune=keep").Add("dangling", "false")})
+	assert.NilError(t, err)
+
+	_, err = c.ImageInspect(e.ctx, without.Target.Digest.String())
+	assert.Check(t, errdefs.IsNotFound(err), "nolabel image should be gone: %v", err)
+	var deleted []string
+	for _, d := range res.Report.ImagesDeleted {
+		if d.Deleted != "" {
+			deleted = append(deleted, d.Deleted)
+		}
+		assert.Check(t, d.Deleted != with.Target.Digest.String() && d.Untagged != "withlabel:latest")
+	}
+	assert.Check(t, is.Contains(deleted, without.Target.Digest.String()))
+	_, err = c.ImageInspect(e.ctx, with.Target.Digest.String())
+	assert.Check(t, err)
+}
+
+// TestServePruneErrors: bad filters are 400, a prune already running 409;
+// neither changes anything.
+func TestServePruneErrors(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	img := newImage(t, "kept", "docker.io/library/kept:1")
+	apiLoad(t, e.ctx, c, img)
+	before := e.names()
+
+	for _, f := range []mobyclient.Filters{
+		make(mobyclient.Filters).Add("dangling", "maybe"),
+		make(mobyclient.Filters).Add("until", "yesterday"),
+		make(mobyclient.Filters).Add("reference", "kept"),
+	} {
+		_, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: f})
+		assert.Check(t, errdefs.IsInvalidArgument(err), "%v: %v", f, err)
+	}
+	assert.Check(t, is.DeepEqual(e.names(), before))
+
+	// Another prune of the namespace holds the lock.
+	_, release := e.blockedPrune(t)
+	_, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{})
+	assert.Check(t, errdefs.IsConflict(err), "%v", err)
+	assert.Check(t, is.ErrorContains(err, "a prune operation is already running"))
+	assert.Check(t, release())
+	assert.Check(t, is.DeepEqual(e.names(), before))
+}
