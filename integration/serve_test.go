@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -10,7 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
@@ -18,6 +21,7 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/server"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -32,9 +36,13 @@ func (e *env) serve(t *testing.T) (string, *mobyclient.Client) {
 	sock := filepath.Join(dir, "api.sock")
 	l, err := net.Listen("unix", sock)
 	assert.NilError(t, err)
-	srv := &http.Server{Handler: server.New(e.svc, e.svc.ContainerRecords())}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	ctx, stop := context.WithCancel(e.ctx)
+	served := make(chan error, 1)
+	go func() { served <- server.New(e.svc, e.svc.ContainerRecords()).Serve(ctx, l, 10*time.Second) }()
+	t.Cleanup(func() {
+		stop()
+		assert.Check(t, <-served)
+	})
 	c, err := mobyclient.New(mobyclient.WithHost("unix://" + sock))
 	assert.NilError(t, err)
 	t.Cleanup(func() { c.Close() })
@@ -76,9 +84,7 @@ func TestServeVersions(t *testing.T) {
 	assert.Check(t, is.Equal(v.APIVersion, server.APIVersion))
 	assert.Check(t, is.Equal(v.MinAPIVersion, server.MinAPIVersion))
 
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+	hc := unixHTTP(sock)
 	for path, want := range map[string]int{
 		"/v1.24/images/json":          http.StatusOK,
 		"/v1.56/_ping":                http.StatusOK,
@@ -408,4 +414,103 @@ func TestServePruneErrors(t *testing.T) {
 	assert.Check(t, is.ErrorContains(err, "a prune operation is already running"))
 	assert.Check(t, release())
 	assert.Check(t, is.DeepEqual(e.names(), before))
+}
+
+// apiGet GETs path from the server on sock.
+func apiGet(t *testing.T, sock, path string) (int, string) {
+	t.Helper()
+	hc := unixHTTP(sock)
+	resp, err := hc.Get("http://imgprune" + path)
+	assert.NilError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	assert.NilError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+// TestServeMetrics: each prune through the API adds to /metrics.
+func TestServeMetrics(t *testing.T) {
+	e := newEnv(t)
+	sock, c := e.serve(t)
+	img := newImage(t, "old", "docker.io/library/old:1")
+	apiLoad(t, e.ctx, c, img)
+	for range 2 {
+		_, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "false")})
+		assert.NilError(t, err)
+	}
+	code, body := apiGet(t, sock, "/metrics")
+	assert.Check(t, is.Equal(code, http.StatusOK))
+	ns := `{namespace="` + e.ns + `"}`
+	assert.Check(t, is.Contains(body, "imgprune_prunes_total"+ns+" 2\n"))
+	assert.Check(t, is.Contains(body, "imgprune_images_deleted_total"+ns+" 1\n"))
+	assert.Check(t, is.Contains(body, "imgprune_prune_failures_total"+ns+" 0\n"))
+	assert.Check(t, is.Contains(body, "imgprune_last_success_timestamp_seconds"+ns))
+}
+
+// stoppingStore stops the server once the prune deleted name: a SIGTERM
+// that lands mid-prune.
+type stoppingStore struct {
+	images.Store
+	name string
+	stop context.CancelFunc
+}
+
+func (s stoppingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	err := s.Store.Delete(context.WithoutCancel(ctx), name, opts...)
+	if name == s.name {
+		s.stop()
+		// The server cancels the request's context as it stops: the prune
+		// sees it before its next deletion.
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+	}
+	return err
+}
+
+// TestServeStopsAPruneCleanly: a server told to stop while a prune runs
+// interrupts the prune between deletions and still answers with its
+// partial report; the next prune finishes the job.
+func TestServeStopsAPruneCleanly(t *testing.T) {
+	e := newEnv(t)
+	a := newImage(t, "a", "example.com/a:1")
+	b := newImage(t, "b", "example.com/b:1")
+	e.write(a, b)
+	ctx, stop := context.WithCancel(e.ctx)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = stoppingStore{Store: stores.Images, name: "example.com/a:1", stop: stop}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "api.sock")
+	l, err := net.Listen("unix", sock)
+	assert.NilError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- server.New(svc, svc.ContainerRecords()).Serve(ctx, l, 10*time.Second) }()
+
+	hc := unixHTTP(sock)
+	resp, err := hc.Post("http://imgprune/v1.56/images/prune?filters=%7B%22dangling%22%3A%7B%22false%22%3Atrue%7D%7D", "application/json", nil)
+	assert.NilError(t, err)
+	var rep imgsvc.Report
+	assert.NilError(t, json.NewDecoder(resp.Body).Decode(&rep))
+	resp.Body.Close()
+
+	assert.Check(t, is.Equal(resp.StatusCode, http.StatusOK))
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, []image.DeleteResponse{{Untagged: "example.com/a:1"}, {Deleted: a.Target.Digest.String()}}))
+	assert.Check(t, is.DeepEqual(rep.Failures, []imgsvc.Failure{{Name: "prune", Error: "stopped early: 1 record left for the next prune"}}))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(a.Size())))
+	assert.Check(t, <-served, "the server stops cleanly")
+	_, err = net.Dial("unix", sock)
+	assert.Check(t, err != nil, "the server still accepts")
+
+	again := e.prune([]string{"dangling=false"})
+	assert.Check(t, again.Err())
+	assert.Check(t, is.Len(e.names(), 0))
+}
+
+// unixHTTP is an HTTP client of the server on sock.
+func unixHTTP(sock string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
 }

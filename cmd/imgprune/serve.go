@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
@@ -67,32 +65,12 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 	}
 	defer os.Remove(o.socket)
 
-	// A signal cancels what runs (a prune stops between deletions and
-	// reports what it did), and the server stops accepting.
-	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	srv := &http.Server{
-		Handler:           server.New(svc, svc.ContainerRecords(), server.WithVersion(buildVersion())),
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ReadHeaderTimeout: 30 * time.Second,
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	done := make(chan error, 1)
-	go func() {
-		sig := <-sigs
-		log.G(ctx).WithField("signal", sig).Info("stopping")
-		cancel()
-		stop, cancelStop := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancelStop()
-		done <- srv.Shutdown(stop)
-	}()
 	log.G(ctx).WithField("socket", o.socket).WithField("namespace", svc.Namespace()).Info("serving the Docker Engine API")
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return <-done
+	err = server.New(svc, svc.ContainerRecords(), server.WithVersion(buildVersion())).Serve(stop, l, time.Minute)
+	log.G(ctx).Info("stopped")
+	return err
 }
 
 // listenUnix listens on a unix socket at path, mode 0660, owned by root

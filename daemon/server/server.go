@@ -6,12 +6,15 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -190,4 +193,35 @@ func boolValue(r *http.Request, key string) bool {
 		return false
 	}
 	return true
+}
+
+// Serve answers on l until ctx ends. Then it stops accepting, cancels what
+// runs (a prune stops between deletions, still collects once and answers
+// with its partial report) and waits for the answers to go out, at most
+// grace; it returns nil when all did.
+func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration) error {
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	srv := &http.Server{
+		Handler:           s,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	stop, cancelStop := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancelStop()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- srv.Shutdown(stop) }()
+	cancel()
+	err := <-shutdown
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
 }
