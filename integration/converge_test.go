@@ -190,17 +190,26 @@ func TestPruneInterruptedByContext(t *testing.T) {
 	assert.Check(t, is.Equal(rep.SpaceReclaimed+again.SpaceReclaimed, uint64(a.Size()+b.Size())))
 }
 
-// cancellingStore cancels the prune's context once it deleted name.
+// cancellingStore cancels the prune's context once it deleted name. With
+// await, it then waits for the prune's context to end: one cancelled from
+// afar (a server that stops) before the prune's next deletion.
 type cancellingStore struct {
 	images.Store
 	name   string
 	cancel context.CancelFunc
+	await  bool
 }
 
 func (s cancellingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
 	err := s.Store.Delete(context.WithoutCancel(ctx), name, opts...)
 	if name == s.name {
 		s.cancel()
+		if s.await {
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Second):
+			}
+		}
 	}
 	return err
 }

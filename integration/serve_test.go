@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
@@ -447,28 +446,6 @@ func TestServeMetrics(t *testing.T) {
 	assert.Check(t, is.Contains(body, "imgprune_last_success_timestamp_seconds"+ns))
 }
 
-// stoppingStore stops the server once the prune deleted name: a SIGTERM
-// that lands mid-prune.
-type stoppingStore struct {
-	images.Store
-	name string
-	stop context.CancelFunc
-}
-
-func (s stoppingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
-	err := s.Store.Delete(context.WithoutCancel(ctx), name, opts...)
-	if name == s.name {
-		s.stop()
-		// The server cancels the request's context as it stops: the prune
-		// sees it before its next deletion.
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
-		}
-	}
-	return err
-}
-
 // TestServeStopsAPruneCleanly: a server told to stop while a prune runs
 // interrupts the prune between deletions and still answers with its
 // partial report; the next prune finishes the job.
@@ -479,7 +456,8 @@ func TestServeStopsAPruneCleanly(t *testing.T) {
 	e.write(a, b)
 	ctx, stop := context.WithCancel(e.ctx)
 	stores := imgsvc.StoresFromClient(e.client)
-	stores.Images = stoppingStore{Store: stores.Images, name: "example.com/a:1", stop: stop}
+	// The server stops once the prune deleted a:1: a SIGTERM mid-prune.
+	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: stop, await: true}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "api.sock")
