@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
@@ -18,22 +19,30 @@ import (
 )
 
 type serveOptions struct {
-	socket string
-	group  string
+	socket   string
+	group    string
+	upstream string
 }
 
 func newServeCommand(g *globalOptions) *cobra.Command {
 	var o serveOptions
 	cmd := &cobra.Command{
-		Use:   "serve --socket PATH",
+		Use:   "serve --socket PATH [--upstream unix:///var/run/docker.sock]",
 		Short: "Serve the Docker Engine API for images, and containers as records, on a unix socket",
 		Long: `Serve the Docker Engine API on a unix socket, over the images of the
 namespace: the docker CLI (DOCKER_HOST=unix://PATH) and moby's Go client work
 against it. Images can be listed, inspected, tagged, removed, loaded and
 pruned; containers are records only, which keep their images as running ones
-would. The socket is made with mode 0660, owned by root and by --group. On
-SIGTERM or SIGINT it stops accepting, interrupts a running prune cleanly (its
-partial report is sent) and exits 0.`,
+would.
+
+With --upstream, it stands in front of a Docker Engine instead: it answers
+POST /images/prune with imgprune's prune over --namespace (the engine's
+containerd namespace, moby by default), keeping the images of the engine's
+containers, and passes every other request through to the engine unchanged.
+
+The socket is made with mode 0660, owned by root and by --group. On SIGTERM or
+SIGINT it stops accepting, interrupts a running prune cleanly (its partial
+report is sent) and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, o)
@@ -42,6 +51,7 @@ partial report is sent) and exits 0.`,
 	flags := cmd.Flags()
 	flags.StringVar(&o.socket, "socket", "", "Path of the unix socket to serve on (required)")
 	flags.StringVar(&o.group, "group", "", "Group that may use the socket (name or GID); root's when empty")
+	flags.StringVar(&o.upstream, "upstream", "", "Docker Engine to pass every request but image prune through to (unix:///var/run/docker.sock, tcp://host:port); its containers keep their images")
 	cmd.MarkFlagRequired("socket")
 	return cmd
 }
@@ -54,11 +64,24 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 			return err
 		}
 	}
+	if o.upstream != "" {
+		// The engine's containers keep their images.
+		withEngine := *g
+		withEngine.dockerHost = o.upstream
+		g = &withEngine
+	}
 	svc, closer, err := g.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
+	srv := server.New(svc, svc.ContainerRecords(), server.WithVersion(buildVersion()))
+	var handler http.Handler = srv
+	if o.upstream != "" {
+		if handler, err = server.NewProxy(srv, o.upstream); err != nil {
+			return err
+		}
+	}
 	l, err := listenUnix(o.socket, gid)
 	if err != nil {
 		return err
@@ -68,7 +91,7 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 	stop, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	log.G(ctx).WithField("socket", o.socket).WithField("namespace", svc.Namespace()).Info("serving the Docker Engine API")
-	err = server.New(svc, svc.ContainerRecords(), server.WithVersion(buildVersion())).Serve(stop, l, time.Minute)
+	err = server.Serve(stop, l, handler, time.Minute)
 	log.G(ctx).Info("stopped")
 	return err
 }

@@ -200,10 +200,15 @@ func boolValue(r *http.Request, key string) bool {
 // with its partial report) and waits for the answers to go out, at most
 // grace; it returns nil when all did.
 func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration) error {
+	return Serve(ctx, l, s, grace)
+}
+
+// Serve answers on l with h until ctx ends, as Server.Serve does.
+func Serve(ctx context.Context, l net.Listener, h http.Handler, grace time.Duration) error {
 	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	srv := &http.Server{
-		Handler:           s,
+		Handler:           h,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: 30 * time.Second,
 	}
