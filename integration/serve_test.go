@@ -492,3 +492,36 @@ func unixHTTP(sock string) *http.Client {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
 }
+
+// TestServeImagesBeforeSince: the before and since filters of `docker
+// images` compare when images entered the store, to the second, as the
+// Engine's list shows it.
+func TestServeImagesBeforeSince(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	older := newImage(t, "older", "docker.io/library/older:1")
+	newer := newImage(t, "newer", "docker.io/library/newer:1")
+	apiLoad(t, e.ctx, c, older)
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
+	apiLoad(t, e.ctx, c, newer)
+
+	for _, tc := range []struct {
+		filter, ref string
+		want        []string
+	}{
+		{"before", "newer:1", []string{"older:1"}},
+		{"before", "older:1", nil},
+		{"since", "older:1", []string{"newer:1"}},
+		{"since", newer.Target.Digest.String(), nil},
+	} {
+		list, err := c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add(tc.filter, tc.ref)})
+		assert.NilError(t, err, "%s=%s", tc.filter, tc.ref)
+		var got []string
+		for _, sum := range list.Items {
+			got = append(got, sum.RepoTags...)
+		}
+		assert.Check(t, is.DeepEqual(got, tc.want), "%s=%s", tc.filter, tc.ref)
+	}
+	_, err := c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("before", "missing:1")})
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+}
