@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 INTEGRATION_PKGS := /integration /internal/testctrd
 
 .DEFAULT_GOAL := build
-.PHONY: build containerd docker-cli test unit lint demo bench bench-go clean
+.PHONY: build containerd docker-cli e2e-deps test e2e unit lint demo bench bench-go clean
 
 ## containerd: build the pinned containerd into _output/bin (skipped when present)
 containerd:
@@ -19,6 +19,11 @@ containerd:
 ## (the one on PATH, else the client out of Debian's package)
 docker-cli:
 	hack/install-docker-cli.sh
+
+## e2e-deps: dockerd, runc and containerd's runc shim for `make e2e` into
+## _output/e2e/bin (kept once built; dockerd takes minutes)
+e2e-deps:
+	hack/install-e2e.sh
 
 ## build: build imgprune and the demo's helpers into _output/bin
 build:
@@ -33,6 +38,12 @@ test: containerd docker-cli
 	$(GO) test -p 1 -count=1 ./...
 	IMGPRUNE_TEST_SNAPSHOTTER=overlayfs $(GO) test -count=1 ./integration/
 
+## e2e: the docker CLI against a real Docker Engine (containerd image store,
+## private containerd), straight and through `imgprune serve --upstream`
+## (needs root)
+e2e: containerd docker-cli e2e-deps
+	$(GO) test -tags e2e -count=1 ./e2e/
+
 ## unit: fast tests of the packages that need no containerd daemon
 unit:
 	pkgs="$$($(GO) list ./... | { grep -v $(foreach p,$(INTEGRATION_PKGS),-e '$(p)\(/\|$$\)') || true; })"; \
@@ -44,8 +55,8 @@ lint:
 	if [[ -n "$$unformatted" ]]; then \
 		echo "gofmt needed for:"; echo "$$unformatted"; exit 1; \
 	fi
-	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	$(GO) vet -tags e2e ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -tags e2e ./...
 
 ## demo: run hack/demo.sh against a private containerd
 demo: containerd build

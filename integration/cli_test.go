@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/internal/testcmd"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/pkg/metrics"
 	"github.com/imgprune/imgprune/pkg/progress"
@@ -59,16 +59,9 @@ func (e *env) run(t *testing.T, args ...string) (string, string, int) {
 // runCmd runs cmd and returns its stdout, stderr and exit code.
 func runCmd(t *testing.T, cmd *exec.Cmd) (string, string, int) {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if exit, ok := err.(*exec.ExitError); ok {
-		code = exit.ExitCode()
-	} else {
-		assert.NilError(t, err)
-	}
-	return stdout.String(), stderr.String(), code
+	stdout, stderr, code, err := testcmd.Run(cmd)
+	assert.NilError(t, err)
+	return stdout, stderr, code
 }
 
 func TestCLIPrune(t *testing.T) {

@@ -16,26 +16,16 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
-	"github.com/imgprune/imgprune/internal/testctrd"
+	"github.com/imgprune/imgprune/internal/testcmd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
-// dockerCLI is the docker CLI the tests drive `imgprune serve` with:
-// IMGPRUNE_DOCKER, else the one hack/install-docker-cli.sh put under
-// _output/bin (make test runs it), else the one on PATH. Never skipped: a
-// run without it tests less than it says.
+// dockerCLI is the docker CLI the tests drive (testcmd.DockerCLI). Never
+// skipped: a run without it tests less than it says.
 func dockerCLI(t *testing.T) string {
 	t.Helper()
-	if bin := os.Getenv("IMGPRUNE_DOCKER"); bin != "" {
-		return bin
-	}
-	if repo, err := testctrd.RepoRoot(); err == nil {
-		if bin := filepath.Join(repo, "_output", "bin", "docker"); onDiskNow(bin) {
-			return bin
-		}
-	}
-	bin, err := exec.LookPath("docker")
-	assert.NilError(t, err, "no docker CLI: run hack/install-docker-cli.sh")
+	bin, err := testcmd.DockerCLI()
+	assert.NilError(t, err)
 	return bin
 }
 

@@ -85,19 +85,38 @@ func NewLayer(seed string, size int) Layer {
 		ModTime:  DefaultCreated,
 		Format:   tar.FormatUSTAR,
 	}))
+	addFile(tw, file, 0o644, data)
+	mustTar(tw.Close())
+
+	return layerOf(buf.Bytes())
+}
+
+// FileLayer returns a deterministic tar layer holding one executable file
+// at path (no leading slash) with data: a program for containers to run.
+func FileLayer(path string, data []byte) Layer {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	addFile(tw, path, 0o755, data)
+	mustTar(tw.Close())
+	return layerOf(buf.Bytes())
+}
+
+// addFile writes a regular file into a layer.
+func addFile(tw *tar.Writer, name string, mode int64, data []byte) {
 	mustTar(tw.WriteHeader(&tar.Header{
 		Typeflag: tar.TypeReg,
-		Name:     file,
-		Mode:     0o644,
-		Size:     int64(size),
+		Name:     name,
+		Mode:     mode,
+		Size:     int64(len(data)),
 		ModTime:  DefaultCreated,
 		Format:   tar.FormatUSTAR,
 	}))
 	_, err := tw.Write(data)
 	mustTar(err)
-	mustTar(tw.Close())
+}
 
-	blob := buf.Bytes()
+// layerOf describes an uncompressed tar layer.
+func layerOf(blob []byte) Layer {
 	return Layer{
 		Blob: blob,
 		Desc: ocispec.Descriptor{
@@ -130,6 +149,8 @@ type Image struct {
 	Labels map[string]string
 	// Created is the config's created time and the time of every history entry.
 	Created time.Time
+	// Entrypoint is the config's entrypoint: what a container runs.
+	Entrypoint []string
 	// Layers in manifest order (lowest first).
 	Layers []Layer
 
@@ -170,6 +191,13 @@ func WithLabels(labels map[string]string) Opt {
 		for k, v := range labels {
 			img.Labels[k] = v
 		}
+	}
+}
+
+// WithEntrypoint sets the config's entrypoint.
+func WithEntrypoint(args ...string) Opt {
+	return func(img *Image) {
+		img.Entrypoint = append([]string(nil), args...)
 	}
 }
 
@@ -239,7 +267,8 @@ func (img *Image) build() {
 			OS:           "linux",
 		},
 		Config: ocispec.ImageConfig{
-			Labels: img.Labels,
+			Labels:     img.Labels,
+			Entrypoint: img.Entrypoint,
 		},
 		RootFS: ocispec.RootFS{
 			Type:    "layers",

@@ -1,0 +1,336 @@
+//go:build e2e
+
+// Package e2e drives a real Docker Engine (moby's containerd image store, on
+// a private containerd) with the docker CLI, directly and through `imgprune
+// serve --upstream`. `make e2e` builds what it needs (hack/install-e2e.sh).
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/imgprune/imgprune/internal/testcmd"
+	"github.com/imgprune/imgprune/internal/testctrd"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// The engine, the proxy in front of it, the docker CLI and the images the
+// tests load.
+var (
+	engineSock, proxySock string
+	dockerBin             string
+	archive               string
+	app, old, other       testimage.Image
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	code, err := setUp(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	return code
+}
+
+// setUp starts a containerd, a dockerd on it and `imgprune serve
+// --upstream` in front of the dockerd, runs the tests, and stops them all.
+func setUp(m *testing.M) (int, error) {
+	repo, err := testctrd.RepoRoot()
+	if err != nil {
+		return 0, err
+	}
+	bin := filepath.Join(repo, "_output", "e2e", "bin")
+	if _, err := os.Stat(filepath.Join(bin, "dockerd")); err != nil {
+		return 0, fmt.Errorf("no dockerd in %s: run make e2e (hack/install-e2e.sh builds it)", bin)
+	}
+	if dockerBin, err = testcmd.DockerCLI(); err != nil {
+		return 0, err
+	}
+	// containerd finds its runc shim, and dockerd its runc, on PATH.
+	os.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	dir, err := os.MkdirTemp("", "imgprune-e2e")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+
+	ctrd, err := testctrd.Start(filepath.Join(dir, "ctrd"))
+	if err != nil {
+		return 0, err
+	}
+	defer ctrd.Stop()
+	engineSock = filepath.Join(dir, "docker.sock")
+	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features":{"containerd-snapshotter":true}}`), 0o644); err != nil {
+		return 0, err
+	}
+	// runc is built without seccomp: the engine runs containers unconfined.
+	stopEngine, err := start(engineSock, filepath.Join(dir, "dockerd.log"), filepath.Join(bin, "dockerd"),
+		"--config-file", filepath.Join(dir, "daemon.json"), "--data-root", filepath.Join(dir, "data"),
+		"--exec-root", filepath.Join(dir, "exec"), "--pidfile", filepath.Join(dir, "dockerd.pid"),
+		"-H", "unix://"+engineSock, "--containerd", ctrd.Address,
+		"--iptables=false", "--ip6tables=false", "--bridge=none", "--userland-proxy=false",
+		"--seccomp-profile=unconfined")
+	if err != nil {
+		return 0, err
+	}
+	defer stopEngine()
+
+	imgprune := filepath.Join(dir, "imgprune")
+	if out, err := exec.Command("go", "build", "-o", imgprune, filepath.Join(repo, "cmd", "imgprune")).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("build imgprune: %v: %s", err, out)
+	}
+	proxySock = filepath.Join(dir, "proxy.sock")
+	stopProxy, err := start(proxySock, filepath.Join(dir, "imgprune.log"), imgprune,
+		"--address", ctrd.Address, "--namespace", "moby", "--root", filepath.Join(ctrd.Dir, "root"),
+		"serve", "--socket", proxySock, "--upstream", "unix://"+engineSock)
+	if err != nil {
+		return 0, err
+	}
+	defer stopProxy()
+
+	if err := writeImages(repo, dir); err != nil {
+		return 0, err
+	}
+	return m.Run(), nil
+}
+
+// start starts a server that listens on sock, logging to logPath, and
+// waits until it answers; the returned func stops it with SIGTERM.
+func start(sock, logPath, bin string, args ...string) (func(), error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		logFile.Close()
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return stop, nil
+		}
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(logPath)
+			return nil, fmt.Errorf("%s exited: %v: %s", filepath.Base(bin), err, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			log, _ := os.ReadFile(logPath)
+			return nil, fmt.Errorf("%s does not listen on %s: %s", filepath.Base(bin), sock, log)
+		}
+	}
+}
+
+// writeImages builds the program the containers run and writes an archive
+// of three images that run it.
+func writeImages(repo, dir string) error {
+	prog := filepath.Join(dir, "app")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", prog, filepath.Join(repo, "e2e", "testdata", "app", "main.go"))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the containers' program: %v: %s", err, out)
+	}
+	data, err := os.ReadFile(prog)
+	if err != nil {
+		return err
+	}
+	layer := testimage.FileLayer("app", data)
+	image := func(name, seed string) testimage.Image {
+		return testimage.New(testimage.WithNames(name), testimage.WithEntrypoint("/app"),
+			testimage.WithLayers(layer, testimage.NewLayer("e2e/"+seed, 4096)))
+	}
+	app, old, other = image("docker.io/e2e/app:1", "app"), image("docker.io/e2e/old:1", "old"), image("docker.io/e2e/other:1", "other")
+	archive = filepath.Join(dir, "images.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		return err
+	}
+	if err := testimage.WriteArchive(f, app, old, other); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// cli runs docker against the server on sock.
+type cli struct {
+	t    *testing.T
+	sock string
+	home string
+}
+
+func newCLI(t *testing.T, sock string) cli {
+	return cli{t: t, sock: sock, home: t.TempDir()}
+}
+
+// run runs docker with stdin and returns its stdout and exit code.
+func (c cli) run(stdin string, args ...string) (string, int) {
+	c.t.Helper()
+	cmd := exec.Command(dockerBin, args...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+c.sock, "DOCKER_CONFIG="+c.home, "DOCKER_CLI_HINTS=false")
+	cmd.Stdin = strings.NewReader(stdin)
+	stdout, stderr, code, err := testcmd.Run(cmd)
+	assert.NilError(c.t, err)
+	if code != 0 {
+		c.t.Logf("docker %v: exit %d: %s", args, code, stderr)
+	}
+	return stdout, code
+}
+
+// ok runs docker and fails the test unless it succeeds.
+func (c cli) ok(args ...string) string {
+	c.t.Helper()
+	out, code := c.run("", args...)
+	assert.Assert(c.t, is.Equal(code, 0), "docker %v", args)
+	return out
+}
+
+var containerID = regexp.MustCompile(`(?m)^[0-9a-f]{64}$`)
+
+// scenario is a fixed docker CLI session; the returned transcript has each
+// command, its exit code and its output, container IDs replaced and
+// listings sorted. The output of prunes, which is where imgprune and the
+// engine may differ, is marked.
+func scenario(t *testing.T, sock string) []string {
+	c := newCLI(t, sock)
+	var transcript []string
+	step := func(sorted bool, stdin string, args ...string) string {
+		t.Helper()
+		out, code := c.run(stdin, args...)
+		out = containerID.ReplaceAllString(out, "<container>")
+		lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+		if sorted {
+			slices.Sort(lines)
+		}
+		mark := ""
+		if len(args) > 1 && args[0] == "image" && args[1] == "prune" {
+			mark = "prune| "
+		}
+		transcript = append(transcript, fmt.Sprintf("$ docker %s (exit %d)", strings.Join(args, " "), code))
+		for _, l := range lines {
+			transcript = append(transcript, mark+l)
+		}
+		return out
+	}
+	list := []string{"images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"}
+	step(false, "", "load", "-i", archive)
+	step(true, "", list...)
+	step(false, "", "create", "--name", "byname", "e2e/app:1")
+	step(false, "", "create", "--name", "byid", app.Target.Digest.Encoded()[:12])
+	step(true, "", "ps", "-a", "--format", "{{.Names}} {{.Image}} {{.Status}}")
+	step(false, "", "inspect", "--format", "{{.Name}} {{.Config.Image}} {{.Image}}", "byname")
+	step(false, "", "image", "inspect", "--format", "{{.Id}} {{.RepoTags}}", "e2e/app:1")
+	step(false, "", "run", "--rm", "e2e/app:1", "x")
+	step(false, "hi\n", "run", "--rm", "-i", "e2e/app:1", "cat")
+	step(false, "", "run", "-d", "--name", "runner", "e2e/app:1", "serve")
+	step(false, "", "exec", "runner", "/app", "y")
+	waitLogs(t, c, "runner", "serving\n")
+	step(false, "", "logs", "runner")
+	step(false, "", "rm", "-f", "runner")
+	step(false, "", "image", "prune", "-a", "-f")
+	step(true, "", list...)
+	step(false, "", "rm", "byname", "byid")
+	step(false, "", "image", "prune", "-a", "-f")
+	step(false, "", "images", "-q")
+	return transcript
+}
+
+// waitLogs waits until a container has written want.
+func waitLogs(t *testing.T, c cli, name, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if out, _ := c.run("", "logs", name); out == want {
+			return
+		}
+		assert.Assert(t, time.Now().Before(deadline), "container %s never wrote %q", name, want)
+	}
+}
+
+// TestTranscriptThroughTheProxy: the same docker session prints the same
+// through imgprune as straight against the engine, but for the prunes; and
+// imgprune's prunes remove exactly what the engine's do here.
+func TestTranscriptThroughTheProxy(t *testing.T) {
+	direct := scenario(t, engineSock)
+	proxied := scenario(t, proxySock)
+
+	unmarked := func(lines []string) []string {
+		return slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return strings.HasPrefix(l, "prune| ") })
+	}
+	assert.Check(t, is.DeepEqual(unmarked(proxied), unmarked(direct)))
+	t.Logf("transcript through the proxy:\n%s", strings.Join(proxied, "\n"))
+	t.Logf("the engine's own prunes:\n%s", strings.Join(slices.DeleteFunc(slices.Clone(direct), func(l string) bool { return !strings.HasPrefix(l, "prune| ") }), "\n"))
+	joined := strings.Join(proxied, "\n")
+	for _, want := range []string{
+		"$ docker run --rm e2e/app:1 x (exit 0)\nhello from [/app x]",
+		"$ docker run --rm -i e2e/app:1 cat (exit 0)\nhi",
+		"$ docker exec runner /app y (exit 0)\nhello from [/app y]",
+		"$ docker image prune -a -f (exit 0)\nprune| Deleted Images:\nprune| untagged: e2e/old:1\nprune| deleted: " + old.Target.Digest.String(),
+		"$ docker images --format {{.Repository}}:{{.Tag}} {{.ID}} (exit 0)\ne2e/app:1 " + app.Target.Digest.Encoded()[:12] + "\n$ docker rm",
+	} {
+		assert.Check(t, is.Contains(joined, want))
+	}
+}
+
+// TestProxyPruneKeepsWhatContainersUse: through the proxy, a prune keeps the
+// image of a container made by ID, and the image of one whose tag then
+// moved to another image (where the engine's own prune leaves it no name);
+// the rest goes.
+func TestProxyPruneKeepsWhatContainersUse(t *testing.T) {
+	c := newCLI(t, proxySock)
+	c.ok("load", "-i", archive)
+	c.ok("tag", "e2e/other:1", "e2e/moved:1")
+	c.ok("create", "--name", "moved", "e2e/moved:1")
+	c.ok("tag", "e2e/app:1", "e2e/moved:1")
+	c.ok("create", "--name", "byid", app.Target.Digest.Encoded()[:12])
+	c.ok("rmi", "e2e/app:1")
+
+	out := c.ok("image", "prune", "-a", "-f")
+
+	assert.Check(t, is.Contains(out, "untagged: e2e/old:1\ndeleted: "+old.Target.Digest.String()))
+	assert.Check(t, !strings.Contains(out, "deleted: "+app.Target.Digest.String()), out)
+	assert.Check(t, !strings.Contains(out, "deleted: "+other.Target.Digest.String()), out)
+	for _, id := range []string{app.Target.Digest.String(), other.Target.Digest.String()} {
+		_, code := c.run("", "image", "inspect", id)
+		assert.Check(t, is.Equal(code, 0), "%s should stay", id)
+	}
+	_, code := c.run("", "image", "inspect", old.Target.Digest.String())
+	assert.Check(t, code != 0, "e2e/old:1 should be gone")
+	assert.Check(t, is.Equal(c.ok("ps", "-a", "--format", "{{.Names}}"), "byid\nmoved\n"))
+
+	c.ok("rm", "moved", "byid")
+	c.ok("image", "prune", "-a", "-f")
+	assert.Check(t, is.Equal(c.ok("images", "-q"), ""))
+}
