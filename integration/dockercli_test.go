@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	units "github.com/docker/go-units"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -131,4 +132,64 @@ func TestDockerCLI(t *testing.T) {
 	assert.NilError(t, serve.Process.Signal(syscall.SIGTERM))
 	assert.Check(t, serve.Wait(), serveLog.String())
 	assert.Check(t, !onDiskNow(sock))
+}
+
+// TestDockerCLIPrune: the cases of the docker CLI's own prune tests
+// (cli/command/image/prune_test.go), against imgprune serve instead of a
+// fake client: what reaches the server, and what the CLI prints.
+func TestDockerCLIPrune(t *testing.T) {
+	e := newEnv(t)
+	sock, _, _ := e.serveCmd(t)
+	home := t.TempDir()
+	docker := func(stdin string, args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(dockerCLI(t), args...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+sock, "DOCKER_CONFIG="+home, "DOCKER_CLI_HINTS=false")
+		cmd.Stdin = strings.NewReader(stdin)
+		stdout, _, code := runCmd(t, cmd)
+		return stdout, code
+	}
+	labelled := testimage.New(testimage.WithLayers(layer(t, "labelled")), testimage.WithLabels(map[string]string{"foobar": "1"}))
+	dangling := testimage.New(testimage.WithLayers(layer(t, "dangling")))
+	named := newImage(t, "named", "docker.io/library/named:1")
+	e.writeDangling(labelled)
+	e.writeDangling(dangling)
+	e.write(named)
+
+	// Without --force the CLI asks, and a no changes nothing.
+	out, code := docker("n\n", "image", "prune")
+	assert.Check(t, is.Equal(code, 0))
+	assert.Check(t, is.Contains(out, "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N]"), out)
+	assert.Check(t, is.Len(e.names(), 3))
+
+	// label-filter: only the dangling image with the label goes.
+	out, code = docker("", "image", "prune", "--force", "--filter", "label=foobar")
+	assert.Check(t, is.Equal(code, 0))
+	assert.Check(t, is.Equal(out, "Deleted Images:\nuntagged: "+labelled.Target.Digest.String()+"\ndeleted: "+labelled.Target.Digest.String()+"\n\nTotal reclaimed space: "+units.HumanSize(float64(labelled.Size()))+"\n"))
+
+	// force-deleted: the dangling one goes, not the named one.
+	out, code = docker("", "image", "prune", "--force")
+	assert.Check(t, is.Equal(code, 0))
+	assert.Check(t, is.Contains(out, "deleted: "+dangling.Target.Digest.String()+"\n"), out)
+	assert.Check(t, !strings.Contains(out, "named"), out)
+
+	// Nothing left that is dangling: only the total.
+	out, code = docker("", "image", "prune", "--force")
+	assert.Check(t, is.Equal(code, 0))
+	assert.Check(t, is.Equal(out, "Total reclaimed space: 0B\n"))
+
+	// all: the named one goes too; then there is nothing.
+	out, code = docker("", "image", "prune", "--all", "--force")
+	assert.Check(t, is.Equal(code, 0))
+	assert.Check(t, is.Contains(out, "untagged: named:1\ndeleted: "+named.Target.Digest.String()+"\n"), out)
+	out, code = docker("", "image", "prune", "--all", "--force")
+	assert.Check(t, is.Equal(code, 0))
+	assert.Check(t, is.Equal(out, "Total reclaimed space: 0B\n"))
+
+	// wrong-args and a filter the engine refuses.
+	_, code = docker("", "image", "prune", "--force", "something")
+	assert.Check(t, code != 0)
+	_, code = docker("", "image", "prune", "--force", "--filter", "dangling=maybe")
+	assert.Check(t, code != 0)
+	assert.Check(t, is.Len(e.names(), 0))
 }
