@@ -29,10 +29,10 @@ import (
 // The engine, the proxy in front of it, the docker CLI and the images the
 // tests load.
 var (
-	engineSock, proxySock string
-	dockerBin             string
-	archive               string
-	app, old, other       testimage.Image
+	engineSock, proxySock, standaloneSock string
+	dockerBin                             string
+	archive                               string
+	app, old, other                       testimage.Image
 )
 
 func TestMain(m *testing.M) {
@@ -103,6 +103,14 @@ func setUp(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer stopProxy()
+	standaloneSock = filepath.Join(dir, "standalone.sock")
+	stopStandalone, err := start(standaloneSock, filepath.Join(dir, "standalone.log"), imgprune,
+		"--address", ctrd.Address, "--namespace", "standalone", "--root", filepath.Join(ctrd.Dir, "root"), "--docker-host", "none",
+		"serve", "--socket", standaloneSock)
+	if err != nil {
+		return 0, err
+	}
+	defer stopStandalone()
 
 	if err := writeImages(repo, dir); err != nil {
 		return 0, err
@@ -196,14 +204,21 @@ func newCLI(t *testing.T, sock string) cli {
 	return cli{t: t, sock: sock, home: t.TempDir()}
 }
 
-// run runs docker with stdin and returns its stdout and exit code.
-func (c cli) run(stdin string, args ...string) (string, int) {
+// exec runs docker with stdin and returns its stdout, stderr and exit code.
+func (c cli) exec(stdin string, args ...string) (string, string, int) {
 	c.t.Helper()
 	cmd := exec.Command(dockerBin, args...)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+c.sock, "DOCKER_CONFIG="+c.home, "DOCKER_CLI_HINTS=false")
 	cmd.Stdin = strings.NewReader(stdin)
 	stdout, stderr, code, err := testcmd.Run(cmd)
 	assert.NilError(c.t, err)
+	return stdout, stderr, code
+}
+
+// run runs docker with stdin and returns its stdout and exit code.
+func (c cli) run(stdin string, args ...string) (string, int) {
+	c.t.Helper()
+	stdout, stderr, code := c.exec(stdin, args...)
 	if code != 0 {
 		c.t.Logf("docker %v: exit %d: %s", args, code, stderr)
 	}
@@ -218,54 +233,72 @@ func (c cli) ok(args ...string) string {
 	return out
 }
 
-var containerID = regexp.MustCompile(`(?m)^[0-9a-f]{64}$`)
+var (
+	containerID    = regexp.MustCompile(`(?m)^[0-9a-f]{64}$`)
+	shortContainer = regexp.MustCompile(`container [0-9a-f]{12}`)
+)
 
-// scenario is a fixed docker CLI session; the returned transcript has each
-// command, its exit code and its output, container IDs replaced and
-// listings sorted. The output of prunes, which is where imgprune and the
-// engine may differ, is marked.
-func scenario(t *testing.T, sock string) []string {
-	c := newCLI(t, sock)
-	var transcript []string
-	step := func(sorted bool, stdin string, args ...string) string {
-		t.Helper()
-		out, code := c.run(stdin, args...)
-		out = containerID.ReplaceAllString(out, "<container>")
-		lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-		if sorted {
-			slices.Sort(lines)
+// recorder runs docker commands and keeps a transcript of them: each
+// command, its exit code, its output with container IDs replaced and
+// listings sorted, and its error when it failed. The lines of prunes, where
+// imgprune and the engine may differ, are marked.
+type recorder struct {
+	cli
+	transcript []string
+}
+
+func (r *recorder) step(stdin string, args ...string) {
+	r.t.Helper()
+	stdout, stderr, code := r.exec(stdin, args...)
+	stdout = containerID.ReplaceAllString(stdout, "<container>")
+	lines := strings.Split(strings.TrimRight(stdout, "\n"), "\n")
+	if args[0] == "images" || args[0] == "ps" {
+		// Images built at the same time come in no set order; a table's
+		// header stays first.
+		header := 1
+		if slices.Contains(args, "--format") {
+			header = 0
 		}
-		mark := ""
-		if len(args) > 1 && args[0] == "image" && args[1] == "prune" {
-			mark = "prune| "
-		}
-		transcript = append(transcript, fmt.Sprintf("$ docker %s (exit %d)", strings.Join(args, " "), code))
-		for _, l := range lines {
-			transcript = append(transcript, mark+l)
-		}
-		return out
+		slices.Sort(lines[min(header, len(lines)):])
 	}
+	mark := ""
+	if len(args) > 1 && args[0] == "image" && args[1] == "prune" {
+		mark = "prune| "
+	}
+	r.transcript = append(r.transcript, fmt.Sprintf("$ docker %s (exit %d)", strings.Join(args, " "), code))
+	for _, l := range lines {
+		r.transcript = append(r.transcript, mark+l)
+	}
+	if code != 0 {
+		// Errors, not warnings (the engine's about networking).
+		r.transcript = append(r.transcript, mark+"stderr: "+shortContainer.ReplaceAllString(strings.TrimSpace(stderr), "container <container>"))
+	}
+}
+
+// scenario is a fixed docker CLI session that runs containers.
+func scenario(t *testing.T, sock string) []string {
+	r := &recorder{cli: newCLI(t, sock)}
 	list := []string{"images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"}
-	step(false, "", "load", "-i", archive)
-	step(true, "", list...)
-	step(false, "", "create", "--name", "byname", "e2e/app:1")
-	step(false, "", "create", "--name", "byid", app.Target.Digest.Encoded()[:12])
-	step(true, "", "ps", "-a", "--format", "{{.Names}} {{.Image}} {{.Status}}")
-	step(false, "", "inspect", "--format", "{{.Name}} {{.Config.Image}} {{.Image}}", "byname")
-	step(false, "", "image", "inspect", "--format", "{{.Id}} {{.RepoTags}}", "e2e/app:1")
-	step(false, "", "run", "--rm", "e2e/app:1", "x")
-	step(false, "hi\n", "run", "--rm", "-i", "e2e/app:1", "cat")
-	step(false, "", "run", "-d", "--name", "runner", "e2e/app:1", "serve")
-	step(false, "", "exec", "runner", "/app", "y")
-	waitLogs(t, c, "runner", "serving\n")
-	step(false, "", "logs", "runner")
-	step(false, "", "rm", "-f", "runner")
-	step(false, "", "image", "prune", "-a", "-f")
-	step(true, "", list...)
-	step(false, "", "rm", "byname", "byid")
-	step(false, "", "image", "prune", "-a", "-f")
-	step(false, "", "images", "-q")
-	return transcript
+	r.step("", "load", "-i", archive)
+	r.step("", list...)
+	r.step("", "create", "--name", "byname", "e2e/app:1")
+	r.step("", "create", "--name", "byid", app.Target.Digest.Encoded()[:12])
+	r.step("", "ps", "-a", "--format", "{{.Names}} {{.Image}} {{.Status}}")
+	r.step("", "inspect", "--format", "{{.Name}} {{.Config.Image}} {{.Image}}", "byname")
+	r.step("", "image", "inspect", "--format", "{{.Id}} {{.RepoTags}}", "e2e/app:1")
+	r.step("", "run", "--rm", "e2e/app:1", "x")
+	r.step("hi\n", "run", "--rm", "-i", "e2e/app:1", "cat")
+	r.step("", "run", "-d", "--name", "runner", "e2e/app:1", "serve")
+	r.step("", "exec", "runner", "/app", "y")
+	waitLogs(t, r.cli, "runner", "serving\n")
+	r.step("", "logs", "runner")
+	r.step("", "rm", "-f", "runner")
+	r.step("", "image", "prune", "-a", "-f")
+	r.step("", list...)
+	r.step("", "rm", "byname", "byid")
+	r.step("", "image", "prune", "-a", "-f")
+	r.step("", "images", "-q")
+	return r.transcript
 }
 
 // waitLogs waits until a container has written want.
@@ -333,4 +366,38 @@ func TestProxyPruneKeepsWhatContainersUse(t *testing.T) {
 	c.ok("rm", "moved", "byid")
 	c.ok("image", "prune", "-a", "-f")
 	assert.Check(t, is.Equal(c.ok("images", "-q"), ""))
+}
+
+// TestStandaloneLikeTheEngine: imgprune serve on its own prints what the
+// engine prints for the same session on the same images, but for the
+// prunes' lines.
+func TestStandaloneLikeTheEngine(t *testing.T) {
+	session := func(sock string) []string {
+		r := &recorder{cli: newCLI(t, sock)}
+		step := func(args ...string) { r.step("", args...) }
+		step("load", "-i", archive)
+		step("images")
+		step("image", "inspect", "--format", "{{.Id}} {{.RepoTags}} {{.RepoDigests}} {{.Created}} {{.Size}} {{.Architecture}} {{.Os}} {{.Config.Entrypoint}} {{.RootFS.Layers}}", "e2e/app:1")
+		step("tag", "e2e/app:1", "e2e/app:2")
+		step("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}")
+		step("create", "--name", "c1", "e2e/app:1", "x")
+		step("ps", "-a", "--format", "{{.Names}} {{.Image}} {{.Command}} {{.Status}}")
+		step("inspect", "--format", "{{.Name}} {{.Config.Image}} {{.Image}} {{.State.Status}} {{.Path}} {{.Args}}", "c1")
+		step("rmi", "e2e/app:2")
+		step("rmi", "e2e/app:1")
+		step("rmi", "e2e/nothing:1")
+		step("system", "df")
+		step("rm", "c1")
+		step("rmi", "e2e/app:1")
+		step("image", "prune", "-a", "-f")
+		step("images", "-q")
+		return r.transcript
+	}
+	engine := session(engineSock)
+	standalone := session(standaloneSock)
+	unmarked := func(lines []string) []string {
+		return slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return strings.HasPrefix(l, "prune| ") })
+	}
+	assert.Check(t, is.DeepEqual(unmarked(standalone), unmarked(engine)))
+	t.Logf("the engine's transcript:\n%s", strings.Join(engine, "\n"))
 }

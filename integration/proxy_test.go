@@ -42,8 +42,9 @@ func startEngine(t *testing.T, e *env) *engine {
 	assert.NilError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	eng := &engine{sock: filepath.Join(dir, "docker.sock"), release: make(chan struct{})}
-	records := imgsvc.NewFromClient(e.client, e.ns+"-engine")
-	api := server.New(records, elsewhere{Store: records.ContainerRecords(), ns: e.ns + "-engine-containers"})
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Containers = elsewhere{Store: stores.Containers, ns: e.ns + "-engine-containers"}
+	api := server.New(imgsvc.New(stores, e.ns+"-engine", imgsvc.WithClient(e.client), imgsvc.WithSnapshotter(snapshotter)))
 	mux := http.NewServeMux()
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/images/prune") {
@@ -115,7 +116,7 @@ func TestServeInFrontOfAnEngine(t *testing.T) {
 	// The engine's image store is the proxy's namespace; its containers
 	// only it knows, as a Docker Engine knows its created and stopped ones.
 	svc := imgsvc.NewFromClient(e.client, e.ns+"-engine", imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerSource(imgcontainers.Docker{Client: ec}))
-	proxy, err := server.NewProxy(server.New(svc, svc.ContainerRecords()), "unix://"+eng.sock)
+	proxy, err := server.NewProxy(server.New(svc), "unix://"+eng.sock)
 	assert.NilError(t, err)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "proxy.sock")

@@ -37,7 +37,7 @@ func (e *env) serve(t *testing.T) (string, *mobyclient.Client) {
 	assert.NilError(t, err)
 	ctx, stop := context.WithCancel(e.ctx)
 	served := make(chan error, 1)
-	go func() { served <- server.New(e.svc, e.svc.ContainerRecords()).Serve(ctx, l, 10*time.Second) }()
+	go func() { served <- server.New(e.svc).Serve(ctx, l, 10*time.Second) }()
 	t.Cleanup(func() {
 		stop()
 		assert.Check(t, <-served)
@@ -196,6 +196,10 @@ func TestServeContainers(t *testing.T) {
 	assert.Check(t, is.ErrorContains(err, "no command specified"))
 	assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
 
+	// Its rootfs is prepared on the image's layers, as a real container's.
+	_, err = e.client.SnapshotService(snapshotter).Stat(e.nsCtx(), res.ID)
+	assert.Check(t, err, "the container has no rootfs snapshot")
+
 	running, err := c.ContainerList(ctx, mobyclient.ContainerListOptions{})
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(running.Items, 0), "nothing runs")
@@ -228,6 +232,8 @@ func TestServeContainers(t *testing.T) {
 	assert.NilError(t, err)
 	_, err = c.ContainerInspect(ctx, "web", mobyclient.ContainerInspectOptions{})
 	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+	_, err = e.client.SnapshotService(snapshotter).Stat(e.nsCtx(), res.ID)
+	assert.Check(t, errdefs.IsNotFound(err), "the rootfs outlived the container: %v", err)
 	_, err = c.ContainerRemove(ctx, "web", mobyclient.ContainerRemoveOptions{})
 	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
 	list, err := c.ImageList(ctx, mobyclient.ImageListOptions{})
@@ -464,7 +470,7 @@ func TestServeStopsAPruneCleanly(t *testing.T) {
 	l, err := net.Listen("unix", sock)
 	assert.NilError(t, err)
 	served := make(chan error, 1)
-	go func() { served <- server.New(svc, svc.ContainerRecords()).Serve(ctx, l, 10*time.Second) }()
+	go func() { served <- server.New(svc).Serve(ctx, l, 10*time.Second) }()
 
 	hc := unixHTTP(sock)
 	resp, err := hc.Post("http://imgprune/v1.56/images/prune?filters=%7B%22dangling%22%3A%7B%22false%22%3Atrue%7D%7D", "application/json", nil)
@@ -494,16 +500,17 @@ func unixHTTP(sock string) *http.Client {
 }
 
 // TestServeImagesBeforeSince: the before and since filters of `docker
-// images` compare when images entered the store, to the second, as the
-// Engine's list shows it.
+// images` compare when images were built, as the Engine's list shows it.
 func TestServeImagesBeforeSince(t *testing.T) {
 	e := newEnv(t)
 	_, c := e.serve(t)
-	older := newImage(t, "older", "docker.io/library/older:1")
-	newer := newImage(t, "newer", "docker.io/library/newer:1")
-	apiLoad(t, e.ctx, c, older)
-	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
-	apiLoad(t, e.ctx, c, newer)
+	older := testimage.New(testimage.WithNames("docker.io/library/older:1"), testimage.WithLayers(layer(t, "older")), testimage.WithCreated(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)))
+	newer := testimage.New(testimage.WithNames("docker.io/library/newer:1"), testimage.WithLayers(layer(t, "newer")), testimage.WithCreated(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)))
+	apiLoad(t, e.ctx, c, newer, older)
+	list, err := c.ImageList(e.ctx, mobyclient.ImageListOptions{})
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(list.Items, 2))
+	assert.Check(t, is.Equal(list.Items[0].Created, newer.Created.Unix()), "newest first, by when it was built")
 
 	for _, tc := range []struct {
 		filter, ref string
@@ -522,6 +529,6 @@ func TestServeImagesBeforeSince(t *testing.T) {
 		}
 		assert.Check(t, is.DeepEqual(got, tc.want), "%s=%s", tc.filter, tc.ref)
 	}
-	_, err := c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("before", "missing:1")})
+	_, err = c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("before", "missing:1")})
 	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
 }

@@ -75,7 +75,7 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return err
 	}
 	defer closer.Close()
-	srv := server.New(svc, svc.ContainerRecords(), server.WithVersion(buildVersion()))
+	srv := server.New(svc, server.WithVersion(buildVersion()))
 	var handler http.Handler = srv
 	if o.upstream != "" {
 		if handler, err = server.NewProxy(srv, o.upstream); err != nil {

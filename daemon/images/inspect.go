@@ -149,39 +149,52 @@ func contentSize(ctx context.Context, cs content.Store, target ocispec.Descripto
 // service's snapshotter (the host's platform), as docker counts an image's
 // unpacked size: each layer's snapshot, shared ones too.
 func (s *Service) unpackedSize(ctx context.Context, target ocispec.Descriptor) (int64, error) {
-	layers, err := s.unpacked(ctx, target)
+	u, err := s.unpacked(ctx, target)
 	var size int64
-	for _, n := range layers {
+	for _, n := range u.layers {
 		size += n
 	}
 	return size, err
 }
 
-// unpacked is the usage of each snapshot target's layers are unpacked
-// into, by chain ID.
-func (s *Service) unpacked(ctx context.Context, target ocispec.Descriptor) (map[digest.Digest]int64, error) {
-	sn := s.stores.Snapshotter(s.snapshotter)
-	if sn == nil {
-		return nil, nil
-	}
+// unpacking is what the config of a target's host platform says of it.
+type unpacking struct {
+	// layers is the usage of each snapshot its layers are unpacked into,
+	// by chain ID.
+	layers map[digest.Digest]int64
+	// created is the config's creation time, zero when it has none.
+	created time.Time
+}
+
+// unpacked reads target's config and asks the usage of its layers'
+// snapshots.
+func (s *Service) unpacked(ctx context.Context, target ocispec.Descriptor) (unpacking, error) {
+	var u unpacking
 	_, blob, err := readConfig(ctx, s.stores.Content, target)
 	if err != nil || blob == nil {
-		return nil, err
+		return u, err
 	}
 	var cfg ocispec.Image
 	if err := json.Unmarshal(blob, &cfg); err != nil {
-		return nil, nil
+		return u, nil
 	}
-	out := map[digest.Digest]int64{}
+	if cfg.Created != nil {
+		u.created = *cfg.Created
+	}
+	sn := s.stores.Snapshotter(s.snapshotter)
+	if sn == nil {
+		return u, nil
+	}
+	u.layers = map[digest.Digest]int64{}
 	for _, chain := range identity.ChainIDs(slices.Clone(cfg.RootFS.DiffIDs)) {
 		usage, err := sn.Usage(ctx, chain.String())
 		if errdefs.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("usage of snapshot %s: %w", chain, err)
+			return u, fmt.Errorf("usage of snapshot %s: %w", chain, err)
 		}
-		out[chain] = usage.Size
+		u.layers[chain] = usage.Size
 	}
-	return out, nil
+	return u, nil
 }

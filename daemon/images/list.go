@@ -23,11 +23,12 @@ type Summary struct {
 	Created time.Time `json:"Created"`
 	// Size is the content the target reaches, in bytes.
 	Size int64 `json:"Size"`
-	// Unpacked is what the snapshots of its layers take, and Shared what
-	// of its content and snapshots other targets share, when asked for
-	// (WithDockerSizes).
-	Unpacked int64 `json:"Unpacked,omitempty"`
-	Shared   int64 `json:"Shared,omitempty"`
+	// Unpacked is what the snapshots of its layers take, Shared what of
+	// its content and snapshots other targets share, and ImageCreated its
+	// config's creation time, when asked for (WithDockerSizes).
+	Unpacked     int64     `json:"Unpacked,omitempty"`
+	Shared       int64     `json:"Shared,omitempty"`
+	ImageCreated time.Time `json:"ImageCreated,omitzero"`
 	// Containers counts the containers that use the target.
 	Containers int `json:"Containers"`
 	// Labels are the target's config labels, every platform's merged.
@@ -51,37 +52,49 @@ func (s *Service) Images(ctx context.Context, opts ...ImagesOpt) ([]Summary, err
 	for _, opt := range opts {
 		opt(&o)
 	}
+	rows, _, err := s.images(ctx, o)
+	return rows, err
+}
+
+// DiskUsage lists the images as Images does with docker's sizes, and what
+// they take on disk together: each blob and each layer's snapshot once.
+func (s *Service) DiskUsage(ctx context.Context) ([]Summary, int64, error) {
+	return s.images(ctx, imagesOptions{dockerSizes: true})
+}
+
+func (s *Service) images(ctx context.Context, o imagesOptions) ([]Summary, int64, error) {
 	ctx = s.withNamespace(ctx)
 	ctrs, _, err := s.listContainers(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	records, err := s.listRecords(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list images: %w", err)
+		return nil, 0, fmt.Errorf("list images: %w", err)
 	}
 	// Sizes and lineage need the content alone, not the collector's roots.
 	inv, err := reach.ListContent(ctx, s.stores.Content)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	lineage, err := s.lineage(ctx, inv.Content, records, ctrs)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	users := plan.UsersPerTarget(records, ctrs, lineage)
 	labels, err := s.configLabels(ctx, records)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
 	}
 	var sizes map[digest.Digest]dockerSize
+	var total int64
 	if o.dockerSizes {
-		if sizes, err = s.dockerSizes(ctx, inv, byTarget); err != nil {
-			return nil, err
+		if sizes, total, err = s.dockerSizes(ctx, inv, byTarget); err != nil {
+			return nil, 0, err
 		}
 	}
 	var out []Summary
@@ -89,7 +102,7 @@ func (s *Service) Images(ctx context.Context, opts ...ImagesOpt) ([]Summary, err
 		tr := plan.SortRecords(recs)
 		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target], Labels: labels[target]}
 		if o.dockerSizes {
-			row.Unpacked, row.Shared = sizes[target].unpacked, sizes[target].shared
+			row.Unpacked, row.Shared, row.ImageCreated = sizes[target].unpacked, sizes[target].shared, sizes[target].created
 		}
 		for _, r := range tr.Names {
 			row.Name, row.Created = r.Name, r.CreatedAt
@@ -107,47 +120,65 @@ func (s *Service) Images(ctx context.Context, opts ...ImagesOpt) ([]Summary, err
 		}
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
-	return out, nil
+	return out, total, nil
 }
 
-type dockerSize struct{ unpacked, shared int64 }
+type dockerSize struct {
+	unpacked, shared int64
+	created          time.Time
+}
 
 // dockerSizes sizes each target as docker does: what its snapshots take,
-// and what of its content and snapshots another target also has.
-func (s *Service) dockerSizes(ctx context.Context, inv *reach.Graph, byTarget map[digest.Digest][]images.Image) (map[digest.Digest]dockerSize, error) {
+// and what of its content and snapshots another target also has; and all
+// of them together, each blob and snapshot once.
+func (s *Service) dockerSizes(ctx context.Context, inv *reach.Graph, byTarget map[digest.Digest][]images.Image) (map[digest.Digest]dockerSize, int64, error) {
 	blobs := map[digest.Digest]map[digest.Digest]int64{}
-	layers := map[digest.Digest]map[digest.Digest]int64{}
-	users := map[digest.Digest]int{}
+	layers := map[digest.Digest]unpacking{}
+	// A chain ID may equal a blob's digest (an uncompressed first layer):
+	// blobs and snapshots are counted apart.
+	blobUsers, layerUsers := map[digest.Digest]int{}, map[digest.Digest]int{}
 	for target, recs := range byTarget {
 		blobs[target] = inv.Reached(target)
 		var err error
 		if layers[target], err = s.unpacked(ctx, recs[0].Target); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		for d := range blobs[target] {
-			users[d]++
+			blobUsers[d]++
 		}
-		for chain := range layers[target] {
-			users[chain]++
+		for chain := range layers[target].layers {
+			layerUsers[chain]++
 		}
 	}
+	var total int64
 	out := map[digest.Digest]dockerSize{}
 	for target := range byTarget {
-		var size dockerSize
+		size := dockerSize{created: layers[target].created}
 		for d, n := range blobs[target] {
-			if users[d] > 1 {
+			if blobUsers[d] > 1 {
 				size.shared += n
 			}
 		}
-		for chain, n := range layers[target] {
+		for chain, n := range layers[target].layers {
 			size.unpacked += n
-			if users[chain] > 1 {
+			if layerUsers[chain] > 1 {
 				size.shared += n
 			}
 		}
 		out[target] = size
 	}
-	return out, nil
+	for d := range blobUsers {
+		total += inv.Content[d].Size
+	}
+	for _, u := range layers {
+		for chain, n := range u.layers {
+			if layerUsers[chain] > 0 {
+				total += n
+				layerUsers[chain] = 0 // once
+			}
+		}
+	}
+	return out, total, nil
 }
 
 // Reclaimable returns the bytes a prune with f would free now.

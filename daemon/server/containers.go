@@ -72,7 +72,7 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 	if err != nil {
 		return err
 	}
-	_, err = s.containers.Create(ctx, containers.Container{
+	_, err = s.images.CreateContainer(ctx, containers.Container{
 		ID:    id,
 		Image: req.Config.Image,
 		Labels: map[string]string{
@@ -82,9 +82,9 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 		Runtime:    containers.RuntimeInfo{Name: recordRuntime},
 		Spec:       &anypb.Any{TypeUrl: specTypeURL, Value: []byte("{}")},
 		Extensions: map[string]typeurl.Any{configExtension: &anypb.Any{TypeUrl: configTypeURL, Value: cfg}},
-	})
+	}, img.Target)
 	if err != nil {
-		return fmt.Errorf("create container record: %w", err)
+		return err
 	}
 	return writeJSON(w, http.StatusCreated, container.CreateResponse{ID: id, Warnings: []string{}})
 }
@@ -202,6 +202,7 @@ func (s *Server) containerSummaries(ctx context.Context) ([]container.Summary, e
 			ImageID: c.Labels[imgcontainers.ImageIDLabel],
 			Command: strings.Join(append(slices.Clone(cfg.Entrypoint), cfg.Cmd...), " "),
 			Created: c.CreatedAt.Unix(),
+			SizeRw:  s.images.ContainerSize(ctx, c),
 			Labels:  cfg.Labels,
 			State:   container.StateCreated,
 			Status:  "Created",
@@ -285,8 +286,8 @@ func (s *Server) removeContainer(ctx context.Context, w http.ResponseWriter, r *
 	if err != nil {
 		return err
 	}
-	if err := s.containers.Delete(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	if err := s.images.RemoveContainer(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

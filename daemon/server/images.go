@@ -67,7 +67,7 @@ func (s *Server) listImages(ctx context.Context, w http.ResponseWriter, r *http.
 	if err != nil {
 		return err
 	}
-	sums, err := s.imageSummaries(ctx, listOptions{filters: args, sharedSize: boolValue(r, "shared-size")})
+	sums, _, err := s.imageSummaries(ctx, listOptions{filters: args, sharedSize: boolValue(r, "shared-size")})
 	if err != nil {
 		return err
 	}
@@ -75,28 +75,30 @@ func (s *Server) listImages(ctx context.Context, w http.ResponseWriter, r *http.
 }
 
 // imageSummaries lists one summary per target, newest first, as the
-// Engine does, with the filters of `docker images`.
-func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Summary, error) {
+// Engine does, with the filters of `docker images`; and what all the
+// images take on disk together.
+func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Summary, int64, error) {
 	for key := range o.filters {
 		if !listFilters[key] {
-			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter '%s'", key))
+			return nil, 0, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter '%s'", key))
 		}
 	}
-	match, err := s.imageFilter(ctx, o.filters)
+	rows, total, err := s.images.DiskUsage(ctx)
 	if err != nil {
-		return nil, err
-	}
-	rows, err := s.images.Images(ctx, images.WithDockerSizes())
-	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	byID := map[digest.Digest]*image.Summary{}
 	var order []digest.Digest
 	for _, row := range rows {
 		sum, ok := byID[row.ID]
 		if !ok {
+			// The Engine shows when the image was built, not when it came.
+			created := row.ImageCreated
+			if created.IsZero() {
+				created = row.Created
+			}
 			sum = &image.Summary{
-				ID: row.ID.String(), Created: row.Created.Unix(), Size: row.Size + row.Unpacked, SharedSize: row.Shared,
+				ID: row.ID.String(), Created: created.Unix(), Size: row.Size + row.Unpacked, SharedSize: row.Shared,
 				Containers: int64(row.Containers), Labels: row.Labels,
 				RepoTags: []string{}, RepoDigests: []string{},
 			}
@@ -112,13 +114,16 @@ func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Sum
 		}
 		if _, isDigest := ref.(reference.Canonical); !isDigest {
 			sum.RepoTags = append(sum.RepoTags, reference.FamiliarString(ref))
-			sum.Created = min(sum.Created, row.Created.Unix())
 		}
 		if d, err := reference.WithDigest(reference.TrimNamed(ref), row.ID); err == nil {
 			if name := reference.FamiliarString(d); !slices.Contains(sum.RepoDigests, name) {
 				sum.RepoDigests = append(sum.RepoDigests, name)
 			}
 		}
+	}
+	match, err := s.imageFilter(ctx, o.filters, byID)
+	if err != nil {
+		return nil, 0, err
 	}
 	out := []image.Summary{}
 	for _, id := range order {
@@ -132,11 +137,12 @@ func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Sum
 		}
 	}
 	slices.SortStableFunc(out, func(a, b image.Summary) int { return cmp.Compare(b.Created, a.Created) })
-	return out, nil
+	return out, total, nil
 }
 
-// imageFilter turns the filters of `docker images` into a test.
-func (s *Server) imageFilter(ctx context.Context, args map[string][]string) (func(image.Summary) bool, error) {
+// imageFilter turns the filters of `docker images` into a test; before and
+// since compare with the summary of the image they name, among byID.
+func (s *Server) imageFilter(ctx context.Context, args map[string][]string, byID map[digest.Digest]*image.Summary) (func(image.Summary) bool, error) {
 	labels := plan.Filters{Labels: args["label"], NotLabels: args["label!"]}
 	var tests []func(image.Summary) bool
 	if values := args["dangling"]; len(values) > 0 {
@@ -161,11 +167,15 @@ func (s *Server) imageFilter(ctx context.Context, args map[string][]string) (fun
 	}
 	for key, before := range map[string]bool{"before": true, "since": false} {
 		for _, ref := range args[key] {
-			d, err := s.images.Inspect(ctx, ref)
+			target, _, err := s.images.Resolve(ctx, ref)
 			if err != nil {
-				return nil, err
+				return nil, noSuchImage(ref, err)
 			}
-			at := d.Created.Unix()
+			named, ok := byID[target.Digest]
+			if !ok {
+				return nil, errdefs.ErrNotFound.WithMessage("No such image: " + ref)
+			}
+			at := named.Created
 			tests = append(tests, func(sum image.Summary) bool {
 				if before {
 					return sum.Created < at

@@ -52,10 +52,10 @@ func WithVersion(v string) Opt { return func(s *Server) { s.version = v } }
 // WithMetrics sets the metrics each prune adds to and /metrics serves.
 func WithMetrics(m *metrics.Set) Opt { return func(s *Server) { s.metrics = m } }
 
-// New returns a server over the image service svc and the container
-// records of its namespace in ctrs.
-func New(svc *images.Service, ctrs containers.Store, opts ...Opt) *Server {
-	s := &Server{images: svc, containers: ctrs, metrics: metrics.NewSet(), version: "dev"}
+// New returns a server over the image service svc, and its container
+// records.
+func New(svc *images.Service, opts ...Opt) *Server {
+	s := &Server{images: svc, containers: svc.ContainerRecords(), metrics: metrics.NewSet(), version: "dev"}
 	for _, opt := range opts {
 		opt(s)
 	}

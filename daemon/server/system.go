@@ -106,7 +106,7 @@ func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	var du system.DiskUsage
 	if wantImages {
-		sums, err := s.imageSummaries(ctx, listOptions{sharedSize: true})
+		sums, total, err := s.imageSummaries(ctx, listOptions{sharedSize: true})
 		if err != nil {
 			return err
 		}
@@ -114,9 +114,8 @@ func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.R
 		if err != nil {
 			return err
 		}
-		iu := &image.DiskUsage{TotalCount: int64(len(sums)), Reclaimable: reclaimable, Items: sums}
+		iu := &image.DiskUsage{TotalCount: int64(len(sums)), TotalSize: total, Reclaimable: reclaimable, Items: sums}
 		for _, sum := range sums {
-			iu.TotalSize += sum.Size
 			if sum.Containers > 0 {
 				iu.ActiveCount++
 			}
