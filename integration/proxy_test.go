@@ -164,6 +164,11 @@ func TestServeInFrontOfAnEngine(t *testing.T) {
 	assert.NilError(t, err)
 	assert.Check(t, is.DeepEqual(inspect.RepoTags, []string{"used:2"}))
 
+	// The prune's metrics are imgprune's, also through the proxy.
+	code, body := apiGet(t, sock, "/metrics")
+	assert.Check(t, is.Equal(code, http.StatusOK))
+	assert.Check(t, is.Contains(body, "imgprune_prunes_total"))
+
 	// An upgraded connection passes through both ways.
 	conn, err := net.Dial("unix", sock)
 	assert.NilError(t, err)
@@ -185,6 +190,10 @@ func TestServeInFrontOfAnEngine(t *testing.T) {
 	resp, err = unixHTTP(sock).Get("http://proxy/v1.56/events")
 	assert.NilError(t, err)
 	defer resp.Body.Close()
+	// A stream that did not flush would hang the reads: the deadline
+	// fails them instead.
+	timer := time.AfterFunc(10*time.Second, func() { resp.Body.Close() })
+	defer timer.Stop()
 	events := bufio.NewReader(resp.Body)
 	line, err = events.ReadString('\n')
 	assert.NilError(t, err)

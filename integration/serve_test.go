@@ -200,6 +200,14 @@ func TestServeContainers(t *testing.T) {
 	_, err = e.client.SnapshotService(snapshotter).Stat(e.nsCtx(), res.ID)
 	assert.Check(t, err, "the container has no rootfs snapshot")
 
+	// Another creator's record (perhaps a running container) is not the
+	// server's to show or to remove.
+	e.container("foreign", "app:1", nil)
+	_, err = c.ContainerRemove(ctx, "foreign", mobyclient.ContainerRemoveOptions{Force: true})
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+	_, err = e.client.ContainerService().Get(e.nsCtx(), "foreign")
+	assert.Check(t, err, "the foreign record went")
+
 	running, err := c.ContainerList(ctx, mobyclient.ContainerListOptions{})
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(running.Items, 0), "nothing runs")
@@ -230,6 +238,7 @@ func TestServeContainers(t *testing.T) {
 
 	_, err = c.ContainerRemove(ctx, "web", mobyclient.ContainerRemoveOptions{})
 	assert.NilError(t, err)
+	assert.NilError(t, e.client.ContainerService().Delete(e.nsCtx(), "foreign"))
 	_, err = c.ContainerInspect(ctx, "web", mobyclient.ContainerInspectOptions{})
 	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
 	_, err = e.client.SnapshotService(snapshotter).Stat(e.nsCtx(), res.ID)

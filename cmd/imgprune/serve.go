@@ -57,6 +57,12 @@ report is sent) and exits 0.`,
 }
 
 func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
+	if g.offline {
+		// An offline store is this process's alone, and a prune over it
+		// relies on it: containers made through the API meanwhile would not
+		// be seen.
+		return fmt.Errorf("invalid --offline: serve needs containerd running; use its socket (--address)")
+	}
 	gid := -1
 	if o.group != "" {
 		var err error

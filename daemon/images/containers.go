@@ -39,7 +39,7 @@ func (s *Service) CreateContainer(ctx context.Context, c containers.Container, t
 			log.G(ctx).WithError(err).Warn("release a lease; it expires by itself")
 		}
 	}()
-	if chain, err := s.topLayer(ctx, target); err == nil && chain != "" {
+	if chain, err := s.topLayer(ctx, target); err == nil && chain != "" && s.stores.Snapshotter(s.snapshotter) != nil {
 		sn := s.stores.Snapshotter(s.snapshotter)
 		_, err := sn.Prepare(leases.WithLease(ctx, l.ID), c.ID, chain.String())
 		switch {
@@ -52,6 +52,14 @@ func (s *Service) CreateContainer(ctx context.Context, c containers.Container, t
 	created, err := s.stores.Containers.Create(ctx, c)
 	if err != nil {
 		return containers.Container{}, fmt.Errorf("create container %s: %w", c.ID, err)
+	}
+	// From here the record keeps the image; a prune may have taken it
+	// before.
+	if _, err := s.stores.Content.Info(ctx, target.Digest); errdefs.IsNotFound(err) {
+		if rerr := s.RemoveContainer(ctx, c.ID); rerr != nil {
+			log.G(ctx).WithError(rerr).Warn("remove a container whose image went")
+		}
+		return containers.Container{}, fmt.Errorf("the image %s went while container %s was created: %w", target.Digest, c.ID, errdefs.ErrNotFound)
 	}
 	return created, nil
 }

@@ -74,6 +74,10 @@ const removeLockWait = time.Minute
 // after removeLockWait, or when ctx ends.
 func (s *Service) waitLock(ctx context.Context) (func() error, func(), error) {
 	deadline := time.Now().Add(removeLockWait)
+	// Each try writes leases: the wait grows, so that a long prune is not
+	// met with a stream of writes (which also count towards the daemon's
+	// next collection).
+	wait := 50 * time.Millisecond
 	for {
 		held, unlock, err := s.lock(ctx)
 		if !errors.Is(err, ErrPruneRunning) || time.Now().After(deadline) {
@@ -82,8 +86,9 @@ func (s *Service) waitLock(ctx context.Context) (func() error, func(), error) {
 		select {
 		case <-ctx.Done():
 			return nil, nil, err
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, time.Second)
 	}
 }
 

@@ -146,6 +146,9 @@ func NewFromClient(c *client.Client, namespace string, opts ...Opt) *Service {
 // Namespace is the containerd namespace the service works in.
 func (s *Service) Namespace() string { return s.namespace }
 
+// Snapshotter is the snapshotter images are unpacked into.
+func (s *Service) Snapshotter() string { return s.snapshotter }
+
 // ContainerRecords is the store of the containerd container records whose
 // images the service keeps.
 func (s *Service) ContainerRecords() containers.Store { return s.stores.Containers }

@@ -65,6 +65,10 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 	if name == "" {
 		name = "imgprune_" + id[:12]
 	}
+	// A name is taken once: its check and the record's creation go
+	// together.
+	s.naming.Lock()
+	defer s.naming.Unlock()
 	if err := s.nameFree(ctx, name); err != nil {
 		return err
 	}
@@ -132,9 +136,9 @@ func randomID() string {
 
 // nameFree refuses a name another container has, as the Engine does.
 func (s *Server) nameFree(ctx context.Context, name string) error {
-	taken, err := s.containers.List(ctx, fmt.Sprintf("labels.%q==%q", nameLabel, name))
+	taken, err := s.records(ctx, fmt.Sprintf("labels.%q==%q", nameLabel, name))
 	if err != nil {
-		return fmt.Errorf("list containers: %w", err)
+		return err
 	}
 	if len(taken) > 0 {
 		return errdefs.ErrConflict.WithMessage(fmt.Sprintf("Conflict. The container name \"/%s\" is already in use by container \"%s\". You have to remove (or rename) that container to be able to reuse that name.", name, taken[0].ID))
@@ -142,11 +146,23 @@ func (s *Server) nameFree(ctx context.Context, name string) error {
 	return nil
 }
 
-// findContainer finds a container by ID, unique ID prefix or name.
-func (s *Server) findContainer(ctx context.Context, ref string) (containers.Container, error) {
-	all, err := s.containers.List(ctx)
+// records lists the server's own container records. Those of other
+// creators (the kubelet, nerdctl, a Docker Engine) may belong to running
+// containers: they are not the server's to show as created, nor to remove.
+func (s *Server) records(ctx context.Context, filters ...string) ([]containers.Container, error) {
+	all, err := s.containers.List(ctx, append([]string{fmt.Sprintf("runtime.name==%q", recordRuntime)}, filters...)...)
 	if err != nil {
-		return containers.Container{}, fmt.Errorf("list containers: %w", err)
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	return all, nil
+}
+
+// findContainer finds one of the server's containers by ID, unique ID
+// prefix or name.
+func (s *Server) findContainer(ctx context.Context, ref string) (containers.Container, error) {
+	all, err := s.records(ctx)
+	if err != nil {
+		return containers.Container{}, err
 	}
 	name := strings.TrimPrefix(ref, "/")
 	var byPrefix []containers.Container
@@ -167,12 +183,10 @@ func (s *Server) findContainer(ctx context.Context, ref string) (containers.Cont
 	return containers.Container{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("multiple IDs found with provided prefix: %s", ref))
 }
 
-// containerName is the name of a record: imgprune's, nerdctl's, or its ID.
+// containerName is the name of a record, or its ID.
 func containerName(c containers.Container) string {
-	for _, key := range []string{nameLabel, "nerdctl/name"} {
-		if n := c.Labels[key]; n != "" {
-			return n
-		}
+	if n := c.Labels[nameLabel]; n != "" {
+		return n
 	}
 	return c.ID
 }
@@ -187,10 +201,18 @@ func containerConfig(c containers.Container) *container.Config {
 	return cfg
 }
 
-func (s *Server) containerSummaries(ctx context.Context) ([]container.Summary, error) {
-	all, err := s.containers.List(ctx)
+func (s *Server) containerSummaries(ctx context.Context, withSize bool) ([]container.Summary, error) {
+	all, err := s.records(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", err)
+		return nil, err
+	}
+	// A rootfs's usage walks its files: asked for only when wanted, as
+	// the Engine does.
+	size := func(c containers.Container) int64 {
+		if !withSize {
+			return 0
+		}
+		return s.images.ContainerSize(ctx, c)
 	}
 	out := []container.Summary{}
 	for _, c := range all {
@@ -202,7 +224,7 @@ func (s *Server) containerSummaries(ctx context.Context) ([]container.Summary, e
 			ImageID: c.Labels[imgcontainers.ImageIDLabel],
 			Command: strings.Join(append(slices.Clone(cfg.Entrypoint), cfg.Cmd...), " "),
 			Created: c.CreatedAt.Unix(),
-			SizeRw:  s.images.ContainerSize(ctx, c),
+			SizeRw:  size(c),
 			Labels:  cfg.Labels,
 			State:   container.StateCreated,
 			Status:  "Created",
@@ -229,7 +251,7 @@ func (s *Server) listContainers(ctx context.Context, w http.ResponseWriter, r *h
 	if !boolValue(r, "all") && len(args["status"]) == 0 {
 		return writeJSON(w, http.StatusOK, []container.Summary{})
 	}
-	sums, err := s.containerSummaries(ctx)
+	sums, err := s.containerSummaries(ctx, boolValue(r, "size"))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path"
@@ -154,7 +155,9 @@ func (s *Server) imageFilter(ctx context.Context, args map[string][]string, byID
 		default:
 			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter 'dangling=%s'", values[0]))
 		}
-		tests = append(tests, func(sum image.Summary) bool { return (len(sum.RepoTags) == 0) == dangling })
+		// An image is dangling when it has no name, a digest reference
+		// being one: as the Engine and imgprune's prune have it.
+		tests = append(tests, func(sum image.Summary) bool { return (len(sum.RepoTags)+len(sum.RepoDigests) == 0) == dangling })
 	}
 	tests = append(tests, func(sum image.Summary) bool { return labels.MatchLabels(sum.Labels) })
 	if patterns := args["reference"]; len(patterns) > 0 {
@@ -346,6 +349,10 @@ func (s *Server) pruneImages(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	rec := &metrics.Recorder{Run: metrics.Run{Namespace: s.images.Namespace()}}
 	rep, err := s.images.Prune(ctx, f, images.WithProgress(rec))
+	if errors.Is(err, images.ErrPruneRunning) {
+		// Not a prune that ran: the one running counts.
+		return err
+	}
 	rec.Run.Failed = err != nil || rep.Err() != nil
 	s.metrics.Add(rec.Run)
 	if err != nil {

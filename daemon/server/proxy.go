@@ -8,6 +8,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+
+	"github.com/containerd/log"
 )
 
 // Proxy answers POST /images/prune with imgprune's prune and passes every
@@ -30,7 +32,10 @@ func NewProxy(s *Server, upstream string) (*Proxy, error) {
 	// Logs, events and progress go out as the engine writes them.
 	rp.FlushInterval = -1
 	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		writeError(w, r, fmt.Errorf("the Docker Engine at %s: %w", upstream, err))
+		log.G(r.Context()).WithError(err).WithField("path", r.URL.Path).Warn("the Docker Engine did not answer")
+		writeJSON(w, http.StatusBadGateway, struct {
+			Message string `json:"message"`
+		}{fmt.Sprintf("the Docker Engine at %s: %v", upstream, err)})
 	}
 	return &Proxy{server: s, upstream: rp}, nil
 }
@@ -63,18 +68,19 @@ func upstreamDialer(upstream string) (*url.URL, func(context.Context, string, st
 
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost && isPrune(r.URL.Path) {
+	path := r.URL.Path
+	if m := versionPrefix.FindStringSubmatch(path); m != nil {
+		path = m[2]
+	}
+	switch {
+	case r.Method == http.MethodPost && strings.TrimSuffix(path, "/") == "/images/prune",
+		r.Method == http.MethodGet && path == "/metrics":
+		// The client speaks the engine's version, which may be newer than
+		// the server's: the prune answers as the server's newest.
+		r = r.Clone(r.Context())
+		r.URL.Path, r.URL.RawPath = path, ""
 		p.server.ServeHTTP(w, r)
 		return
 	}
 	p.upstream.ServeHTTP(w, r)
-}
-
-// isPrune tells whether path is the image prune's, with or without a
-// version prefix.
-func isPrune(path string) bool {
-	if m := versionPrefix.FindStringSubmatch(path); m != nil {
-		path = m[2]
-	}
-	return strings.TrimSuffix(path, "/") == "/images/prune"
 }

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/containers"
@@ -36,6 +37,8 @@ const (
 
 // Server answers the Engine API for one namespace of a containerd store.
 type Server struct {
+	// naming makes a container name's check and its record one step.
+	naming     sync.Mutex
 	images     *images.Service
 	containers containers.Store
 	metrics    *metrics.Set
@@ -179,10 +182,15 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}{err.Error()})
 }
 
+// writeJSON writes v with status. Once the header is out there is nothing
+// left to answer: a client gone is logged, not returned.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(v)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		log.L.WithError(err).Debug("write the answer")
+	}
+	return nil
 }
 
 // boolValue reads a boolean query parameter as the Engine does: anything

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"runtime"
@@ -23,8 +22,8 @@ func (s *Server) ping(_ context.Context, w http.ResponseWriter, r *http.Request)
 		w.Header().Set("Content-Length", "0")
 		return nil
 	}
-	_, err := w.Write([]byte("OK"))
-	return err
+	w.Write([]byte("OK")) // a client gone is nothing to answer
+	return nil
 }
 
 func (s *Server) getVersion(_ context.Context, w http.ResponseWriter, _ *http.Request) error {
@@ -51,9 +50,9 @@ func (s *Server) getInfo(ctx context.Context, w http.ResponseWriter, _ *http.Req
 	for _, row := range rows {
 		ids[row.ID.String()] = true
 	}
-	ctrs, err := s.containers.List(ctx)
+	ctrs, err := s.records(ctx)
 	if err != nil {
-		return fmt.Errorf("list containers: %w", err)
+		return err
 	}
 	host, _ := os.Hostname()
 	return writeJSON(w, http.StatusOK, system.Info{
@@ -123,11 +122,17 @@ func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.R
 		du.ImageUsage = iu
 	}
 	if wantContainers {
-		sums, err := s.containerSummaries(ctx)
+		sums, err := s.containerSummaries(ctx, true)
 		if err != nil {
 			return err
 		}
-		du.ContainerUsage = &container.DiskUsage{TotalCount: int64(len(sums)), Items: sums}
+		cu := &container.DiskUsage{TotalCount: int64(len(sums)), Items: sums}
+		for _, c := range sums {
+			// Nothing runs: every container's layer is reclaimable.
+			cu.TotalSize += c.SizeRw
+			cu.Reclaimable += c.SizeRw
+		}
+		du.ContainerUsage = cu
 	}
 	version := apiVersion(ctx)
 	verbose := !versionLess(version, "1.52") && boolValue(r, "verbose")

@@ -106,7 +106,8 @@ func NewSet() *Set {
 func (s *Set) Gatherer() prometheus.Gatherer { return s.registry }
 
 // Add counts run: the counters grow, the namespace's phases are run's
-// alone, and its last success is run's end when nothing failed.
+// alone when it has any, and its last success is run's end when nothing
+// failed.
 func (s *Set) Add(run Run) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,7 +117,10 @@ func (s *Set) Add(run Run) {
 	s.counters[Untagged].WithLabelValues(ns).Add(float64(run.Untagged))
 	s.counters[Deleted].WithLabelValues(ns).Add(float64(run.Deleted))
 	s.counters[Reclaimed].WithLabelValues(ns).Add(float64(run.ReclaimedBytes))
-	s.phases.DeletePartialMatch(prometheus.Labels{"namespace": ns})
+	if len(run.PhaseSeconds) > 0 {
+		// The last prune's phases, not a mix with an older one's.
+		s.phases.DeletePartialMatch(prometheus.Labels{"namespace": ns})
+	}
 	for p, sec := range run.PhaseSeconds {
 		s.phases.WithLabelValues(ns, string(p)).Set(sec)
 	}
