@@ -6,6 +6,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -204,11 +205,16 @@ func newCLI(t *testing.T, sock string) cli {
 	return cli{t: t, sock: sock, home: t.TempDir()}
 }
 
+// env is the environment docker runs in: the server on sock.
+func (c cli) env() []string {
+	return append(os.Environ(), "DOCKER_HOST=unix://"+c.sock, "DOCKER_CONFIG="+c.home, "DOCKER_CLI_HINTS=false")
+}
+
 // exec runs docker with stdin and returns its stdout, stderr and exit code.
 func (c cli) exec(stdin string, args ...string) (string, string, int) {
 	c.t.Helper()
 	cmd := exec.Command(dockerBin, args...)
-	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+c.sock, "DOCKER_CONFIG="+c.home, "DOCKER_CLI_HINTS=false")
+	cmd.Env = c.env()
 	cmd.Stdin = strings.NewReader(stdin)
 	stdout, stderr, code, err := testcmd.Run(cmd)
 	assert.NilError(c.t, err)
@@ -400,4 +406,47 @@ func TestStandaloneLikeTheEngine(t *testing.T) {
 	}
 	assert.Check(t, is.DeepEqual(unmarked(standalone), unmarked(engine)))
 	t.Logf("the engine's transcript:\n%s", strings.Join(engine, "\n"))
+}
+
+// TestProxyPassesStreamsThrough: through imgprune, a followed log streams,
+// an exec with a terminal runs on its upgraded connection, and a build
+// (the engine's classic builder: this CLI has no buildx) streams its
+// context up and its output down.
+func TestProxyPassesStreamsThrough(t *testing.T) {
+	c := newCLI(t, proxySock)
+	c.ok("load", "-i", archive)
+	c.ok("run", "-d", "--name", "streamer", "e2e/app:1", "serve")
+	defer c.run("", "rm", "-f", "streamer")
+	waitLogs(t, c, "streamer", "serving\n")
+
+	// logs -f never ends by itself: it must have streamed the line when
+	// it is stopped.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	follow := exec.CommandContext(ctx, dockerBin, "logs", "-f", "streamer")
+	follow.Env = c.env()
+	out, _ := follow.Output()
+	assert.Check(t, is.Equal(string(out), "serving\n"))
+
+	// exec -it needs a terminal: script gives it one.
+	tty := exec.Command("script", "-qec", dockerBin+" exec -it streamer /app tty", "/dev/null")
+	tty.Env = c.env()
+	stdout, stderr, code, err := testcmd.Run(tty)
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(code, 0), stderr)
+	assert.Check(t, is.Contains(stdout, "hello from [/app tty]"))
+
+	dir := t.TempDir()
+	assert.NilError(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM e2e/app:1\nRUN [\"/app\", \"during-build\"]\n"), 0o644))
+	build := exec.Command(dockerBin, "build", "-t", "e2e/built:1", dir)
+	build.Env = append(c.env(), "DOCKER_BUILDKIT=0")
+	stdout, stderr, code, err = testcmd.Run(build)
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(code, 0), stderr)
+	assert.Check(t, is.Contains(stdout, "hello from [/app during-build]"))
+	assert.Check(t, is.Contains(stdout, "Successfully tagged e2e/built:1"))
+
+	c.ok("rm", "-f", "streamer")
+	c.ok("image", "prune", "-a", "-f")
+	assert.Check(t, is.Equal(c.ok("images", "-q"), ""))
 }

@@ -32,7 +32,7 @@ func dockerCLI(t *testing.T) string {
 
 // serveCmd runs `imgprune serve` over the test's namespace and returns the
 // socket and the running command.
-func (e *env) serveCmd(t *testing.T) (string, *exec.Cmd, *bytes.Buffer) {
+func (e *env) serveCmd(t *testing.T, args ...string) (string, *exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "imgprune-cli")
 	assert.NilError(t, err)
@@ -40,6 +40,7 @@ func (e *env) serveCmd(t *testing.T) (string, *exec.Cmd, *bytes.Buffer) {
 	sock := filepath.Join(dir, "api.sock")
 	cmd := exec.Command(imgprune(t), "--address", daemon.Address, "--namespace", e.ns, "--root", filepath.Join(daemon.Dir, "root"),
 		"--snapshotter", snapshotter, "--docker-host", "none", "serve", "--socket", sock)
+	cmd.Args = append(cmd.Args, args...)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	assert.NilError(t, cmd.Start())
@@ -192,4 +193,34 @@ func TestDockerCLIPrune(t *testing.T) {
 	_, code = docker("", "image", "prune", "--force", "--filter", "dangling=maybe")
 	assert.Check(t, code != 0)
 	assert.Check(t, is.Len(e.names(), 0))
+}
+
+// TestServeSocket: the socket is 0660, root's and --group's; a socket a
+// server answers on is not taken over; bad input is refused before
+// anything listens.
+func TestServeSocket(t *testing.T) {
+	e := newEnv(t)
+	sock, _, _ := e.serveCmd(t, "--group", "4242")
+	st, err := os.Stat(sock)
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(st.Mode()&os.ModePerm, os.FileMode(0o660)))
+	sys := st.Sys().(*syscall.Stat_t)
+	assert.Check(t, is.Equal(sys.Uid, uint32(0)))
+	assert.Check(t, is.Equal(sys.Gid, uint32(4242)))
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--socket", sock}, "another server answers on it"},
+		{[]string{"serve"}, `required flag(s) "socket" not set`},
+		{[]string{"serve", "--socket", sock + ".2", "--group", "no-such-group"}, "invalid --group"},
+		{[]string{"--offline", "serve", "--socket", sock + ".2"}, "invalid --offline"},
+		{[]string{"serve", "--socket", sock + ".2", "--upstream", "ftp://engine"}, "invalid --upstream"},
+	} {
+		_, stderr, code := e.run(t, tc.args...)
+		assert.Check(t, is.Equal(code, 1), "%v", tc.args)
+		assert.Check(t, is.Contains(stderr, tc.want), "%v", tc.args)
+		assert.Check(t, !onDiskNow(sock+".2"), "%v", tc.args)
+	}
 }
