@@ -168,13 +168,7 @@ func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
 // already sent complete.
 func TestPruneInterruptedByContext(t *testing.T) {
 	e := newEnv(t)
-	a := newImage(t, "a", "example.com/a:1")
-	b := newImage(t, "b", "example.com/b:1")
-	e.write(a, b)
-	ctx, cancel := context.WithCancel(e.ctx)
-	stores := imgsvc.StoresFromClient(e.client)
-	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
+	a, b, ctx, svc := e.interruptedPrune(t, false)
 
 	rep, err := svc.Prune(ctx, plan.Filters{})
 	assert.NilError(t, err)
@@ -188,6 +182,22 @@ func TestPruneInterruptedByContext(t *testing.T) {
 	assert.Check(t, again.Err())
 	assert.Check(t, is.Len(e.names(), 0))
 	assert.Check(t, is.Equal(rep.SpaceReclaimed+again.SpaceReclaimed, uint64(a.Size()+b.Size())))
+}
+
+// interruptedPrune writes two images, a and b, and returns a context and a
+// service, one deletion in flight, that cancels the context once its prune
+// deleted a's name; with await, that deletion waits for the cancel to come
+// back through the context (a server that stops).
+func (e *env) interruptedPrune(t *testing.T, await bool) (testimage.Image, testimage.Image, context.Context, *imgsvc.Service) {
+	t.Helper()
+	a := newImage(t, "a", "example.com/a:1")
+	b := newImage(t, "b", "example.com/b:1")
+	e.write(a, b)
+	ctx, cancel := context.WithCancel(e.ctx)
+	t.Cleanup(cancel)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel, await: await}
+	return a, b, ctx, imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
 }
 
 // cancellingStore cancels the prune's context once it deleted name. With

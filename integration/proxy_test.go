@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,6 +133,15 @@ func TestServeInFrontOfAnEngine(t *testing.T) {
 	c, err := mobyclient.New(mobyclient.WithHost("unix://" + sock))
 	assert.NilError(t, err)
 	defer c.Close()
+
+	// An engine that does not answer is a bad gateway, with the Engine's
+	// error body.
+	gone, err := server.NewProxy(server.New(svc), "unix://"+filepath.Join(dir, "gone.sock"))
+	assert.NilError(t, err)
+	rec := httptest.NewRecorder()
+	gone.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/_ping", nil))
+	assert.Check(t, is.Equal(rec.Code, http.StatusBadGateway))
+	assert.Check(t, is.Contains(rec.Body.String(), `"message":"the Docker Engine at unix://`))
 
 	// The engine answers the ping, loads, lists and creates.
 	resp, err := unixHTTP(sock).Get("http://proxy/_ping")

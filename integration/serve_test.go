@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
@@ -29,6 +32,12 @@ import (
 // returns its path and a moby client (which negotiates its version).
 func (e *env) serve(t *testing.T) (string, *mobyclient.Client) {
 	t.Helper()
+	return e.serveService(t, e.svc)
+}
+
+// serveService serves the Engine API over svc.
+func (e *env) serveService(t *testing.T, svc *imgsvc.Service) (string, *mobyclient.Client) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "imgprune-serve")
 	assert.NilError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
@@ -37,7 +46,7 @@ func (e *env) serve(t *testing.T) (string, *mobyclient.Client) {
 	assert.NilError(t, err)
 	ctx, stop := context.WithCancel(e.ctx)
 	served := make(chan error, 1)
-	go func() { served <- server.New(e.svc).Serve(ctx, l, 10*time.Second) }()
+	go func() { served <- server.New(svc).Serve(ctx, l, 10*time.Second) }()
 	t.Cleanup(func() {
 		stop()
 		assert.Check(t, <-served)
@@ -82,6 +91,9 @@ func TestServeVersions(t *testing.T) {
 	assert.NilError(t, err)
 	assert.Check(t, is.Equal(v.APIVersion, server.APIVersion))
 	assert.Check(t, is.Equal(v.MinAPIVersion, server.MinAPIVersion))
+	info, err := c.Info(e.ctx, mobyclient.InfoOptions{})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(info.Info.Driver, snapshotter))
 
 	hc := unixHTTP(sock)
 	for path, want := range map[string]int{
@@ -114,7 +126,7 @@ func TestServeVersions(t *testing.T) {
 // the Engine answers them.
 func TestServeImages(t *testing.T) {
 	e := newEnv(t)
-	_, c := e.serve(t)
+	sock, c := e.serve(t)
 	ctx := e.ctx
 	img := testimage.New(testimage.WithNames("docker.io/library/busybox:latest"), testimage.WithLayers(layer(t, "busybox")), testimage.WithLabels(map[string]string{"tier": "base"}))
 
@@ -175,6 +187,13 @@ func TestServeImages(t *testing.T) {
 	assert.Check(t, is.Equal(du.Images.TotalCount, int64(1)))
 	assert.Check(t, is.Equal(du.Images.TotalSize, sum.Size))
 	assert.Check(t, is.Equal(du.Images.Reclaimable, sum.Size))
+	// Before API 1.52, df has its older shape, whose lists are always
+	// there, empty or not.
+	code, body := apiGet(t, sock, "/v1.41/system/df")
+	assert.Check(t, is.Equal(code, http.StatusOK))
+	for _, key := range []string{`"LayersSize":`, `"Images":[{`, `"Containers":[]`, `"Volumes":[]`, `"BuildCache":[]`} {
+		assert.Check(t, is.Contains(body, key))
+	}
 }
 
 // TestServeContainers: containers are records that keep their images; they
@@ -229,6 +248,18 @@ func TestServeContainers(t *testing.T) {
 		assert.Check(t, is.Equal(inspect.Container.Config.Image, "app:1"), ref)
 		assert.Check(t, is.Equal(inspect.Container.Config.Labels["role"], "web"), ref)
 	}
+
+	// df counts its rootfs, as ps does when asked for sizes.
+	sized, err := c.ContainerList(ctx, mobyclient.ContainerListOptions{All: true, Size: true})
+	assert.NilError(t, err)
+	assert.Assert(t, is.Len(sized.Items, 1))
+	assert.Check(t, sized.Items[0].SizeRw > 0, "no rootfs size")
+	du, err := c.DiskUsage(ctx, mobyclient.DiskUsageOptions{Containers: true})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(du.Containers.TotalCount, int64(1)))
+	assert.Check(t, is.Equal(du.Containers.TotalSize, sized.Items[0].SizeRw))
+	assert.Check(t, is.Equal(du.Containers.Reclaimable, sized.Items[0].SizeRw))
+	assert.Check(t, is.Equal(all.Items[0].SizeRw, int64(0)), "sized without size=1")
 
 	// The record keeps its image from a prune.
 	pruned, err := c.ImagePrune(ctx, mobyclient.ImagePruneOptions{Filters: make(mobyclient.Filters).Add("dangling", "false")})
@@ -406,7 +437,7 @@ func TestServePruneLabelFilterNegative(t *testing.T) {
 // neither changes anything.
 func TestServePruneErrors(t *testing.T) {
 	e := newEnv(t)
-	_, c := e.serve(t)
+	sock, c := e.serve(t)
 	img := newImage(t, "kept", "docker.io/library/kept:1")
 	apiLoad(t, e.ctx, c, img)
 	before := e.names()
@@ -427,6 +458,9 @@ func TestServePruneErrors(t *testing.T) {
 	assert.Check(t, errdefs.IsConflict(err), "%v", err)
 	assert.Check(t, is.ErrorContains(err, "a prune operation is already running"))
 	assert.Check(t, release())
+	// Prunes refused, by bad filters or by the lock, are not prunes run.
+	_, body := apiGet(t, sock, "/metrics")
+	assert.Check(t, !strings.Contains(body, `imgprune_prunes_total{namespace="`+e.ns+`"}`), body)
 	assert.Check(t, is.DeepEqual(e.names(), before))
 }
 
@@ -466,14 +500,8 @@ func TestServeMetrics(t *testing.T) {
 // partial report; the next prune finishes the job.
 func TestServeStopsAPruneCleanly(t *testing.T) {
 	e := newEnv(t)
-	a := newImage(t, "a", "example.com/a:1")
-	b := newImage(t, "b", "example.com/b:1")
-	e.write(a, b)
-	ctx, stop := context.WithCancel(e.ctx)
-	stores := imgsvc.StoresFromClient(e.client)
 	// The server stops once the prune deleted a:1: a SIGTERM mid-prune.
-	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: stop, await: true}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
+	a, _, ctx, svc := e.interruptedPrune(t, true)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "api.sock")
 	l, err := net.Listen("unix", sock)
@@ -540,4 +568,71 @@ func TestServeImagesBeforeSince(t *testing.T) {
 	}
 	_, err = c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("before", "missing:1")})
 	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+}
+
+// TestServeDanglingFilter: an image whose only name is a digest reference
+// is not dangling, as the Engine and the prune have it.
+func TestServeDanglingFilter(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	pinned := testimage.New(testimage.WithLayers(layer(t, "pinned")))
+	nameless := testimage.New(testimage.WithLayers(layer(t, "nameless")))
+	e.writeDangling(pinned)
+	e.writeDangling(nameless)
+	_, err := e.client.ImageService().Create(e.nsCtx(), images.Image{Name: "docker.io/library/pinned@" + pinned.Target.Digest.String(), Target: pinned.Target})
+	assert.NilError(t, err)
+
+	for value, want := range map[string]string{"true": nameless.Target.Digest.String(), "false": pinned.Target.Digest.String()} {
+		list, err := c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("dangling", value)})
+		assert.NilError(t, err)
+		var ids []string
+		for _, sum := range list.Items {
+			ids = append(ids, sum.ID)
+		}
+		assert.Check(t, is.DeepEqual(ids, []string{want}), "dangling=%s", value)
+	}
+}
+
+// imageTaking removes every image record of the namespace, and collects,
+// just before it creates a container record: a prune that took the image a
+// create had resolved.
+type imageTaking struct {
+	containers.Store
+	e *env
+}
+
+func (s imageTaking) Create(ctx context.Context, c containers.Container) (containers.Container, error) {
+	for name := range s.e.names() {
+		if err := s.e.client.ImageService().Delete(ctx, name, images.SynchronousDelete()); err != nil {
+			return containers.Container{}, err
+		}
+	}
+	return s.Store.Create(ctx, c)
+}
+
+// TestServeCreateWhoseImageWent: a container whose image went between its
+// resolution and its record is not made: 404, and no record or rootfs is
+// left.
+func TestServeCreateWhoseImageWent(t *testing.T) {
+	e := newEnv(t)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Containers = imageTaking{Store: stores.Containers, e: e}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithClient(e.client), imgsvc.WithSnapshotter(snapshotter))
+	_, c := e.serveService(t, svc)
+	apiLoad(t, e.ctx, c, newImage(t, "app", "docker.io/library/app:1"))
+
+	_, err := c.ContainerCreate(e.ctx, mobyclient.ContainerCreateOptions{Name: "late", Config: &container.Config{Image: "app:1", Cmd: []string{"run"}}})
+
+	assert.Check(t, errdefs.IsNotFound(err), "%v", err)
+	records, err := e.client.ContainerService().List(e.nsCtx())
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(records, 0))
+	var snaps []string
+	assert.NilError(t, e.client.SnapshotService(snapshotter).Walk(e.nsCtx(), func(_ context.Context, info snapshots.Info) error {
+		if info.Kind == snapshots.KindActive {
+			snaps = append(snaps, info.Name)
+		}
+		return nil
+	}))
+	assert.Check(t, is.Len(snaps, 0), "a rootfs was left: %v", snaps)
 }

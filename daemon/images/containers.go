@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
@@ -67,11 +68,11 @@ func (s *Service) CreateContainer(ctx context.Context, c containers.Container, t
 // topLayer is the chain ID of target's layers on this host's platform: the
 // snapshot its containers' rootfs is prepared on; "" when there is none.
 func (s *Service) topLayer(ctx context.Context, target ocispec.Descriptor) (digest.Digest, error) {
-	desc, _, err := readConfig(ctx, s.stores.Content, target)
-	if err != nil || desc.Digest == "" {
+	cfg, err := hostConfig(ctx, s.stores.Content, target)
+	if err != nil || len(cfg.parsed.RootFS.DiffIDs) == 0 {
 		return "", err
 	}
-	return s.chainID(ctx, desc)
+	return identity.ChainID(cfg.parsed.RootFS.DiffIDs), nil
 }
 
 // RemoveContainer removes the record of container id and its rootfs.

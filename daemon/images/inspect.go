@@ -51,68 +51,86 @@ func (s *Service) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, 
 	return img.Target, name, nil
 }
 
+// Config returns the config of target for this host's platform (or the
+// first present) as stored; nil when none is present.
+func (s *Service) Config(ctx context.Context, target ocispec.Descriptor) ([]byte, error) {
+	cfg, err := hostConfig(s.withNamespace(ctx), s.stores.Content, target)
+	return cfg.raw, err
+}
+
 // Inspect tells what the store knows of the target ref means. It writes
 // nothing.
 func (s *Service) Inspect(ctx context.Context, ref string) (Detail, error) {
 	ctx = s.withNamespace(ctx)
-	img, err := s.resolveImage(ctx, ref)
-	if err != nil {
-		return Detail{}, err
-	}
 	records, err := s.listRecords(ctx)
 	if err != nil {
 		return Detail{}, fmt.Errorf("list images: %w", err)
 	}
-	var mine []images.Image
-	for _, r := range records {
-		if r.Target.Digest == img.Target.Digest {
-			mine = append(mine, r)
-		}
+	img, err := resolveIn(records, ref)
+	if err != nil {
+		return Detail{}, err
 	}
+	mine := recordsOf(records, img.Target.Digest)
 	d := Detail{Target: img.Target}
-	tr := plan.SortRecords(mine)
-	for _, r := range tr.Names {
+	for _, r := range plan.SortRecords(mine).Names {
 		d.Names = append(d.Names, r.Name)
 		if r.CreatedAt.After(d.LastTagged) {
 			d.LastTagged = r.CreatedAt
 		}
 	}
-	if len(mine) > 0 {
-		d.Created = plan.CreatedAt(slices.MinFunc(mine, func(a, b images.Image) int { return plan.CreatedAt(a).Compare(plan.CreatedAt(b)) }))
-	}
-	if d.ConfigDesc, d.Config, err = readConfig(ctx, s.stores.Content, img.Target); err != nil {
+	d.Created = plan.CreatedAt(slices.MinFunc(mine, func(a, b images.Image) int { return plan.CreatedAt(a).Compare(plan.CreatedAt(b)) }))
+	cfg, err := hostConfig(ctx, s.stores.Content, img.Target)
+	if err != nil {
 		return Detail{}, fmt.Errorf("inspect %s: %w", ref, err)
 	}
+	d.ConfigDesc, d.Config = cfg.desc, cfg.raw
 	if d.Size, err = contentSize(ctx, s.stores.Content, img.Target); err != nil {
 		return Detail{}, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	if d.Unpacked, err = s.unpackedSize(ctx, img.Target); err != nil {
+	u, err := s.layerUsage(ctx, cfg)
+	if err != nil {
 		return Detail{}, fmt.Errorf("inspect %s: %w", ref, err)
+	}
+	for _, n := range u.layers {
+		d.Unpacked += n
 	}
 	return d, nil
 }
 
-// readConfig reads the config of the host's platform under target, or of
-// the first platform present; none when no config is present.
-func readConfig(ctx context.Context, cs content.Store, target ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+// imageConfig is the config of a target for this host's platform.
+type imageConfig struct {
+	desc ocispec.Descriptor
+	// raw is the config as stored, nil when none is present.
+	raw []byte
+	// parsed is raw decoded; zero when raw is not an image config.
+	parsed ocispec.Image
+}
+
+// hostConfig reads the config of the host's platform under target, or of
+// the first platform present.
+func hostConfig(ctx context.Context, cs content.Store, target ocispec.Descriptor) (imageConfig, error) {
 	for _, m := range []platforms.MatchComparer{platforms.Default(), platforms.All} {
 		desc, err := images.Config(ctx, cs, target, m)
 		if errdefs.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return ocispec.Descriptor{}, nil, err
+			return imageConfig{}, err
 		}
 		blob, err := content.ReadBlob(ctx, cs, desc)
 		if errdefs.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return ocispec.Descriptor{}, nil, err
+			return imageConfig{}, err
 		}
-		return desc, blob, nil
+		cfg := imageConfig{desc: desc, raw: blob}
+		if json.Unmarshal(blob, &cfg.parsed) != nil {
+			cfg.parsed = ocispec.Image{}
+		}
+		return cfg, nil
 	}
-	return ocispec.Descriptor{}, nil, nil
+	return imageConfig{}, nil
 }
 
 // contentSize is the size of the content present under target, each blob
@@ -145,19 +163,7 @@ func contentSize(ctx context.Context, cs content.Store, target ocispec.Descripto
 	return size, nil
 }
 
-// unpackedSize is what the snapshots of target's layers take in the
-// service's snapshotter (the host's platform), as docker counts an image's
-// unpacked size: each layer's snapshot, shared ones too.
-func (s *Service) unpackedSize(ctx context.Context, target ocispec.Descriptor) (int64, error) {
-	u, err := s.unpacked(ctx, target)
-	var size int64
-	for _, n := range u.layers {
-		size += n
-	}
-	return size, err
-}
-
-// unpacking is what the config of a target's host platform says of it.
+// unpacking is what a target's config says of it.
 type unpacking struct {
 	// layers is the usage of each snapshot its layers are unpacked into,
 	// by chain ID.
@@ -169,24 +175,26 @@ type unpacking struct {
 // unpacked reads target's config and asks the usage of its layers'
 // snapshots.
 func (s *Service) unpacked(ctx context.Context, target ocispec.Descriptor) (unpacking, error) {
+	cfg, err := hostConfig(ctx, s.stores.Content, target)
+	if err != nil {
+		return unpacking{}, err
+	}
+	return s.layerUsage(ctx, cfg)
+}
+
+// layerUsage asks the usage of the snapshots cfg's layers are unpacked
+// into, in the service's snapshotter.
+func (s *Service) layerUsage(ctx context.Context, cfg imageConfig) (unpacking, error) {
 	var u unpacking
-	_, blob, err := readConfig(ctx, s.stores.Content, target)
-	if err != nil || blob == nil {
-		return u, err
-	}
-	var cfg ocispec.Image
-	if err := json.Unmarshal(blob, &cfg); err != nil {
-		return u, nil
-	}
-	if cfg.Created != nil {
-		u.created = *cfg.Created
+	if cfg.parsed.Created != nil {
+		u.created = *cfg.parsed.Created
 	}
 	sn := s.stores.Snapshotter(s.snapshotter)
 	if sn == nil {
 		return u, nil
 	}
 	u.layers = map[digest.Digest]int64{}
-	for _, chain := range identity.ChainIDs(slices.Clone(cfg.RootFS.DiffIDs)) {
+	for _, chain := range identity.ChainIDs(slices.Clone(cfg.parsed.RootFS.DiffIDs)) {
 		usage, err := sn.Usage(ctx, chain.String())
 		if errdefs.IsNotFound(err) {
 			continue

@@ -25,7 +25,7 @@ type Summary struct {
 	Size int64 `json:"Size"`
 	// Unpacked is what the snapshots of its layers take, Shared what of
 	// its content and snapshots other targets share, and ImageCreated its
-	// config's creation time, when asked for (WithDockerSizes).
+	// config's creation time: in DiskUsage only.
 	Unpacked     int64     `json:"Unpacked,omitempty"`
 	Shared       int64     `json:"Shared,omitempty"`
 	ImageCreated time.Time `json:"ImageCreated,omitzero"`
@@ -35,34 +35,20 @@ type Summary struct {
 	Labels map[string]string `json:"Labels,omitempty"`
 }
 
-// ImagesOpt configures a listing.
-type ImagesOpt func(*imagesOptions)
-
-type imagesOptions struct{ dockerSizes bool }
-
-// WithDockerSizes also sizes each target as docker does: what its
-// snapshots take, and what of it other targets share. That asks one usage
-// per layer, so a listing of many images takes longer.
-func WithDockerSizes() ImagesOpt { return func(o *imagesOptions) { o.dockerSizes = true } }
-
 // Images lists one row per target and name; a target without a name is
 // listed once with an empty name. It writes nothing.
-func (s *Service) Images(ctx context.Context, opts ...ImagesOpt) ([]Summary, error) {
-	var o imagesOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	rows, _, err := s.images(ctx, o)
+func (s *Service) Images(ctx context.Context) ([]Summary, error) {
+	rows, _, err := s.images(ctx, false)
 	return rows, err
 }
 
 // DiskUsage lists the images as Images does with docker's sizes, and what
 // they take on disk together: each blob and each layer's snapshot once.
 func (s *Service) DiskUsage(ctx context.Context) ([]Summary, int64, error) {
-	return s.images(ctx, imagesOptions{dockerSizes: true})
+	return s.images(ctx, true)
 }
 
-func (s *Service) images(ctx context.Context, o imagesOptions) ([]Summary, int64, error) {
+func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int64, error) {
 	ctx = s.withNamespace(ctx)
 	ctrs, _, err := s.listContainers(ctx)
 	if err != nil {
@@ -92,7 +78,7 @@ func (s *Service) images(ctx context.Context, o imagesOptions) ([]Summary, int64
 	}
 	var sizes map[digest.Digest]dockerSize
 	var total int64
-	if o.dockerSizes {
+	if dockerSizes {
 		if sizes, total, err = s.dockerSizes(ctx, inv, byTarget); err != nil {
 			return nil, 0, err
 		}
@@ -101,7 +87,7 @@ func (s *Service) images(ctx context.Context, o imagesOptions) ([]Summary, int64
 	for target, recs := range byTarget {
 		tr := plan.SortRecords(recs)
 		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target], Labels: labels[target]}
-		if o.dockerSizes {
+		if dockerSizes {
 			row.Unpacked, row.Shared, row.ImageCreated = sizes[target].unpacked, sizes[target].shared, sizes[target].created
 		}
 		for _, r := range tr.Names {

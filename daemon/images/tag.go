@@ -70,6 +70,11 @@ func (s *Service) resolveImage(ctx context.Context, ref string) (images.Image, e
 	if err != nil {
 		return images.Image{}, fmt.Errorf("list images: %w", err)
 	}
+	return resolveIn(records, ref)
+}
+
+// resolveIn finds the record among records that ref means.
+func resolveIn(records []images.Image, ref string) (images.Image, error) {
 	name, targets, err := plan.Resolve(records, ref)
 	if err != nil {
 		return images.Image{}, fmt.Errorf("no such image %q: %v: %w", ref, err, errdefs.ErrNotFound)

@@ -54,11 +54,15 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name))
 	}
 	name = strings.TrimPrefix(name, "/")
-	img, err := s.images.Inspect(ctx, req.Config.Image)
+	target, _, err := s.images.Resolve(ctx, req.Config.Image)
 	if err != nil {
 		return noSuchImage(req.Config.Image, err)
 	}
-	if err := mergeImageConfig(req.Config, img.Config); err != nil {
+	imageConfig, err := s.images.Config(ctx, target)
+	if err != nil {
+		return err
+	}
+	if err := mergeImageConfig(req.Config, imageConfig); err != nil {
 		return err
 	}
 	id := randomID()
@@ -81,12 +85,12 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 		Image: req.Config.Image,
 		Labels: map[string]string{
 			nameLabel:                  name,
-			imgcontainers.ImageIDLabel: img.Target.Digest.String(),
+			imgcontainers.ImageIDLabel: target.Digest.String(),
 		},
 		Runtime:    containers.RuntimeInfo{Name: recordRuntime},
 		Spec:       &anypb.Any{TypeUrl: specTypeURL, Value: []byte("{}")},
 		Extensions: map[string]typeurl.Any{configExtension: &anypb.Any{TypeUrl: configTypeURL, Value: cfg}},
-	}, img.Target)
+	}, target)
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func (s *Server) getInfo(ctx context.Context, w http.ResponseWriter, _ *http.Req
 		Containers:         len(ctrs),
 		ContainersStopped:  len(ctrs),
 		Images:             len(ids),
-		Driver:             "overlayfs",
+		Driver:             s.images.Snapshotter(),
 		OSType:             runtime.GOOS,
 		Architecture:       runtime.GOARCH,
 		NCPU:               runtime.NumCPU(),
@@ -75,11 +75,11 @@ func (s *Server) getInfo(ctx context.Context, w http.ResponseWriter, _ *http.Req
 // legacyDiskUsage is the shape of /system/df before API 1.52, still sent
 // beside the new one to 1.52 clients that do not ask for verbose output.
 type legacyDiskUsage struct {
-	LayersSize int64               `json:"LayersSize,omitempty"`
-	Images     []image.Summary     `json:"Images,omitempty"`
-	Containers []container.Summary `json:"Containers,omitempty"`
-	Volumes    []any               `json:"Volumes,omitempty"`
-	BuildCache []any               `json:"BuildCache,omitempty"`
+	LayersSize int64               `json:"LayersSize,omitzero"`
+	Images     []image.Summary     `json:"Images,omitzero"`
+	Containers []container.Summary `json:"Containers,omitzero"`
+	Volumes    []any               `json:"Volumes,omitzero"`
+	BuildCache []any               `json:"BuildCache,omitzero"`
 }
 
 // diskUsage answers /system/df for images, and container records (which

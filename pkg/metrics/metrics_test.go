@@ -48,3 +48,21 @@ func TestWriteRefusesAFileItCannotRead(t *testing.T) {
 	assert.Check(t, is.ErrorContains(Check(filepath.Join(path+".d", "x.prom")), "not writable"))
 	assert.Check(t, Check(filepath.Join(t.TempDir(), "new.prom")))
 }
+
+// TestSetKeepsPhasesOfARunWithout: a run that reached no phase (one that
+// failed before its listing) leaves the last prune's phase times.
+func TestSetKeepsPhasesOfARunWithout(t *testing.T) {
+	s := NewSet()
+	s.Add(Run{Namespace: "moby", PhaseSeconds: map[progress.Phase]float64{progress.Deleting: 1.5}})
+	s.Add(Run{Namespace: "moby", Failed: true})
+	families, err := s.Gatherer().Gather()
+	assert.NilError(t, err)
+	var phases int
+	for _, f := range families {
+		if f.GetName() == PhaseSeconds {
+			phases = len(f.GetMetric())
+			assert.Check(t, is.Equal(f.GetMetric()[0].GetGauge().GetValue(), 1.5))
+		}
+	}
+	assert.Check(t, is.Equal(phases, 1))
+}
