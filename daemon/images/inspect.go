@@ -170,6 +170,7 @@ type unpacking struct {
 	layers map[digest.Digest]int64
 	// created is the config's creation time, zero when it has none.
 	created time.Time
+	labels  map[string]string
 }
 
 // unpacked reads target's config and asks the usage of its layers'
@@ -185,7 +186,7 @@ func (s *Service) unpacked(ctx context.Context, target ocispec.Descriptor) (unpa
 // layerUsage asks the usage of the snapshots cfg's layers are unpacked
 // into, in the service's snapshotter.
 func (s *Service) layerUsage(ctx context.Context, cfg imageConfig) (unpacking, error) {
-	var u unpacking
+	u := unpacking{labels: cfg.parsed.Config.Labels}
 	if cfg.parsed.Created != nil {
 		u.created = *cfg.parsed.Created
 	}

@@ -31,7 +31,8 @@ type Summary struct {
 	ImageCreated time.Time `json:"ImageCreated,omitzero"`
 	// Containers counts the containers that use the target.
 	Containers int `json:"Containers"`
-	// Labels are the target's config labels, every platform's merged.
+	// Labels are the config labels of this host's platform: in DiskUsage
+	// only.
 	Labels map[string]string `json:"Labels,omitempty"`
 }
 
@@ -68,10 +69,6 @@ func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int6
 		return nil, 0, err
 	}
 	users := plan.UsersPerTarget(records, ctrs, lineage)
-	labels, err := s.configLabels(ctx, records)
-	if err != nil {
-		return nil, 0, err
-	}
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
@@ -86,9 +83,9 @@ func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int6
 	var out []Summary
 	for target, recs := range byTarget {
 		tr := plan.SortRecords(recs)
-		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target], Labels: labels[target]}
+		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target]}
 		if dockerSizes {
-			row.Unpacked, row.Shared, row.ImageCreated = sizes[target].unpacked, sizes[target].shared, sizes[target].created
+			row.Unpacked, row.Shared, row.ImageCreated, row.Labels = sizes[target].unpacked, sizes[target].shared, sizes[target].created, sizes[target].labels
 		}
 		for _, r := range tr.Names {
 			row.Name, row.Created = r.Name, r.CreatedAt
@@ -112,6 +109,7 @@ func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int6
 type dockerSize struct {
 	unpacked, shared int64
 	created          time.Time
+	labels           map[string]string
 }
 
 // dockerSizes sizes each target as docker does: what its snapshots take,
@@ -139,7 +137,7 @@ func (s *Service) dockerSizes(ctx context.Context, inv *reach.Graph, byTarget ma
 	var total int64
 	out := map[digest.Digest]dockerSize{}
 	for target := range byTarget {
-		size := dockerSize{created: layers[target].created}
+		size := dockerSize{created: layers[target].created, labels: layers[target].labels}
 		for d, n := range blobs[target] {
 			if blobUsers[d] > 1 {
 				size.shared += n
