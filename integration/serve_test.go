@@ -149,25 +149,42 @@ func TestServeImages(t *testing.T) {
 	assert.Check(t, sum.Size > img.Size(), "size %d, content %d", sum.Size, img.Size())
 	assert.Check(t, is.Equal(sum.Labels["tier"], "base"))
 
+	both := []string{"busybox:latest", "example.com/app:1"}
 	for _, tc := range []struct {
 		filter, value string
-		want          int
+		// tags are the image's tags shown, nil when the image is not.
+		tags []string
 	}{
-		{"dangling", "true", 0},
-		{"dangling", "false", 1},
-		{"label", "tier=base", 1},
-		{"label", "tier=other", 0},
-		{"label!", "tier=base", 0},
-		{"reference", "busybox", 1},
-		{"reference", "example.com/*", 1},
-		{"reference", "alpine", 0},
+		{"dangling", "true", nil},
+		{"dangling", "false", both},
+		{"label", "tier=base", both},
+		{"label", "tier=other", nil},
+		{"label!", "tier=base", nil},
+		// As the Engine, a reference filter shows the names that match.
+		{"reference", "busybox", []string{"busybox:latest"}},
+		{"reference", "example.com/*", []string{"example.com/app:1"}},
+		{"reference", "alpine", nil},
+		{"reference!", "busybox", []string{"example.com/app:1"}},
+		{"reference!", "example.com/*", []string{"busybox:latest"}},
 	} {
 		list, err := c.ImageList(ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add(tc.filter, tc.value)})
 		assert.NilError(t, err, "%s=%s", tc.filter, tc.value)
-		assert.Check(t, is.Len(list.Items, tc.want), "%s=%s", tc.filter, tc.value)
+		if tc.tags == nil {
+			assert.Check(t, is.Len(list.Items, 0), "%s=%s", tc.filter, tc.value)
+			continue
+		}
+		if assert.Check(t, is.Len(list.Items, 1), "%s=%s", tc.filter, tc.value) {
+			assert.Check(t, is.DeepEqual(list.Items[0].RepoTags, tc.tags), "%s=%s", tc.filter, tc.value)
+		}
 	}
-	_, err = c.ImageList(ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("dangling", "maybe")})
-	assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
+	// An image none of whose names pass is not shown.
+	list, err = c.ImageList(ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("reference!", "busybox", "example.com/*")})
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(list.Items, 0))
+	for _, bad := range [][2]string{{"dangling", "maybe"}, {"reference", "app:["}, {"reference!", "[a-"}} {
+		_, err = c.ImageList(ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add(bad[0], bad[1])})
+		assert.Check(t, errdefs.IsInvalidArgument(err), "%s=%s: %v", bad[0], bad[1], err)
+	}
 
 	for _, ref := range []string{"busybox", "busybox:latest", img.Target.Digest.String(), img.Target.Digest.Encoded()[:12], "busybox@" + img.Target.Digest.String()} {
 		inspect, err := c.ImageInspect(ctx, ref)

@@ -31,6 +31,7 @@ type pruneOptions struct {
 	progress    string
 	quiet       bool
 	metricsFile string
+	keepLast    int
 }
 
 const (
@@ -57,6 +58,7 @@ func newPruneCommand(g *globalOptions) *cobra.Command {
 	flags.StringVar(&o.progress, "progress", "auto", "Progress on stderr: auto (a live display when stderr is a terminal), json (one event per line) or none")
 	flags.BoolVarP(&o.quiet, "quiet", "q", false, "Show no progress")
 	flags.StringVar(&o.metricsFile, "metrics-file", "", "Add each prune's metrics to this file, in Prometheus text format for a node exporter's textfile collector")
+	flags.IntVar(&o.keepLast, "keep-last", 0, "With -a, keep the N most recent images of each repository (by when their name arrived or last moved)")
 	return cmd
 }
 
@@ -76,6 +78,10 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.keepLast < 0 || (o.keepLast > 0 && !o.all) {
+		return fmt.Errorf("invalid --keep-last %d: it keeps named images among those -a removes; use it with -a and a count above 0", o.keepLast)
+	}
+	filters.KeepLast = o.keepLast
 	if !o.force && !o.dryRun {
 		warning := warnDangling
 		if !filters.DanglingOnly {

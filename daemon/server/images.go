@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -61,7 +60,7 @@ type listOptions struct {
 	sharedSize bool
 }
 
-var listFilters = map[string]bool{"dangling": true, "label": true, "label!": true, "reference": true, "before": true, "since": true, "until": true}
+var listFilters = map[string]bool{"dangling": true, "label": true, "label!": true, "reference": true, "reference!": true, "before": true, "since": true, "until": true}
 
 func (s *Server) listImages(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
 	args, err := parseFilters(r)
@@ -84,11 +83,19 @@ func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Sum
 			return nil, 0, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter '%s'", key))
 		}
 	}
+	// reference and reference! apply to each name, as the Engine applies
+	// reference: an image shows the names that pass, and not at all when
+	// it had names and none passed.
+	refs, err := plan.ParseFilters(map[string][]string{"reference": o.filters["reference"], "reference!": o.filters["reference!"]}, time.Now())
+	if err != nil {
+		return nil, 0, err
+	}
 	rows, total, err := s.images.DiskUsage(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
 	byID := map[digest.Digest]*image.Summary{}
+	named, shown := map[digest.Digest]bool{}, map[digest.Digest]bool{}
 	var order []digest.Digest
 	for _, row := range rows {
 		sum, ok := byID[row.ID]
@@ -109,6 +116,11 @@ func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Sum
 		if row.Name == "" {
 			continue
 		}
+		named[row.ID] = true
+		if !refs.MatchName(row.Name) {
+			continue
+		}
+		shown[row.ID] = true
 		ref, err := reference.ParseNormalizedNamed(row.Name)
 		if err != nil {
 			continue
@@ -128,6 +140,9 @@ func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Sum
 	}
 	out := []image.Summary{}
 	for _, id := range order {
+		if named[id] != shown[id] || (!named[id] && !refs.MatchNameless()) {
+			continue
+		}
 		sum := *byID[id]
 		if !o.sharedSize {
 			sum.SharedSize = -1
@@ -160,14 +175,6 @@ func (s *Server) imageFilter(ctx context.Context, args map[string][]string, byID
 		tests = append(tests, func(sum image.Summary) bool { return (len(sum.RepoTags)+len(sum.RepoDigests) == 0) == dangling })
 	}
 	tests = append(tests, func(sum image.Summary) bool { return labels.MatchLabels(sum.Labels) })
-	if patterns := args["reference"]; len(patterns) > 0 {
-		for _, p := range patterns {
-			if _, err := path.Match(p, ""); err != nil {
-				return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter 'reference=%s': %v", p, err))
-			}
-		}
-		tests = append(tests, func(sum image.Summary) bool { return matchesReference(sum, patterns) })
-	}
 	for key, before := range map[string]bool{"before": true, "since": false} {
 		for _, ref := range args[key] {
 			target, _, err := s.images.Resolve(ctx, ref)
@@ -202,23 +209,6 @@ func (s *Server) imageFilter(ctx context.Context, args map[string][]string, byID
 		}
 		return true
 	}, nil
-}
-
-// matchesReference tells whether one of the image's names matches one of
-// the patterns, as `docker images --filter reference=` does.
-func matchesReference(sum image.Summary, patterns []string) bool {
-	for _, name := range append(slices.Clone(sum.RepoTags), sum.RepoDigests...) {
-		ref, err := reference.ParseNormalizedNamed(name)
-		if err != nil {
-			continue
-		}
-		for _, p := range patterns {
-			if ok, _ := reference.FamiliarMatch(p, ref); ok {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // imageGet answers GET /images/{ref}/json.

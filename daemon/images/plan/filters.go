@@ -3,20 +3,25 @@ package plan
 import (
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 )
 
 // acceptedFilters are the prune filters docker's image prune accepts.
 var acceptedFilters = map[string]bool{
-	"dangling": true,
-	"until":    true,
-	"label":    true,
-	"label!":   true,
+	"dangling":   true,
+	"until":      true,
+	"label":      true,
+	"label!":     true,
+	"reference":  true,
+	"reference!": true,
 }
 
 // Filters select what a prune may remove. The zero value is not the default:
@@ -30,6 +35,20 @@ type Filters struct {
 	Labels []string
 	// NotLabels exclude an image when all of them match.
 	NotLabels []string
+	// References, when set, limit the prune to names matching one of these
+	// patterns, as `docker images --filter reference=` matches them. A
+	// target without a name matches none.
+	References []string
+	// NotReferences keep every name matching one of these patterns.
+	NotReferences []string
+	// KeepLast, when above zero, keeps the names of the KeepLast images of
+	// each repository that most recently got a name there. It is not one of
+	// docker's filters: the command sets it.
+	KeepLast int
+	// Targets, when not nil, limit the prune to these targets: the others
+	// keep every record. It is not one of docker's filters: a prune to a
+	// free-space goal sets it to the targets that reach the goal.
+	Targets map[digest.Digest]bool
 }
 
 // ParseFilterFlags turns --filter KEY=VALUE arguments into filter args.
@@ -74,6 +93,15 @@ func ParseFilters(args map[string][]string, now time.Time) (Filters, error) {
 	}
 	f.Labels = slices.Clone(args["label"])
 	f.NotLabels = slices.Clone(args["label!"])
+	for _, key := range []string{"reference", "reference!"} {
+		for _, pattern := range args[key] {
+			if _, err := path.Match(pattern, ""); err != nil {
+				return Filters{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter '%s=%s': %v", key, pattern, err))
+			}
+		}
+	}
+	f.References = slices.Clone(args["reference"])
+	f.NotReferences = slices.Clone(args["reference!"])
 	return f, nil
 }
 
@@ -153,6 +181,44 @@ func matchKVList(filters []string, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// MatchName applies reference and reference! to one name, as docker's
+// image list does to each of an image's names: the name must match one
+// reference pattern, when there are any, and no reference! pattern. A
+// dangling record's name matches no pattern.
+func (f Filters) MatchName(name string) bool {
+	if len(f.References) == 0 && len(f.NotReferences) == 0 {
+		return true
+	}
+	var ref reference.Named
+	if !IsDangling(name) {
+		ref, _ = reference.ParseNormalizedNamed(name)
+	}
+	if len(f.References) > 0 && !matchesAny(f.References, ref) {
+		return false
+	}
+	return !matchesAny(f.NotReferences, ref)
+}
+
+// MatchNameless reports whether a target without a name passes the
+// reference filters: only when there is no reference pattern to match.
+func (f Filters) MatchNameless() bool {
+	return len(f.References) == 0
+}
+
+// matchesAny reports whether ref matches one of patterns; a nil ref (a name
+// that does not parse) matches none.
+func matchesAny(patterns []string, ref reference.Named) bool {
+	if ref == nil {
+		return false
+	}
+	for _, p := range patterns {
+		if ok, _ := reference.FamiliarMatch(p, ref); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // matchCreated reports whether a record created at created passes until.

@@ -24,7 +24,10 @@ func TestParseFilters(t *testing.T) {
 		{name: "dangling=TRUE", flags: []string{"dangling=TRUE"}, want: Filters{DanglingOnly: true}},
 		{name: "bad dangling", flags: []string{"dangling=maybe"}, wantErr: "invalid filter 'dangling=maybe'"},
 		{name: "two dangling", flags: []string{"dangling=true", "dangling=false"}, wantErr: "invalid filter 'dangling=true,false'"},
-		{name: "unknown filter", flags: []string{"reference=foo"}, wantErr: "invalid filter 'reference'"},
+		{name: "unknown filter", flags: []string{"before=foo"}, wantErr: "invalid filter 'before'"},
+		{name: "references", flags: []string{"reference=busybox", "reference=*/app:*", "reference!=*:keep"}, want: Filters{DanglingOnly: true, References: []string{"busybox", "*/app:*"}, NotReferences: []string{"*:keep"}}},
+		{name: "bad reference pattern", flags: []string{"reference=app:["}, wantErr: "invalid filter 'reference=app:[': syntax error in pattern"},
+		{name: "bad reference! pattern", flags: []string{"reference!=[a-"}, wantErr: "invalid filter 'reference!=[a-': syntax error in pattern"},
 		{name: "no equals", flags: []string{"dangling"}, wantErr: "bad format of filter (expected name=value)"},
 		{name: "until duration", flags: []string{"until=1h"}, want: Filters{DanglingOnly: true, Until: now.Add(-time.Hour)}},
 		{name: "until RFC3339", flags: []string{"until=2025-01-02T03:04:05Z"}, want: Filters{DanglingOnly: true, Until: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}},
@@ -79,6 +82,39 @@ func TestMatchLabels(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Check(t, is.Equal(tc.f.MatchLabels(labels), tc.want))
+		})
+	}
+}
+
+func TestMatchName(t *testing.T) {
+	const (
+		bb136    = "docker.io/library/busybox:1.36"
+		bbLatest = "docker.io/library/busybox:latest"
+		appV1    = "example.com/team/app:v1"
+	)
+	appDigest, dangling := "example.com/team/app@"+targetA.String(), DanglingName(targetA)
+	tests := []struct {
+		name string
+		f    Filters
+		want []string
+	}{
+		{name: "no filters", want: []string{bb136, bbLatest, appV1, appDigest, dangling}},
+		{name: "repository", f: Filters{References: []string{"busybox"}}, want: []string{bb136, bbLatest}},
+		{name: "tag glob", f: Filters{References: []string{"busybox:1.*"}}, want: []string{bb136}},
+		{name: "path glob", f: Filters{References: []string{"example.com/*/app"}}, want: []string{appV1, appDigest}},
+		{name: "one of several", f: Filters{References: []string{"nothing", "busybox:latest"}}, want: []string{bbLatest}},
+		{name: "reference! excludes", f: Filters{NotReferences: []string{"busybox:latest"}}, want: []string{bb136, appV1, appDigest, dangling}},
+		{name: "both", f: Filters{References: []string{"busybox"}, NotReferences: []string{"*:1.*"}}, want: []string{bbLatest}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, n := range []string{bb136, bbLatest, appV1, appDigest, dangling} {
+				if tc.f.MatchName(n) {
+					got = append(got, n)
+				}
+			}
+			assert.Check(t, is.DeepEqual(got, tc.want))
 		})
 	}
 }

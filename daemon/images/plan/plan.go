@@ -84,6 +84,7 @@ func (tp TargetPlan) reportKey() string {
 // Make decides, for every record in s, whether it stays or goes.
 func Make(s Snapshot, f Filters) Plan {
 	u := ResolveUsage(s.Records, s.Containers, s.Lineage)
+	kept := keepLast(s.Records, f.KeepLast)
 	byTarget := map[digest.Digest][]images.Image{}
 	for _, r := range s.Records {
 		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
@@ -92,7 +93,7 @@ func Make(s Snapshot, f Filters) Plan {
 	p := Plan{Warnings: u.Warnings, Remove: make([]images.Image, 0, len(s.Records)), Targets: make([]TargetPlan, 0, len(byTarget))}
 	var dangling []images.Image
 	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
-		d := decide(byTarget[target], u, f, s.Labels[target])
+		d := decide(byTarget[target], u, kept, f, s.Labels[target])
 		if d.adopt != nil {
 			p.Adopt = append(p.Adopt, *d.adopt)
 		}
@@ -152,20 +153,21 @@ func SortRecords(records []images.Image) TargetRecords {
 }
 
 // decide decides on the records of one target.
-func decide(records []images.Image, u Usage, f Filters, labels map[string]string) decision {
+// kept are the names keep-last keeps.
+func decide(records []images.Image, u Usage, kept map[string]bool, f Filters, labels map[string]string) decision {
 	tr := SortRecords(records)
 	d := decision{plan: TargetPlan{Target: records[0].Target, Named: len(tr.Names) > 0}}
-	if slices.ContainsFunc(records, IsPinned) {
+	target := d.plan.Target.Digest
+	if slices.ContainsFunc(records, IsPinned) || (f.Targets != nil && !f.Targets[target]) {
 		d.adopt = adoption(tr)
 		return d
 	}
-	target := d.plan.Target.Digest
 	used := u.Targets[target]
 	matches := f.MatchLabels(labels)
 	goes := func(r images.Image) bool { return matches && !u.Names[r.Name] && f.matchCreated(r.CreatedAt) }
 	if !f.DanglingOnly {
 		for _, r := range tr.Names {
-			if goes(r) {
+			if goes(r) && !kept[r.Name] && f.MatchName(r.Name) {
 				d.removeNames = append(d.removeNames, r)
 			}
 		}
@@ -175,7 +177,10 @@ func decide(records []images.Image, u Usage, f Filters, labels map[string]string
 		d.removeNames = d.removeNames[:len(d.removeNames)-1]
 	}
 	namesLeft := len(tr.Names) - len(d.removeNames)
-	if !used && namesLeft == 0 && (!f.DanglingOnly || len(tr.Names) == 0) {
+	// A reference filter selects an image by its names: one that had none
+	// (only CRI's ID records, or a dangling record) matches no pattern.
+	nameless := len(tr.Names) == 0
+	if !used && namesLeft == 0 && (!f.DanglingOnly || nameless) && (!nameless || f.MatchNameless()) {
 		// CRI's ID records go with the image's last name: an unused CRI
 		// image leaves nothing for `crictl images` to show. A used one keeps
 		// them, so that the kubelet still finds it by ID.
@@ -196,7 +201,7 @@ func decide(records []images.Image, u Usage, f Filters, labels map[string]string
 		// sure of again (another client may remove it) as the names go.
 		d.adopt = adoption(tr)
 		d.ensureDangling = used && allGo && len(d.removeNames) > 0
-	case len(d.removeNames) > 0 || (tr.Dangling != nil && matches && f.matchCreated(CreatedAt(*tr.Dangling))):
+	case len(d.removeNames) > 0 || (tr.Dangling != nil && matches && f.MatchNameless() && f.matchCreated(CreatedAt(*tr.Dangling))):
 		d.plan.Gone = true
 		d.removeDangling = tr.Dangling
 	}

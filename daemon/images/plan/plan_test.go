@@ -39,6 +39,7 @@ func criManaged(r *images.Image) {
 }
 
 func withCreated(t time.Time) func(*images.Image) { return func(r *images.Image) { r.CreatedAt = t } }
+func withUpdated(t time.Time) func(*images.Image) { return func(r *images.Image) { r.UpdatedAt = t } }
 func pinned(r *images.Image)                      { r.Labels = map[string]string{PinnedLabel: PinnedValue} }
 
 // store is a snapshot where every target has its dangling record.
@@ -119,6 +120,78 @@ func TestMakePlan(t *testing.T) {
 			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/b:1"},
 			wantGone:   []digest.Digest{targetA},
 			wantAdopt:  []digest.Digest{targetB},
+		},
+		{
+			name: "reference selects names; a target keeping one stays, a nameless one matches nothing",
+			snapshot: Snapshot{Records: store(
+				record("docker.io/library/app:1", targetA), record("docker.io/library/app:2", targetB), record("docker.io/library/tools:2", targetB),
+				record(dC, targetC),
+			)},
+			filters:    Filters{References: []string{"app"}},
+			wantRemove: []string{"docker.io/library/app:1", "docker.io/library/app:2", dA},
+			wantGone:   []digest.Digest{targetA},
+		},
+		{
+			name:       "reference! keeps what it matches",
+			snapshot:   Snapshot{Records: store(record("docker.io/library/app:1", targetA), record("docker.io/library/app:keep", targetB), record(dC, targetC))},
+			filters:    Filters{NotReferences: []string{"*:keep"}},
+			wantRemove: []string{"docker.io/library/app:1", dC, dA}, // dangling records by target
+			wantGone:   []digest.Digest{targetA, targetC},
+		},
+		{
+			name: "a CRI image without a name left matches no reference",
+			snapshot: Snapshot{Records: []images.Image{
+				record(criConfig.String(), targetA, criManaged),
+				record("registry.k8s.io/app:1", targetB, criManaged), record(digest.FromString("cfg b").String(), targetB, criManaged),
+			}},
+			filters:    Filters{References: []string{"registry.k8s.io/*"}},
+			wantRemove: []string{"registry.k8s.io/app:1", digest.FromString("cfg b").String()},
+			wantGone:   []digest.Digest{targetB},
+		},
+		{
+			name: "keep-last keeps the newest images of each repository, a tag and a digest as one",
+			snapshot: Snapshot{Records: store(
+				record("docker.io/library/app:1", targetA, withCreated(epoch)),
+				record("docker.io/library/app:2", targetB, withCreated(epoch.Add(time.Hour))),
+				record("docker.io/library/app@"+targetB.String(), targetB, withCreated(epoch.Add(time.Hour))),
+				record("docker.io/library/app:3", targetC, withCreated(epoch.Add(2*time.Hour))),
+				record("docker.io/library/other:1", targetA, withCreated(epoch)),
+			)},
+			filters:    Filters{KeepLast: 2},
+			wantRemove: []string{"docker.io/library/app:1"},
+		},
+		{
+			name: "keep-last ranks an image by its newest name's arrival, not by a later change of labels",
+			snapshot: Snapshot{Records: store(
+				record("docker.io/library/app:latest", targetA, withCreated(epoch), withUpdated(epoch.Add(3*time.Hour))),
+				record("docker.io/library/app:3", targetA, withCreated(epoch.Add(time.Hour))),
+				record("docker.io/library/app:2", targetB, withCreated(epoch.Add(2*time.Hour))),
+				record("docker.io/library/app:1", targetC, withCreated(epoch.Add(90*time.Minute))),
+			)},
+			filters:    Filters{KeepLast: 2},
+			wantRemove: []string{"docker.io/library/app:3", "docker.io/library/app:latest", dA},
+			wantGone:   []digest.Digest{targetA},
+		},
+		{
+			name: "keep-last counts used and pinned images but never removes them",
+			snapshot: Snapshot{
+				Records: store(
+					record("docker.io/library/app:1", targetA, withCreated(epoch)),
+					record("docker.io/library/app:2", targetB, withCreated(epoch.Add(time.Hour)), pinned),
+					record("docker.io/library/app:3", targetC, withCreated(epoch.Add(2*time.Hour))),
+				),
+				Containers: []Container{{ID: "c1", Image: "app:1"}},
+			},
+			filters: Filters{KeepLast: 1},
+			// app:3 is the last; app:2 is pinned and app:1 used, so nothing goes.
+		},
+		{
+			name:       "targets limits the prune to the targets given",
+			snapshot:   Snapshot{Records: []images.Image{record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetB), record(dB, targetB)}},
+			filters:    Filters{Targets: map[digest.Digest]bool{targetB: true}},
+			wantRemove: []string{"docker.io/library/b:1", dB},
+			wantGone:   []digest.Digest{targetB},
+			wantAdopt:  []digest.Digest{targetA},
 		},
 		{
 			name:      "a dangling-only prune adopts the named targets it keeps",

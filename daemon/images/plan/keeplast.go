@@ -1,0 +1,68 @@
+package plan
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+// keepLast returns the names that keep-last n keeps: in each repository,
+// every name of the n images that most recently got a name there. A tag and
+// a digest of one image count once, so that CRI's two names of a pull keep
+// one image, not half of two. An image's time in a repository is when its
+// newest name there arrived: the record's creation. Not its update, which
+// any change of labels moves too (CRI pinning an image, a user labelling
+// it), so a tag moved onto another image keeps the time it first arrived.
+func keepLast(records []images.Image, n int) map[string]bool {
+	if n <= 0 {
+		return nil
+	}
+	type named struct {
+		names  []string
+		latest time.Time
+	}
+	repos := map[string]map[digest.Digest]*named{}
+	for _, r := range records {
+		if IsDangling(r.Name) || IsCRIImageID(r) {
+			continue
+		}
+		ref, err := reference.ParseNormalizedNamed(r.Name)
+		if err != nil {
+			continue
+		}
+		repo := ref.Name()
+		if repos[repo] == nil {
+			repos[repo] = map[digest.Digest]*named{}
+		}
+		img := repos[repo][r.Target.Digest]
+		if img == nil {
+			img = &named{}
+			repos[repo][r.Target.Digest] = img
+		}
+		img.names = append(img.names, r.Name)
+		if r.CreatedAt.After(img.latest) {
+			img.latest = r.CreatedAt
+		}
+	}
+	kept := map[string]bool{}
+	for _, byTarget := range repos {
+		targets := slices.SortedFunc(maps.Keys(byTarget), func(a, b digest.Digest) int {
+			// Newest first; the digest breaks ties so that runs agree.
+			if c := byTarget[b].latest.Compare(byTarget[a].latest); c != 0 {
+				return c
+			}
+			return cmp.Compare(a, b)
+		})
+		for _, t := range targets[:min(n, len(targets))] {
+			for _, name := range byTarget[t].names {
+				kept[name] = true
+			}
+		}
+	}
+	return kept
+}
