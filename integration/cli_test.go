@@ -53,7 +53,12 @@ func imgprune(t *testing.T) string {
 // stderr and exit code.
 func (e *env) run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	return runCmd(t, exec.Command(imgprune(t), append([]string{"--address", daemon.Address, "--namespace", e.ns, "--root", filepath.Join(daemon.Dir, "root"), "--snapshotter", snapshotter}, args...)...))
+	return runCmd(t, imgpruneCmd(t, daemon, e.ns, args...))
+}
+
+// imgpruneCmd is the command with args in namespace ns of daemon d.
+func imgpruneCmd(t *testing.T, d *testctrd.Daemon, ns string, args ...string) *exec.Cmd {
+	return exec.Command(imgprune(t), append([]string{"--address", d.Address, "--namespace", ns, "--root", filepath.Join(d.Dir, "root"), "--snapshotter", snapshotter}, args...)...)
 }
 
 // runCmd runs cmd and returns its stdout, stderr and exit code.

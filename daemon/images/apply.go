@@ -313,7 +313,7 @@ func (a *applier) adopt(ctx context.Context) {
 	defer w.wait()
 	for _, r := range a.plan.Adopt {
 		w.do(func() {
-			if err := a.s.createDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
+			if err := a.s.createDangling(ctx, r); err != nil {
 				a.mu.Lock()
 				defer a.mu.Unlock()
 				a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})

@@ -17,7 +17,7 @@ import (
 // imgprune's own.
 func (s *Service) adopt(ctx context.Context, records []images.Image) error {
 	for _, r := range plan.Adoptions(records) {
-		if err := s.createDangling(ctx, r.Target, plan.CreatedAt(r)); err != nil {
+		if err := s.createDangling(ctx, r); err != nil {
 			return err
 		}
 	}
@@ -30,7 +30,7 @@ func (s *Service) adopt(ctx context.Context, records []images.Image) error {
 func (s *Service) ensureDangling(ctx context.Context, target ocispec.Descriptor, created time.Time) error {
 	_, err := s.stores.Images.Get(ctx, plan.DanglingName(target.Digest))
 	if errdefs.IsNotFound(err) {
-		return s.createDangling(ctx, target, created)
+		return s.createDangling(ctx, images.Image{Name: plan.DanglingName(target.Digest), Target: target, Labels: plan.CreatedLabel(created)})
 	}
 	if err != nil {
 		return fmt.Errorf("look up dangling record of %s: %w", target.Digest, err)
@@ -38,12 +38,12 @@ func (s *Service) ensureDangling(ctx context.Context, target ocispec.Descriptor,
 	return nil
 }
 
-// createDangling creates target's dangling record, which a plan saw it
-// lack; one another client made since is as good.
-func (s *Service) createDangling(ctx context.Context, target ocispec.Descriptor, created time.Time) error {
-	_, err := s.stores.Images.Create(ctx, images.Image{Name: plan.DanglingName(target.Digest), Target: target, Labels: plan.CreatedLabel(created)})
+// createDangling creates r, the dangling record of a target that a plan saw
+// lack one; one another client made since is as good.
+func (s *Service) createDangling(ctx context.Context, r images.Image) error {
+	_, err := s.stores.Images.Create(ctx, r)
 	if err != nil && !errdefs.IsAlreadyExists(err) {
-		return fmt.Errorf("create dangling record for %s: %w", target.Digest, err)
+		return fmt.Errorf("create dangling record for %s: %w", r.Target.Digest, err)
 	}
 	return nil
 }

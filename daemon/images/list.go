@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
@@ -31,13 +33,18 @@ type Summary struct {
 	ImageCreated time.Time `json:"ImageCreated,omitzero"`
 	// Containers counts the containers that use the target.
 	Containers int `json:"Containers"`
+	// LastUsed is when imgprune last saw a container use the target: now
+	// while one does, zero if it never saw one.
+	LastUsed time.Time `json:"LastUsed,omitzero"`
 	// Labels are the config labels of this host's platform: in DiskUsage
 	// only.
 	Labels map[string]string `json:"Labels,omitempty"`
 }
 
 // Images lists one row per target and name; a target without a name is
-// listed once with an empty name. It writes nothing.
+// listed once with an empty name. The only writes it makes are last-use
+// stamps, on the count records of the targets containers use, and a
+// stamp it cannot write does not fail the listing.
 func (s *Service) Images(ctx context.Context) ([]Summary, error) {
 	rows, _, err := s.images(ctx, false)
 	return rows, err
@@ -69,9 +76,10 @@ func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int6
 		return nil, 0, err
 	}
 	users := plan.UsersPerTarget(records, ctrs, lineage)
-	byTarget := map[digest.Digest][]images.Image{}
-	for _, r := range records {
-		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
+	byTarget := plan.ByTarget(records)
+	now := time.Now()
+	if _, err := s.stampLastUse(ctx, byTarget, slices.Sorted(maps.Keys(users)), now); err != nil {
+		log.G(ctx).WithError(err).Warn("listing images: last uses not recorded")
 	}
 	var sizes map[digest.Digest]dockerSize
 	var total int64
@@ -83,7 +91,10 @@ func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int6
 	var out []Summary
 	for target, recs := range byTarget {
 		tr := plan.SortRecords(recs)
-		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target]}
+		row := Summary{ID: target, Size: inv.Size(target), Containers: users[target], LastUsed: plan.LastUsed(recs)}
+		if users[target] > 0 {
+			row.LastUsed = now
+		}
 		if dockerSizes {
 			row.Unpacked, row.Shared, row.ImageCreated, row.Labels = sizes[target].unpacked, sizes[target].shared, sizes[target].created, sizes[target].labels
 		}

@@ -3,6 +3,9 @@ package images
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
@@ -92,9 +95,13 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	}
 	disk := s.viewDisk(ctx, predicted, before)
 	end()
+	stamped := s.stampPrune(ctx, snap.Records, &p)
 	end = ph.Start(progress.Deleting, len(p.Remove))
 	done := s.apply(ctx, p, snap, before.Content, held, ph)
 	end()
+	if stamped != nil {
+		done.warnings = append(done.warnings, stamped.Error())
+	}
 	// Interrupted or not, collect what was removed and report it; unless
 	// another prune may run now, whose collection counts it.
 	ctx = context.WithoutCancel(ctx)
@@ -113,6 +120,26 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	}
 	ph.Send(totals(rep, false))
 	return rep, nil
+}
+
+// stampPrune records the last use of the targets containers use: on the
+// count records they have, and on the dangling records p adopts for those
+// that lack one. A stamp that cannot be written is a warning: the prune
+// does not depend on it.
+func (s *Service) stampPrune(ctx context.Context, records []images.Image, p *plan.Plan) error {
+	now := time.Now()
+	for i, a := range p.Adopt {
+		if _, used := slices.BinarySearch(p.Used, a.Target.Digest); used {
+			labels := maps.Clone(a.Labels)
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			maps.Copy(labels, plan.LastUsedLabels(now))
+			p.Adopt[i].Labels = labels
+		}
+	}
+	_, err := s.stampLastUse(ctx, plan.ByTarget(records), p.Used, now)
+	return err
 }
 
 // totals is the event that closes a prune.

@@ -87,3 +87,48 @@ func CreatedAt(img images.Image) time.Time {
 	}
 	return img.CreatedAt
 }
+
+// LastUsedLabel keeps, on a target's count record, when imgprune last saw a
+// container use the target. It lives in containerd's store, so it outlives
+// restarts of imgprune and of containerd.
+const LastUsedLabel = "org.imgprune.last-used"
+
+// LastUsedLabels is the label that records t as a target's last use.
+func LastUsedLabels(t time.Time) map[string]string {
+	return map[string]string{LastUsedLabel: t.UTC().Format(time.RFC3339Nano)}
+}
+
+// LastUsed is when a target was last seen in use, as its records tell: the
+// newest stamp among them, zero when it never was.
+func LastUsed(records []images.Image) time.Time {
+	var last time.Time
+	for _, r := range records {
+		if t, err := time.Parse(time.RFC3339Nano, r.Labels[LastUsedLabel]); err == nil && t.After(last) {
+			last = t
+		}
+	}
+	return last
+}
+
+// CountRecord is the record that counts a target's references, on which its
+// last use is stamped: its dangling record, or for a CRI image its first ID
+// record. It is nil when the target has neither (another tool named it and
+// no prune adopted it yet).
+func (tr TargetRecords) CountRecord() *images.Image {
+	if tr.Dangling != nil {
+		return tr.Dangling
+	}
+	if len(tr.IDs) > 0 {
+		return &tr.IDs[0]
+	}
+	return nil
+}
+
+// ByTarget groups records by their target.
+func ByTarget(records []images.Image) map[digest.Digest][]images.Image {
+	byTarget := map[digest.Digest][]images.Image{}
+	for _, r := range records {
+		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
+	}
+	return byTarget
+}

@@ -42,6 +42,8 @@ type Plan struct {
 	Targets []TargetPlan
 	// Warnings are containers whose reference could not be resolved.
 	Warnings []string
+	// Used lists the targets containers use, sorted.
+	Used []digest.Digest
 }
 
 // TargetPlan is what happens to one target.
@@ -85,10 +87,7 @@ func (tp TargetPlan) reportKey() string {
 func Make(s Snapshot, f Filters) Plan {
 	u := ResolveUsage(s.Records, s.Containers, s.Lineage)
 	kept := keepLast(s.Records, f.KeepLast)
-	byTarget := map[digest.Digest][]images.Image{}
-	for _, r := range s.Records {
-		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
-	}
+	byTarget := ByTarget(s.Records)
 	// Sized up front: these grow to a hundred thousand entries.
 	p := Plan{Warnings: u.Warnings, Remove: make([]images.Image, 0, len(s.Records)), Targets: make([]TargetPlan, 0, len(byTarget))}
 	var dangling []images.Image
@@ -108,6 +107,7 @@ func Make(s Snapshot, f Filters) Plan {
 			p.Targets = append(p.Targets, d.plan)
 		}
 	}
+	p.Used = slices.Sorted(maps.Keys(u.Targets))
 	slices.SortFunc(p.Remove, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
 	sortForReport(p.Targets)
 	p.Remove = append(p.Remove, dangling...)
@@ -212,10 +212,7 @@ func decide(records []images.Image, u Usage, kept map[string]bool, f Filters, la
 // target order: none for a target that has one, or whose CRI ID record
 // counts its references.
 func Adoptions(records []images.Image) []images.Image {
-	byTarget := map[digest.Digest][]images.Image{}
-	for _, r := range records {
-		byTarget[r.Target.Digest] = append(byTarget[r.Target.Digest], r)
-	}
+	byTarget := ByTarget(records)
 	var out []images.Image
 	for _, d := range slices.Sorted(maps.Keys(byTarget)) {
 		if a := adoption(SortRecords(byTarget[d])); a != nil {

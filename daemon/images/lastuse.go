@@ -1,0 +1,81 @@
+package images
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
+)
+
+// lastUseResolution is how old a last-use stamp gets before it is written
+// again: the kubelet's image collector notices use every 5 minutes too, and
+// a listing run every few seconds then writes nothing.
+const lastUseResolution = 5 * time.Minute
+
+// stampLastUse records now as the last use of each target in used, on its
+// count record, where that record exists and its stamp is older than
+// lastUseResolution. It creates no record: a target without one gets its
+// stamp when a prune adopts it. It returns how many stamps it wrote.
+func (s *Service) stampLastUse(ctx context.Context, byTarget map[digest.Digest][]images.Image, used []digest.Digest, now time.Time) (int, error) {
+	var stale []images.Image
+	for _, target := range used {
+		recs := byTarget[target]
+		count := plan.SortRecords(recs).CountRecord()
+		if count == nil || now.Sub(plan.LastUsed(recs)) < lastUseResolution {
+			continue
+		}
+		stale = append(stale, images.Image{Name: count.Name, Labels: plan.LastUsedLabels(now)})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.deletesInFlight)
+	errs := make([]error, len(stale))
+	for i, r := range stale {
+		g.Go(func() error {
+			_, err := s.stores.Images.Update(gctx, r, "labels."+plan.LastUsedLabel)
+			if err != nil && !errdefs.IsNotFound(err) {
+				// Gone meanwhile is no failure: there is nothing to stamp.
+				errs[i] = fmt.Errorf("record the last use of %s: %w", r.Name, err)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return len(stale), errors.Join(errs...)
+}
+
+// StampLastUse records, on the count record of every target a container
+// uses now, that it is in use: what a watch does as containers are made.
+func (s *Service) StampLastUse(ctx context.Context) (int, error) {
+	ctx = s.withNamespace(ctx)
+	ctrs, _, err := s.listContainers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	records, err := s.listRecords(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list images: %w", err)
+	}
+	lineage := plan.Lineage{}
+	if slices.ContainsFunc(ctrs, func(c plan.Container) bool { return c.Rootfs != nil }) {
+		// Only a container known by its rootfs needs the content's lineage.
+		inv, err := reach.ListContent(ctx, s.stores.Content)
+		if err != nil {
+			return 0, err
+		}
+		if lineage, err = s.lineage(ctx, inv.Content, records, ctrs); err != nil {
+			return 0, err
+		}
+	}
+	used := slices.Sorted(maps.Keys(plan.UsersPerTarget(records, ctrs, lineage)))
+	return s.stampLastUse(ctx, plan.ByTarget(records), used, time.Now())
+}
