@@ -32,6 +32,7 @@ type pruneOptions struct {
 	quiet       bool
 	metricsFile string
 	keepLast    int
+	untilFree   string
 }
 
 const (
@@ -59,6 +60,7 @@ func newPruneCommand(g *globalOptions) *cobra.Command {
 	flags.BoolVarP(&o.quiet, "quiet", "q", false, "Show no progress")
 	flags.StringVar(&o.metricsFile, "metrics-file", "", "Add each prune's metrics to this file, in Prometheus text format for a node exporter's textfile collector")
 	flags.IntVar(&o.keepLast, "keep-last", 0, "With -a, keep the N most recent images of each repository (by when their name arrived or last moved)")
+	flags.StringVar(&o.untilFree, "until-free", "", `Remove least recently used images first (then the oldest), only until the disk holding the content store has this much free: a percentage of its size ("20%") or a size ("50GB")`)
 	return cmd
 }
 
@@ -82,6 +84,14 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 		return fmt.Errorf("invalid --keep-last %d: it keeps named images among those -a removes; use it with -a and a count above 0", o.keepLast)
 	}
 	filters.KeepLast = o.keepLast
+	var goal *images.FreeGoal
+	if o.untilFree != "" {
+		g, err := images.ParseFreeGoal(o.untilFree)
+		if err != nil {
+			return err
+		}
+		goal = &g
+	}
 	if !o.force && !o.dryRun {
 		warning := warnDangling
 		if !filters.DanglingOnly {
@@ -101,6 +111,9 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 	popts := []images.PruneOpt{images.WithProgress(sink)}
 	if o.dryRun {
 		popts = append(popts, images.DryRun())
+	}
+	if goal != nil {
+		popts = append(popts, images.UntilFree(*goal))
 	}
 	report, err := svc.Prune(cmd.Context(), filters, popts...)
 	var merr error
@@ -208,6 +221,14 @@ func printReport(w io.Writer, report images.Report, dryRun bool) {
 		total = "Total reclaimable space:"
 	}
 	fmt.Fprintln(w, total, units.HumanSize(float64(report.SpaceReclaimed)))
+	if f := report.FreeSpace; f != nil {
+		free := "Free space:"
+		if dryRun {
+			free = "Free space after:"
+		}
+		fmt.Fprintf(w, "%s %s of %s (goal %s, before %s)\n", free, units.HumanSize(float64(f.After)), units.HumanSize(float64(f.Size)),
+			units.HumanSize(float64(f.Goal)), units.HumanSize(float64(f.Before)))
+	}
 }
 
 // confirm asks as docker does. Without a terminal there is nobody to ask, so

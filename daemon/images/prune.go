@@ -23,10 +23,19 @@ type PruneOpt func(*pruneOptions)
 type pruneOptions struct {
 	dryRun   bool
 	progress progress.Sink
+	goal     *FreeGoal
 }
 
 // DryRun makes the prune report what it would do, and do nothing.
 func DryRun() PruneOpt { return func(o *pruneOptions) { o.dryRun = true } }
+
+// UntilFree makes the prune remove, of the images its filters select, only
+// as many as the filesystem holding the content store needs to have goal
+// free: least recently used first, then oldest. It removes images whole:
+// a name alone frees nothing. The report says the space before and after.
+func UntilFree(goal FreeGoal) PruneOpt {
+	return func(o *pruneOptions) { o.goal = &goal }
+}
 
 // WithProgress sends the prune's phases, removals, failures and totals to
 // sink as they happen.
@@ -82,14 +91,15 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	}
 	end()
 	end = ph.Start(progress.Planning, 0)
-	p := plan.Make(snap, f)
-	predicted, err := reach.Predict(ctx, s.stores.Reach(), before, keptRoots(snap.Records, p))
+	p, predicted, free, err := s.plan(ctx, snap, f, before, o.goal)
 	if err != nil {
 		return Report{}, err
 	}
 	if o.dryRun {
 		end()
 		rep := predictedReport(p, predicted)
+		rep.FreeSpace = free
+		rep.Warnings = append(rep.Warnings, free.shortOf()...)
 		ph.Send(totals(rep, true))
 		return rep, nil
 	}
@@ -114,12 +124,36 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	end()
 	end = ph.Start(progress.Accounting, 0)
 	rep := s.account(ctx, p, predicted, disk, done)
+	if free != nil {
+		rep.FreeSpace = free
+		if d, err := s.ContentDisk(ctx); err == nil {
+			free.After, free.Reached = d.Free, d.Free >= free.Goal
+		}
+		rep.Warnings = append(rep.Warnings, free.shortOf()...)
+	}
 	end()
 	for _, f := range rep.Failures {
 		ph.Send(progress.Event{Kind: progress.Failed, Name: f.Name, Error: f.Error})
 	}
 	ph.Send(totals(rep, false))
 	return rep, nil
+}
+
+// plan decides what the prune removes, and what that frees: what f selects,
+// or, with a free-space goal, the least recently used of it that reach the
+// goal.
+func (s *Service) plan(ctx context.Context, snap plan.Snapshot, f plan.Filters, g *reach.Graph, goal *FreeGoal) (plan.Plan, reach.Reclaim, *FreeSpace, error) {
+	if goal != nil {
+		disk, err := s.ContentDisk(ctx)
+		if err != nil {
+			return plan.Plan{}, reach.Reclaim{}, nil, err
+		}
+		p, r, free, err := s.toGoal(ctx, snap, f, g, disk, *goal)
+		return p, r, &free, err
+	}
+	p := plan.Make(snap, f)
+	r, err := reach.Predict(ctx, s.stores.Reach(), g, keptRoots(snap.Records, p))
+	return p, r, nil, err
 }
 
 // stampPrune records the last use of the targets containers use: on the

@@ -22,6 +22,8 @@ type Report struct {
 	// Warnings are things the prune worked around, such as a container
 	// whose image reference could not be resolved.
 	Warnings []string `json:"Warnings,omitempty"`
+	// FreeSpace is the disk before and after a prune to a free-space goal.
+	FreeSpace *FreeSpace `json:"FreeSpace,omitempty"`
 	// planned and pruned count images (names, and targets without one) the
 	// prune set out to remove and did remove; left counts those it did not
 	// try, and untried the records it did not try (dangling ones too).

@@ -1,0 +1,202 @@
+package images
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/reach"
+)
+
+// FreeGoal is how much free space a prune aims at on the filesystem that
+// holds the content store: a share of its size, or a number of bytes.
+type FreeGoal struct {
+	// Percent of the filesystem's size, when Bytes is 0.
+	Percent float64
+	Bytes   int64
+}
+
+// ParseFreeGoal reads a goal as "20%" or as a size such as "50GB" (decimal
+// units, as df -H prints them; "50GiB" for binary ones).
+func ParseFreeGoal(s string) (FreeGoal, error) {
+	if pct, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
+		v, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+		if err != nil || v <= 0 || v > 100 {
+			return FreeGoal{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid free space goal %q: a percentage is above 0 and at most 100", s))
+		}
+		return FreeGoal{Percent: v}, nil
+	}
+	var n int64
+	var err error
+	if strings.Contains(strings.ToLower(s), "i") {
+		n, err = units.RAMInBytes(s)
+	} else {
+		n, err = units.FromHumanSize(s)
+	}
+	if err != nil || n <= 0 {
+		return FreeGoal{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid free space goal %q: use a percentage (20%%) or a size (50GB)", s))
+	}
+	return FreeGoal{Bytes: n}, nil
+}
+
+func (g FreeGoal) String() string {
+	if g.Bytes > 0 {
+		return units.HumanSize(float64(g.Bytes))
+	}
+	return strconv.FormatFloat(g.Percent, 'f', -1, 64) + "%"
+}
+
+// bytes is the goal on a filesystem of size bytes.
+func (g FreeGoal) bytes(size int64) int64 {
+	if g.Bytes > 0 {
+		return g.Bytes
+	}
+	return int64(float64(size) * g.Percent / 100)
+}
+
+// Disk is what the filesystem holding the content store has: its size and
+// what is free for use (statfs's available blocks, as df shows them).
+type Disk struct {
+	Size int64 `json:"Size"`
+	Free int64 `json:"Free"`
+}
+
+// Used is the share of the disk in use, in percent.
+func (d Disk) Used() float64 {
+	if d.Size == 0 {
+		return 0
+	}
+	return 100 * float64(d.Size-d.Free) / float64(d.Size)
+}
+
+// statDisk reads the disk of the filesystem at path.
+func statDisk(path string) (Disk, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return Disk{}, fmt.Errorf("free space of %s: %w", path, err)
+	}
+	bsize := st.Frsize
+	if bsize == 0 {
+		bsize = st.Bsize
+	}
+	return Disk{Size: int64(st.Blocks) * bsize, Free: int64(st.Bavail) * bsize}, nil
+}
+
+// ContentDisk is the disk of the filesystem that holds the content store.
+// It is a FailedPrecondition when the daemon's root is not on this host.
+func (s *Service) ContentDisk(ctx context.Context) (Disk, error) {
+	root := s.diskRoot(s.withNamespace(ctx))
+	if root == "" {
+		return Disk{}, errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("the free space of the content store cannot be seen: %s is not the connected containerd's root on this host; run on the daemon's host with --root set to its root", s.root))
+	}
+	return statDisk(filepath.Join(root, contentDir))
+}
+
+// FreeSpace is what a prune to a free-space goal found and left.
+type FreeSpace struct {
+	// Goal is the free bytes aimed at; Before what was free when the prune
+	// began, After what is free once it ended (what a dry run predicts).
+	Goal   int64 `json:"Goal"`
+	Before int64 `json:"Before"`
+	After  int64 `json:"After"`
+	// Size is the filesystem's.
+	Size int64 `json:"Size"`
+	// Reached tells whether After reaches Goal.
+	Reached bool `json:"Reached"`
+}
+
+// toGoal narrows the plan of f to the fewest targets, least recently used
+// first, then oldest, whose removal frees what the disk lacks of the goal.
+// Each count is the collector model's, made before anything is deleted:
+// a layer shared with an image that stays frees nothing.
+func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters, g *reach.Graph, disk Disk, goal FreeGoal) (plan.Plan, reach.Reclaim, FreeSpace, error) {
+	free := FreeSpace{Goal: goal.bytes(disk.Size), Before: disk.Free, Size: disk.Size}
+	order := leastRecentlyUsed(snap.Records, plan.Make(snap, f).Targets)
+	try := func(k int) (plan.Plan, reach.Reclaim, error) {
+		narrow := f
+		narrow.Targets = map[digest.Digest]bool{}
+		for _, t := range order[:k] {
+			narrow.Targets[t] = true
+		}
+		p := plan.Make(snap, narrow)
+		r, err := reach.Predict(ctx, s.stores.Reach(), g, keptRoots(snap.Records, p))
+		return p, r, err
+	}
+	needed := free.Goal - disk.Free
+	lo, hi := 0, len(order)
+	if needed > 0 {
+		// The fewest k that free enough: what k frees grows with k, as
+		// every target of k-1 goes with k too.
+		for lo < hi {
+			mid := (lo + hi) / 2
+			_, r, err := try(mid)
+			if err != nil {
+				return plan.Plan{}, reach.Reclaim{}, free, err
+			}
+			if r.Bytes() >= needed {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+	} else {
+		hi = 0
+	}
+	p, r, err := try(hi)
+	if err != nil {
+		return plan.Plan{}, reach.Reclaim{}, free, err
+	}
+	free.After = disk.Free + r.Bytes()
+	free.Reached = free.After >= free.Goal
+	return p, r, free, nil
+}
+
+// shortOf warns when the goal is not reached: removing every image the
+// filters select does not free enough, or some removals failed.
+func (f *FreeSpace) shortOf() []string {
+	if f == nil || f.Reached {
+		return nil
+	}
+	return []string{fmt.Sprintf("the free space goal of %s is not reached: %s free of %s",
+		units.HumanSize(float64(f.Goal)), units.HumanSize(float64(f.After)), units.HumanSize(float64(f.Size)))}
+}
+
+// leastRecentlyUsed orders the targets that go entirely under targets: those
+// never seen in use first, then by last use, then by when they entered the
+// store, as the kubelet's image collector orders them.
+func leastRecentlyUsed(records []images.Image, targets []plan.TargetPlan) []digest.Digest {
+	byTarget := plan.ByTarget(records)
+	type candidate struct {
+		target          digest.Digest
+		lastUsed, entry time.Time
+	}
+	var cs []candidate
+	for _, tp := range targets {
+		if !tp.Gone {
+			continue
+		}
+		recs := byTarget[tp.Target.Digest]
+		entry := plan.CreatedAt(slices.MinFunc(recs, func(a, b images.Image) int { return plan.CreatedAt(a).Compare(plan.CreatedAt(b)) }))
+		cs = append(cs, candidate{tp.Target.Digest, plan.LastUsed(recs), entry})
+	}
+	slices.SortFunc(cs, func(a, b candidate) int {
+		return cmp.Or(a.lastUsed.Compare(b.lastUsed), a.entry.Compare(b.entry), cmp.Compare(a.target, b.target))
+	})
+	out := make([]digest.Digest, len(cs))
+	for i, c := range cs {
+		out[i] = c.target
+	}
+	return out
+}

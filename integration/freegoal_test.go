@@ -1,0 +1,135 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/image"
+	"golang.org/x/sys/unix"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/internal/testctrd"
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// fixedDisk starts a containerd whose root is on a tmpfs of size bytes: a
+// disk whose free space the test knows.
+func fixedDisk(t *testing.T, size string) (*env, *testctrd.Daemon) {
+	mnt, err := os.MkdirTemp("", "ipf")
+	assert.NilError(t, err)
+	assert.NilError(t, unix.Mount("tmpfs", mnt, "tmpfs", 0, "size="+size))
+	t.Cleanup(func() {
+		assert.Check(t, unix.Unmount(mnt, unix.MNT_DETACH))
+		os.Remove(mnt)
+	})
+	d, err := testctrd.Start(filepath.Join(mnt, "d"))
+	assert.NilError(t, err)
+	t.Cleanup(func() { d.Stop() })
+	c, err := d.Client(context.Background())
+	assert.NilError(t, err)
+	t.Cleanup(func() { c.Close() })
+	e := &env{ctx: context.Background(), t: t, client: c, ns: "moby"}
+	e.svc = imgsvc.NewFromClient(c, "moby", imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(filepath.Join(d.Dir, "root")))
+	return e, d
+}
+
+// freeOf is what the filesystem at path has free.
+func freeOf(t *testing.T, path string) int64 {
+	var st unix.Statfs_t
+	assert.NilError(t, unix.Statfs(path, &st))
+	return int64(st.Bavail) * st.Frsize
+}
+
+// TestPruneUntilFree: on a disk of known size, a prune to a free-space goal
+// removes unused images least recently used first (never used first, then
+// by last use, then oldest), stops as soon as the goal is met, counts a
+// layer shared with an image that stays as freeing nothing, and its dry run
+// predicts exactly what it does.
+func TestPruneUntilFree(t *testing.T) {
+	e, d := fixedDisk(t, "64m")
+	const own = 6 << 20
+	base := testimage.NewLayer(t.Name()+"/base", 2<<20)
+	ownLayer := map[string]testimage.Layer{}
+	mk := func(n string) testimage.Image {
+		ownLayer[n] = testimage.NewLayer(t.Name()+"/"+n, own)
+		return testimage.New(testimage.WithNames("example.com/"+n+":1"), testimage.WithLayers(base, ownLayer[n]))
+	}
+	// Written in this order: b entered before e.
+	a, b, c, used, late := mk("a"), mk("b"), mk("c"), mk("used"), mk("late")
+	e.write(a, b, c, used, late)
+	e.container("c1", "example.com/used:1", nil)
+	for img, last := range map[*testimage.Image]time.Time{&a: time.Now().Add(-time.Hour), &c: time.Now().Add(-3 * time.Hour)} {
+		_, err := e.client.ImageService().Create(e.nsCtx(), images.Image{Name: plan.DanglingName(img.Target.Digest), Target: img.Target, Labels: plan.LastUsedLabels(last)})
+		assert.NilError(t, err)
+	}
+
+	root := filepath.Join(d.Dir, "root")
+	before := freeOf(t, root)
+	// Two and a half images' worth: b and late (never used, b first), then
+	// c (used 3 hours ago); a, used an hour ago, stays.
+	goal := imgsvc.FreeGoal{Bytes: before + own*5/2}
+	f := plan.Filters{}
+	dry, err := e.svc.Prune(e.ctx, f, imgsvc.UntilFree(goal), imgsvc.DryRun())
+	assert.NilError(t, err)
+	rep, err := e.svc.Prune(e.ctx, f, imgsvc.UntilFree(goal))
+	assert.NilError(t, err)
+	assert.NilError(t, rep.Err())
+
+	want := []image.DeleteResponse{}
+	for _, img := range []testimage.Image{b, c, late} { // in report order, by name
+		want = append(want, image.DeleteResponse{Untagged: plan.FamiliarName(img.Names[0])}, image.DeleteResponse{Deleted: img.Target.Digest.String()})
+	}
+	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, want))
+	assert.Check(t, is.DeepEqual(dry.ImagesDeleted, want))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, dry.SpaceReclaimed))
+	// The shared base stays with a and used: 3 own layers and 3 configs
+	// and manifests, no more.
+	assert.Check(t, is.Equal(int64(rep.SpaceReclaimed), uniqueBytes([]testimage.Image{b, c, late}, []testimage.Image{a, used})))
+	for _, kept := range []testimage.Image{a, used} {
+		assert.Check(t, e.hasContent(kept))
+	}
+
+	assert.Assert(t, dry.FreeSpace != nil && rep.FreeSpace != nil)
+	// The prune sees the disk a moment later: the daemon may have written a
+	// page or two.
+	assert.Check(t, dry.FreeSpace.Before <= before && dry.FreeSpace.Before > before-1<<20, "before %d, seen %d", before, dry.FreeSpace.Before)
+	assert.Check(t, is.Equal(dry.FreeSpace.After, dry.FreeSpace.Before+int64(dry.SpaceReclaimed)))
+	assert.Check(t, dry.FreeSpace.Reached && rep.FreeSpace.Reached)
+	after := freeOf(t, root)
+	assert.Check(t, after >= goal.Bytes, "free %d, goal %d", after, goal.Bytes)
+	// What left the disk is what the report counts, within the pages the
+	// metadata database grew by.
+	assert.Check(t, after-before >= int64(rep.SpaceReclaimed)-1<<20, "freed %d, reported %d", after-before, rep.SpaceReclaimed)
+	assert.Check(t, after-before <= int64(rep.SpaceReclaimed), "freed %d, reported %d", after-before, rep.SpaceReclaimed)
+
+	// A goal already met removes nothing.
+	again, err := e.svc.Prune(e.ctx, f, imgsvc.UntilFree(goal))
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(again.ImagesDeleted, 0))
+
+	// Bad goals: a clear error, nothing changed.
+	for _, bad := range []string{"0%", "101%", "lots", "-5GB"} {
+		_, stderr, code := runCmd(t, imgpruneCmd(t, d, "moby", "prune", "-a", "-f", "--until-free", bad))
+		assert.Check(t, is.Equal(code, 1), bad)
+		assert.Check(t, is.Contains(stderr, `invalid free space goal "`+bad+`"`), bad)
+	}
+	assert.Check(t, e.hasContent(a))
+
+	// A goal out of reach removes every unused image and says so.
+	stdout, stderr, code := runCmd(t, imgpruneCmd(t, d, "moby", "prune", "-a", "-f", "--until-free", "100%"))
+	assert.Check(t, is.Equal(code, 0), stderr)
+	assert.Check(t, is.Contains(stdout, "untagged: example.com/a:1\n"))
+	assert.Check(t, is.Contains(stdout, "Free space: "))
+	assert.Check(t, is.Contains(stderr, "warning: the free space goal of 67.11MB is not reached"))
+	_, err = e.client.ContentStore().Info(e.nsCtx(), ownLayer["a"].Desc.Digest)
+	assert.Check(t, errdefs.IsNotFound(err), "a's own layer is still there: %v", err)
+	assert.Check(t, e.hasContent(used))
+}
