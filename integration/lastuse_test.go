@@ -31,8 +31,9 @@ func within(t, from, to time.Time) bool {
 
 // TestLastUseStamps: a prune records when a container used each target, on
 // its dangling record (made for it when it lacks one) or a CRI image's ID
-// record; a dry run writes none; a listing refreshes a stale stamp and
-// creates no record; an unused target gets no stamp.
+// record; a dry run writes none; a listing refreshes a stale stamp, and
+// stamps a target no prune adopted yet on its name, creating no record; an
+// unused target gets no stamp.
 func TestLastUseStamps(t *testing.T) {
 	e := newEnv(t)
 	byName := newImage(t, "byname", "docker.io/library/byname:1")
@@ -73,8 +74,12 @@ func TestLastUseStamps(t *testing.T) {
 	after = time.Now()
 	assert.NilError(t, err)
 	assert.Check(t, within(e.lastUsed(plan.DanglingName(stamped.Target.Digest)), before, after))
+	// A target no prune adopted yet has its stamp on its name, and a
+	// listing creates no record for it.
 	_, hasDangling := e.names()[plan.DanglingName(fresh.Target.Digest)]
 	assert.Check(t, !hasDangling, "a listing created a record")
+	freshStamp := e.lastUsed("docker.io/library/fresh:1")
+	assert.Check(t, within(freshStamp, before, after))
 	for _, r := range rows {
 		if r.ID == unused.Target.Digest {
 			assert.Check(t, r.LastUsed.IsZero())
@@ -82,6 +87,13 @@ func TestLastUseStamps(t *testing.T) {
 			assert.Check(t, within(r.LastUsed, before, after), "%s: %v", r.Name, r.LastUsed)
 		}
 	}
+
+	// The prune that adopts it moves the stamp to its dangling record,
+	// which outlives the name; the stamp is recent, so nothing is rewritten.
+	err = e.client.ContainerService().Delete(e.nsCtx(), "c-fresh")
+	assert.NilError(t, err)
+	e.prune(nil)
+	assert.Check(t, e.lastUsed(plan.DanglingName(fresh.Target.Digest)).Equal(freshStamp))
 }
 
 // TestLastUseSurvivesRestarts: a stamp lives in containerd's store: a

@@ -22,19 +22,24 @@ import (
 // a listing run every few seconds then writes nothing.
 const lastUseResolution = 5 * time.Minute
 
-// stampLastUse records now as the last use of each target in used, on its
-// count record, where that record exists and its stamp is older than
-// lastUseResolution. It creates no record: a target without one gets its
-// stamp when a prune adopts it. It returns how many stamps it wrote.
+// stampLastUse records now as the last use of each target in used whose
+// stamp is older than lastUseResolution: on its count record, or, when
+// another tool named it and no prune adopted it yet, on its first name (a
+// prune that adopts it carries the stamp over). It creates no record. It
+// returns how many stamps it wrote.
 func (s *Service) stampLastUse(ctx context.Context, byTarget map[digest.Digest][]images.Image, used []digest.Digest, now time.Time) (int, error) {
 	var stale []images.Image
 	for _, target := range used {
 		recs := byTarget[target]
-		count := plan.SortRecords(recs).CountRecord()
-		if count == nil || now.Sub(plan.LastUsed(recs)) < lastUseResolution {
+		if len(recs) == 0 || now.Sub(plan.LastUsed(recs)) < lastUseResolution {
 			continue
 		}
-		stale = append(stale, images.Image{Name: count.Name, Labels: plan.LastUsedLabels(now)})
+		tr := plan.SortRecords(recs)
+		stamped := tr.CountRecord()
+		if stamped == nil {
+			stamped = &tr.Names[0]
+		}
+		stale = append(stale, images.Image{Name: stamped.Name, Labels: plan.LastUsedLabels(now)})
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.deletesInFlight)

@@ -1,6 +1,7 @@
 package images
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -162,17 +163,21 @@ func (s *Service) plan(ctx context.Context, snap plan.Snapshot, f plan.Filters, 
 // does not depend on it.
 func (s *Service) stampPrune(ctx context.Context, records []images.Image, p *plan.Plan) error {
 	now := time.Now()
-	for i, a := range p.Adopt {
-		if _, used := slices.BinarySearch(p.Used, a.Target.Digest); used {
-			labels := maps.Clone(a.Labels)
-			if labels == nil {
-				labels = map[string]string{}
-			}
-			maps.Copy(labels, plan.LastUsedLabels(now))
-			p.Adopt[i].Labels = labels
+	var others []digest.Digest
+	for _, t := range p.Used {
+		i, adopted := slices.BinarySearchFunc(p.Adopt, t, func(a images.Image, t digest.Digest) int { return cmp.Compare(a.Target.Digest, t) })
+		if !adopted {
+			others = append(others, t)
+			continue
 		}
+		labels := maps.Clone(p.Adopt[i].Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		maps.Copy(labels, plan.LastUsedLabels(now))
+		p.Adopt[i].Labels = labels
 	}
-	_, err := s.stampLastUse(ctx, plan.ByTarget(records), p.Used, now)
+	_, err := s.stampLastUse(ctx, plan.ByTarget(records), others, now)
 	return err
 }
 

@@ -25,9 +25,9 @@ type Snapshot struct {
 
 // Plan is what a prune does. It is a pure function of a Snapshot and Filters.
 type Plan struct {
-	// Adopt lists the dangling records to create before anything goes: one
-	// for each target that stays and lacks one (another tool named it). A
-	// target that goes entirely is never adopted.
+	// Adopt lists the dangling records to create before anything goes, in
+	// target order: one for each target that stays and lacks one (another
+	// tool named it). A target that goes entirely is never adopted.
 	Adopt []images.Image
 	// Remove lists the records to delete, in the order to delete them:
 	// named records first, dangling records last, so that an interrupted
@@ -223,7 +223,8 @@ func Adoptions(records []images.Image) []images.Image {
 }
 
 // adoption is the dangling record a target that stays lacks, or nil. It
-// carries when the target entered: its earliest record's creation. A CRI
+// carries when the target entered, its earliest record's creation, and its
+// last use, when one of its names has it. A CRI
 // image needs none: its ID record, which stays as long as the image does, is
 // already one record per target that CRI keeps, and a dangling record would
 // show in `crictl images` as a digest of the image.
@@ -236,5 +237,14 @@ func adoption(tr TargetRecords) *images.Image {
 		return nil
 	}
 	first := slices.MinFunc(all, func(a, b images.Image) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return &images.Image{Name: DanglingName(first.Target.Digest), Target: first.Target, CreatedAt: first.CreatedAt, Labels: CreatedLabel(first.CreatedAt)}
+	labels := CreatedLabel(first.CreatedAt)
+	if last := LastUsed(all); !last.IsZero() {
+		// The last use stamped on a name moves to the record that outlives
+		// the names.
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		maps.Copy(labels, LastUsedLabels(last))
+	}
+	return &images.Image{Name: DanglingName(first.Target.Digest), Target: first.Target, CreatedAt: first.CreatedAt, Labels: labels}
 }
