@@ -61,6 +61,17 @@ func imgpruneCmd(t *testing.T, d *testctrd.Daemon, ns string, args ...string) *e
 	return exec.Command(imgprune(t), append([]string{"--address", d.Address, "--namespace", ns, "--root", filepath.Join(d.Dir, "root"), "--snapshotter", snapshotter}, args...)...)
 }
 
+// killOnCleanup kills the started cmd at the end of the test, unless it was
+// waited for.
+func killOnCleanup(t *testing.T, cmd *exec.Cmd) {
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+}
+
 // runCmd runs cmd and returns its stdout, stderr and exit code.
 func runCmd(t *testing.T, cmd *exec.Cmd) (string, string, int) {
 	t.Helper()

@@ -44,12 +44,7 @@ func (e *env) serveCmd(t *testing.T, args ...string) (string, *exec.Cmd, *bytes.
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	assert.NilError(t, cmd.Start())
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	killOnCleanup(t, cmd)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()

@@ -48,6 +48,34 @@ func freeOf(t *testing.T, path string) int64 {
 	return int64(st.Bavail) * st.Frsize
 }
 
+// lruOwn is the size of the layer each image of an lruStore has alone.
+const lruOwn = 6 << 20
+
+// lruStore is five images on a shared 2 MiB base, each with a layer of its
+// own: a, used an hour ago; b and late, never used, written in this order;
+// c, used 3 hours ago; and used, which the test gives a container.
+type lruStore struct {
+	images map[string]testimage.Image
+	own    map[string]testimage.Layer
+}
+
+func (e *env) lruStore() lruStore {
+	name := e.t.Name()
+	base := testimage.NewLayer(name+"/base", 2<<20)
+	s := lruStore{images: map[string]testimage.Image{}, own: map[string]testimage.Layer{}}
+	for _, n := range []string{"a", "b", "c", "used", "late"} {
+		s.own[n] = testimage.NewLayer(name+"/"+n, lruOwn)
+		s.images[n] = testimage.New(testimage.WithNames("example.com/"+n+":1"), testimage.WithLayers(base, s.own[n]))
+		e.write(s.images[n])
+	}
+	for n, last := range map[string]time.Time{"a": time.Now().Add(-time.Hour), "c": time.Now().Add(-3 * time.Hour)} {
+		img := s.images[n]
+		_, err := e.client.ImageService().Create(e.nsCtx(), images.Image{Name: plan.DanglingName(img.Target.Digest), Target: img.Target, Labels: plan.LastUsedLabels(last)})
+		assert.NilError(e.t, err)
+	}
+	return s
+}
+
 // TestPruneUntilFree: on a disk of known size, a prune to a free-space goal
 // removes unused images least recently used first (never used first, then
 // by last use, then oldest), stops as soon as the goal is met, counts a
@@ -55,21 +83,10 @@ func freeOf(t *testing.T, path string) int64 {
 // predicts exactly what it does.
 func TestPruneUntilFree(t *testing.T) {
 	e, d := fixedDisk(t, "64m")
-	const own = 6 << 20
-	base := testimage.NewLayer(t.Name()+"/base", 2<<20)
-	ownLayer := map[string]testimage.Layer{}
-	mk := func(n string) testimage.Image {
-		ownLayer[n] = testimage.NewLayer(t.Name()+"/"+n, own)
-		return testimage.New(testimage.WithNames("example.com/"+n+":1"), testimage.WithLayers(base, ownLayer[n]))
-	}
-	// Written in this order: b entered before e.
-	a, b, c, used, late := mk("a"), mk("b"), mk("c"), mk("used"), mk("late")
-	e.write(a, b, c, used, late)
+	s := e.lruStore()
+	a, b, c, used, late := s.images["a"], s.images["b"], s.images["c"], s.images["used"], s.images["late"]
 	e.container("c1", "example.com/used:1", nil)
-	for img, last := range map[*testimage.Image]time.Time{&a: time.Now().Add(-time.Hour), &c: time.Now().Add(-3 * time.Hour)} {
-		_, err := e.client.ImageService().Create(e.nsCtx(), images.Image{Name: plan.DanglingName(img.Target.Digest), Target: img.Target, Labels: plan.LastUsedLabels(last)})
-		assert.NilError(t, err)
-	}
+	const own = lruOwn
 
 	root := filepath.Join(d.Dir, "root")
 	before := freeOf(t, root)
@@ -129,7 +146,7 @@ func TestPruneUntilFree(t *testing.T) {
 	assert.Check(t, is.Contains(stdout, "untagged: example.com/a:1\n"))
 	assert.Check(t, is.Contains(stdout, "Free space: "))
 	assert.Check(t, is.Contains(stderr, "warning: the free space goal of 67.11MB is not reached"))
-	_, err = e.client.ContentStore().Info(e.nsCtx(), ownLayer["a"].Desc.Digest)
+	_, err = e.client.ContentStore().Info(e.nsCtx(), s.own["a"].Desc.Digest)
 	assert.Check(t, errdefs.IsNotFound(err), "a's own layer is still there: %v", err)
 	assert.Check(t, e.hasContent(used))
 }

@@ -77,6 +77,7 @@ func newRootCommand() *cobra.Command {
 		newTagCommand(opts),
 		newCheckCommand(opts),
 		newServeCommand(opts),
+		newWatchCommand(opts),
 		newVersionCommand(),
 	)
 	return root

@@ -97,6 +97,11 @@ func statDisk(path string) (Disk, error) {
 // ContentDisk is the disk of the filesystem that holds the content store.
 // It is a FailedPrecondition when the daemon's root is not on this host.
 func (s *Service) ContentDisk(ctx context.Context) (Disk, error) {
+	if s.client != nil {
+		if _, err := s.client.Server(ctx); err != nil {
+			return Disk{}, fmt.Errorf("ask containerd where its root is: %w", err)
+		}
+	}
 	root := s.diskRoot(s.withNamespace(ctx))
 	if root == "" {
 		return Disk{}, errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("the free space of the content store cannot be seen: %s is not the connected containerd's root on this host; run on the daemon's host with --root set to its root", s.root))

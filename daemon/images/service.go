@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/sandbox"
@@ -148,6 +149,15 @@ func (s *Service) Namespace() string { return s.namespace }
 
 // Snapshotter is the snapshotter images are unpacked into.
 func (s *Service) Snapshotter() string { return s.snapshotter }
+
+// Events are the connected daemon's events, or nil for an embedded store,
+// which has none.
+func (s *Service) Events() events.Subscriber {
+	if s.client == nil {
+		return nil
+	}
+	return s.client.EventService()
+}
 
 // ContainerRecords is the store of the containerd container records whose
 // images the service keeps.

@@ -1,0 +1,229 @@
+// Package watch keeps a host's image store within its disk: it stamps the
+// last use of images as containers are made, and when the disk holding the
+// content store fills past a high mark, prunes the least recently used
+// images until it is back under a low one.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
+)
+
+// Images is what a watch asks of the image service.
+type Images interface {
+	StampLastUse(ctx context.Context) (int, error)
+	ContentDisk(ctx context.Context) (images.Disk, error)
+}
+
+// PruneFunc prunes what f selects until the disk has goal free.
+type PruneFunc func(ctx context.Context, f plan.Filters, goal images.FreeGoal) (images.Report, error)
+
+// stampDelay gathers the events of a burst (a pod's containers, a pull's
+// records) into one stamping.
+const stampDelay = 100 * time.Millisecond
+
+// Watcher watches one namespace. Set its fields, then call Run once.
+type Watcher struct {
+	Images Images
+	// Prune runs each prune the watch decides on.
+	Prune PruneFunc
+	// Events, when set, are containerd's: each container made, and each
+	// image record made or changed, in Namespace stamps last uses at once.
+	// Without them, last uses are stamped at each check only.
+	Events    events.Subscriber
+	Namespace string
+	// Interval is how often the disk is checked.
+	Interval time.Duration
+	// High and Low are shares of the disk in use, in percent: above High a
+	// prune brings the use down to Low.
+	High, Low float64
+	// Filters limit what a prune may remove.
+	Filters plan.Filters
+
+	// beat is when the loop last came round, in Unix nanoseconds; busy is
+	// set while it checks or prunes, however long that takes.
+	beat atomic.Int64
+	busy atomic.Bool
+}
+
+// Validate tells whether the interval and marks are right, before anything
+// is connected.
+func (w *Watcher) Validate() error {
+	switch {
+	case w.Interval <= 0:
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid interval %v: it must be above 0", w.Interval))
+	case w.High <= 0 || w.High > 100:
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid high mark %v%%: it is above 0 and at most 100", w.High))
+	case w.Low <= 0 || w.Low >= w.High:
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid low mark %v%%: it is above 0 and below the high mark, %v%%", w.Low, w.High))
+	}
+	return nil
+}
+
+// Run watches until ctx ends, then returns nil once a prune in flight has
+// stopped and reported. It fails only when the watch is not set up right.
+func (w *Watcher) Run(ctx context.Context) error {
+	if err := w.Validate(); err != nil {
+		return err
+	}
+	if w.Images == nil || w.Prune == nil {
+		return errdefs.ErrInvalidArgument.WithMessage("a watch needs the image service and a prune")
+	}
+	stamp := make(chan struct{}, 1)
+	followed := make(chan struct{})
+	if w.Events != nil {
+		go func() {
+			defer close(followed)
+			w.follow(ctx, stamp)
+		}()
+	} else {
+		close(followed)
+	}
+	ticker := time.NewTicker(w.Interval)
+	defer ticker.Stop()
+	w.check(ctx)
+	var stampAt <-chan time.Time
+	for {
+		w.beat.Store(time.Now().UnixNano())
+		select {
+		case <-ctx.Done():
+			<-followed
+			return nil
+		case <-stamp:
+			if stampAt == nil {
+				stampAt = time.After(stampDelay)
+			}
+		case <-stampAt:
+			stampAt = nil
+			w.stamp(ctx)
+		case <-ticker.C:
+			w.check(ctx)
+		}
+	}
+}
+
+// Healthy tells whether the loop is alive: busy, or round within two
+// intervals.
+func (w *Watcher) Healthy() bool {
+	if w.busy.Load() {
+		return true
+	}
+	last := time.Unix(0, w.beat.Load())
+	return time.Since(last) < 2*w.Interval+10*time.Second
+}
+
+// check looks at the disk, and prunes when it is fuller than the high mark.
+// Otherwise it stamps the last uses the events did not tell (a Docker
+// Engine's containers, say).
+func (w *Watcher) check(ctx context.Context) {
+	w.busy.Store(true)
+	defer w.busy.Store(false)
+	disk, err := w.Images.ContentDisk(ctx)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot check the disk")
+		return
+	}
+	used := disk.Used()
+	if used <= w.High {
+		log.G(ctx).WithField("used", fmt.Sprintf("%.1f%%", used)).Debug("disk checked")
+		w.stamp(ctx)
+		return
+	}
+	l := log.G(ctx).WithField("used", fmt.Sprintf("%.1f%%", used)).WithField("high", fmt.Sprintf("%v%%", w.High)).WithField("low", fmt.Sprintf("%v%%", w.Low))
+	l.Info("disk above the high mark: pruning the least recently used images")
+	rep, err := w.Prune(ctx, w.Filters, images.FreeGoal{Percent: 100 - w.Low})
+	switch {
+	case errdefs.IsConflict(err):
+		l.WithError(err).Info("another prune runs; checking again at the next interval")
+		return
+	case err != nil:
+		l.WithError(err).Error("prune failed")
+		return
+	}
+	l = l.WithField("reclaimed", rep.SpaceReclaimed).WithField("removed", len(rep.ImagesDeleted))
+	if f := rep.FreeSpace; f != nil {
+		l = l.WithField("free", f.After)
+	}
+	if err := rep.Err(); err != nil {
+		l.WithError(err).Warn("pruned in part")
+		return
+	}
+	l.Info("pruned")
+}
+
+// stamp records the last use of every image a container uses now.
+func (w *Watcher) stamp(ctx context.Context) {
+	n, err := w.Images.StampLastUse(ctx)
+	if err != nil && ctx.Err() == nil {
+		log.G(ctx).WithError(err).Warn("cannot record last uses")
+	}
+	if n > 0 {
+		log.G(ctx).WithField("images", n).Debug("last uses recorded")
+	}
+}
+
+// follow tells stamp of every event that may change what is used, until ctx
+// ends. A stream that breaks (containerd restarting) is subscribed to
+// again, with a growing pause.
+func (w *Watcher) follow(ctx context.Context, stamp chan<- struct{}) {
+	var filters []string
+	for _, topic := range []string{"/containers/create", "/images/create", "/images/update"} {
+		filters = append(filters, fmt.Sprintf(`namespace==%q,topic==%q`, w.Namespace, topic))
+	}
+	pause := time.Second
+	for ctx.Err() == nil {
+		began := time.Now()
+		err := w.subscribe(ctx, filters, stamp)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) > time.Minute {
+			pause = time.Second
+		}
+		log.G(ctx).WithError(err).WithField("retry", pause).Warn("containerd's events stopped; subscribing again")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 30*time.Second)
+		// What was made while no stream was open is stamped now.
+		select {
+		case stamp <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// subscribe follows one subscription until it breaks.
+func (w *Watcher) subscribe(ctx context.Context, filters []string, stamp chan<- struct{}) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, errs := w.Events.Subscribe(ctx, filters...)
+	for {
+		select {
+		case <-ch:
+			select {
+			case stamp <- struct{}{}:
+			default: // one is pending already
+			}
+		case err := <-errs:
+			if err == nil {
+				err = errors.New("the stream ended")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
