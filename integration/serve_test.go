@@ -462,7 +462,8 @@ func TestServePruneErrors(t *testing.T) {
 	for _, f := range []mobyclient.Filters{
 		make(mobyclient.Filters).Add("dangling", "maybe"),
 		make(mobyclient.Filters).Add("until", "yesterday"),
-		make(mobyclient.Filters).Add("reference", "kept"),
+		make(mobyclient.Filters).Add("reference", "kept:["),
+		make(mobyclient.Filters).Add("before", "kept"),
 	} {
 		_, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: f})
 		assert.Check(t, errdefs.IsInvalidArgument(err), "%v: %v", f, err)
