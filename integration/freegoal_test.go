@@ -2,8 +2,10 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,15 +23,13 @@ import (
 )
 
 // fixedDisk starts a containerd whose root is on a tmpfs of size bytes: a
-// disk whose free space the test knows.
-func fixedDisk(t *testing.T, size string) (*env, *testctrd.Daemon) {
-	mnt, err := os.MkdirTemp("", "ipf")
-	assert.NilError(t, err)
-	assert.NilError(t, unix.Mount("tmpfs", mnt, "tmpfs", 0, "size="+size))
-	t.Cleanup(func() {
-		assert.Check(t, unix.Unmount(mnt, unix.MNT_DETACH))
-		os.Remove(mnt)
-	})
+// disk whose free space the test knows. Folders of the root given in apart
+// are tmpfs mounts of their own, on another filesystem.
+func fixedDisk(t *testing.T, size string, apart ...string) (*env, *testctrd.Daemon) {
+	mnt := mountTmpfs(t, "", size)
+	for _, dir := range apart {
+		mountTmpfs(t, filepath.Join(mnt, "d", "root", dir), size)
+	}
 	d, err := testctrd.Start(filepath.Join(mnt, "d"))
 	assert.NilError(t, err)
 	t.Cleanup(func() { d.Stop() })
@@ -39,6 +39,27 @@ func fixedDisk(t *testing.T, size string) (*env, *testctrd.Daemon) {
 	e := &env{ctx: context.Background(), t: t, client: c, ns: "moby"}
 	e.svc = imgsvc.NewFromClient(c, "moby", imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(filepath.Join(d.Dir, "root")))
 	return e, d
+}
+
+// mountTmpfs mounts a tmpfs of size at dir, a new temporary folder when
+// dir is "", until the test ends.
+func mountTmpfs(t *testing.T, dir, size string) string {
+	var err error
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "ipf")
+	} else {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	assert.NilError(t, err)
+	assert.NilError(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size))
+	t.Cleanup(func() {
+		// Stopping the daemon unmounts what is under its folder.
+		if err := unix.Unmount(dir, unix.MNT_DETACH); !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			assert.Check(t, err)
+		}
+		os.Remove(dir)
+	})
+	return dir
 }
 
 // freeOf is what the filesystem at path has free.
@@ -120,6 +141,7 @@ func TestPruneUntilFree(t *testing.T) {
 	assert.Check(t, dry.FreeSpace.Before <= before && dry.FreeSpace.Before > before-1<<20, "before %d, seen %d", before, dry.FreeSpace.Before)
 	assert.Check(t, is.Equal(dry.FreeSpace.After, dry.FreeSpace.Before+int64(dry.SpaceReclaimed)))
 	assert.Check(t, dry.FreeSpace.Reached && rep.FreeSpace.Reached)
+	assert.Check(t, rep.FreeSpace.Measured && !dry.FreeSpace.Measured)
 	after := freeOf(t, root)
 	assert.Check(t, after >= goal.Bytes, "free %d, goal %d", after, goal.Bytes)
 	// What left the disk is what the report counts, within the pages the
@@ -149,4 +171,39 @@ func TestPruneUntilFree(t *testing.T) {
 	_, err = e.client.ContentStore().Info(e.nsCtx(), s.own["a"].Desc.Digest)
 	assert.Check(t, errdefs.IsNotFound(err), "a's own layer is still there: %v", err)
 	assert.Check(t, e.hasContent(used))
+}
+
+// TestPruneUntilFreeCountsItsDiskAlone: snapshots on another filesystem than
+// the content store's free nothing the goal measures. The prune still
+// reclaims them, and says so in its reclaimed space.
+func TestPruneUntilFreeCountsItsDiskAlone(t *testing.T) {
+	e, d := fixedDisk(t, "64m", "io.containerd.snapshotter.v1."+snapshotter)
+	img := newImage(t, "unpacked", "example.com/unpacked:1")
+	img4m := testimage.New(testimage.WithNames("example.com/big:1"), testimage.WithLayers(testimage.NewLayer(t.Name()+"/big", 4<<20)))
+	e.write(img, img4m)
+	e.unpack("example.com/big:1")
+	root := filepath.Join(d.Dir, "root")
+
+	// One byte more than is free: the oldest image, img, is enough, and
+	// its content alone counts.
+	goal := imgsvc.FreeGoal{Bytes: freeOf(t, root) + 1}
+	dry, err := e.svc.Prune(e.ctx, plan.Filters{}, imgsvc.UntilFree(goal), imgsvc.DryRun())
+	assert.NilError(t, err)
+	assert.Assert(t, dry.FreeSpace != nil)
+	assert.Check(t, is.DeepEqual(dry.ImagesDeleted, []image.DeleteResponse{{Untagged: "example.com/unpacked:1"}, {Deleted: img.Target.Digest.String()}}))
+	assert.Check(t, is.Equal(dry.FreeSpace.After-dry.FreeSpace.Before, img.Size()))
+
+	// Twice the big image's content: both must go, and the big one's
+	// snapshot, 4 MiB on the other filesystem, does not count towards it.
+	goal = imgsvc.FreeGoal{Bytes: freeOf(t, root) + 2*img4m.Size()}
+	dry, err = e.svc.Prune(e.ctx, plan.Filters{}, imgsvc.UntilFree(goal), imgsvc.DryRun())
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(dry.FreeSpace.After-dry.FreeSpace.Before, img.Size()+img4m.Size()))
+	assert.Check(t, !dry.FreeSpace.Reached)
+	rep, err := e.svc.Prune(e.ctx, plan.Filters{}, imgsvc.UntilFree(goal))
+	assert.NilError(t, err)
+	assert.Check(t, is.Len(rep.ImagesDeleted, 4), rep.ImagesDeleted)
+	assert.Check(t, int64(rep.SpaceReclaimed) > img.Size()+img4m.Size()+3<<20, "the snapshot's bytes are reclaimed: %d", rep.SpaceReclaimed)
+	assert.Check(t, rep.FreeSpace.Measured && !rep.FreeSpace.Reached)
+	assert.Check(t, is.Contains(strings.Join(rep.Warnings, "\n"), "is not reached"))
 }

@@ -61,6 +61,7 @@ func TestCLIKeepLastAndReferences(t *testing.T) {
 		{[]string{"prune", "-a", "-f", "--filter", "reference=app:["}, "invalid filter 'reference=app:[': syntax error in pattern"},
 		{[]string{"images", "--filter", "reference!=[a-"}, "invalid filter 'reference!=[a-': syntax error in pattern"},
 		{[]string{"images", "--filter", "label=a"}, "invalid filter 'label': images takes dangling, reference and reference!"},
+		{[]string{"prune", "-f", "--filter", "reference=app"}, "invalid filter 'reference': it matches names, and a dangling image has none"},
 	} {
 		_, stderr, code := e.run(t, tc.args...)
 		assert.Check(t, is.Equal(code, 1), tc.args)
@@ -88,6 +89,22 @@ func TestCLIKeepLastAndReferences(t *testing.T) {
 	_, stderr, code = e.run(t, "prune", "-a", "-f", "--keep-last", "1")
 	assert.Check(t, is.Equal(code, 0), stderr)
 	assert.Check(t, is.DeepEqual(namesOf(e.names()), []string{"docker.io/library/app:1", "docker.io/library/app:2", "docker.io/library/app:4", "example.com/tools:2"}))
+
+	// A pull that moves a tag onto a new image updates the tag's record,
+	// which keeps its creation time: the image is as new as its content.
+	err = e.client.ContainerService().Delete(e.nsCtx(), "c1")
+	assert.NilError(t, err)
+	fresh := newImage(t, "app5")
+	e.writeDangling(fresh)
+	moved, err := e.client.ImageService().Get(e.nsCtx(), "docker.io/library/app:1")
+	assert.NilError(t, err)
+	moved.Target = fresh.Target
+	_, err = e.client.ImageService().Update(e.nsCtx(), moved, "target")
+	assert.NilError(t, err)
+	_, stderr, code = e.run(t, "prune", "-a", "-f", "--keep-last", "1")
+	assert.Check(t, is.Equal(code, 0), stderr)
+	assert.Check(t, is.DeepEqual(namesOf(e.names()), []string{"docker.io/library/app:1", "docker.io/library/app:2", "example.com/tools:2"}))
+	assert.Check(t, is.Equal(e.names()["docker.io/library/app:1"], fresh.Target.Digest))
 }
 
 // repoTags reads the REPOSITORY:TAG of each row of `imgprune images`.

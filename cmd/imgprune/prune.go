@@ -59,7 +59,7 @@ func newPruneCommand(g *globalOptions) *cobra.Command {
 	flags.StringVar(&o.progress, "progress", "auto", "Progress on stderr: auto (a live display when stderr is a terminal), json (one event per line) or none")
 	flags.BoolVarP(&o.quiet, "quiet", "q", false, "Show no progress")
 	flags.StringVar(&o.metricsFile, "metrics-file", "", "Add each prune's metrics to this file, in Prometheus text format for a node exporter's textfile collector")
-	flags.IntVar(&o.keepLast, "keep-last", 0, "With -a, keep the N most recent images of each repository (by when their name arrived or last moved)")
+	flags.IntVar(&o.keepLast, "keep-last", 0, "With -a, keep the N newest images of each repository (by when their name or their content arrived)")
 	flags.StringVar(&o.untilFree, "until-free", "", `Remove least recently used images first (then the oldest), only until the disk holding the content store has this much free: a percentage of its size ("20%") or a size ("50GB")`)
 	return cmd
 }
@@ -223,8 +223,8 @@ func printReport(w io.Writer, report images.Report, dryRun bool) {
 	fmt.Fprintln(w, total, units.HumanSize(float64(report.SpaceReclaimed)))
 	if f := report.FreeSpace; f != nil {
 		free := "Free space:"
-		if dryRun {
-			free = "Free space after:"
+		if !f.Measured {
+			free = "Free space after (predicted):"
 		}
 		fmt.Fprintf(w, "%s %s of %s (goal %s, before %s)\n", free, units.HumanSize(float64(f.After)), units.HumanSize(float64(f.Size)),
 			units.HumanSize(float64(f.Goal)), units.HumanSize(float64(f.Before)))

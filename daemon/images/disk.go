@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
@@ -36,27 +37,35 @@ func WithContainerdRoot(root string) Opt {
 // diskRoot returns the daemon's root directory, or "" when the disk of the
 // store is not this host's to look at.
 func (s *Service) diskRoot(ctx context.Context) string {
+	root, err := s.daemonRoot(ctx)
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("not checking the disk")
+	}
+	return root
+}
+
+// daemonRoot returns the daemon's root directory, or "" with the reason why
+// it is not this host's to look at.
+func (s *Service) daemonRoot(ctx context.Context) (string, error) {
 	if s.root == "" {
-		return ""
+		return "", errdefs.ErrFailedPrecondition.WithMessage("no containerd root given")
 	}
 	if st, err := os.Stat(filepath.Join(s.root, contentDir)); err != nil || !st.IsDir() {
-		return ""
+		return "", errdefs.ErrFailedPrecondition.WithMessage(s.root + " holds no content store on this host")
 	}
 	if s.client != nil {
 		// Make sure the root is the connected daemon's: the daemon writes its
 		// UUID there when first asked for it.
 		info, err := s.client.Server(ctx)
 		if err != nil {
-			log.G(ctx).WithError(err).Debug("cannot tell the daemon's UUID; not checking the disk")
-			return ""
+			return "", fmt.Errorf("ask containerd for its UUID: %w", err)
 		}
 		uuid, err := os.ReadFile(filepath.Join(s.root, uuidFile))
 		if err != nil || strings.TrimSpace(string(uuid)) != info.UUID {
-			log.G(ctx).WithField("root", s.root).Debug("the root is not the connected daemon's; not checking the disk")
-			return ""
+			return "", errdefs.ErrFailedPrecondition.WithMessage(s.root + " is not the root of the containerd at the socket")
 		}
 	}
-	return s.root
+	return s.root, nil
 }
 
 // sweepDisk checks that the freed blobs left the disk under root. When some

@@ -51,13 +51,6 @@ func ParseFreeGoal(s string) (FreeGoal, error) {
 	return FreeGoal{Bytes: n}, nil
 }
 
-func (g FreeGoal) String() string {
-	if g.Bytes > 0 {
-		return units.HumanSize(float64(g.Bytes))
-	}
-	return strconv.FormatFloat(g.Percent, 'f', -1, 64) + "%"
-}
-
 // bytes is the goal on a filesystem of size bytes.
 func (g FreeGoal) bytes(size int64) int64 {
 	if g.Bytes > 0 {
@@ -69,8 +62,7 @@ func (g FreeGoal) bytes(size int64) int64 {
 // Disk is what the filesystem holding the content store has: its size and
 // what is free for use (statfs's available blocks, as df shows them).
 type Disk struct {
-	Size int64 `json:"Size"`
-	Free int64 `json:"Free"`
+	Size, Free int64
 }
 
 // Used is the share of the disk in use, in percent.
@@ -87,9 +79,9 @@ func statDisk(path string) (Disk, error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return Disk{}, fmt.Errorf("free space of %s: %w", path, err)
 	}
-	bsize := st.Frsize
+	bsize := int64(st.Frsize)
 	if bsize == 0 {
-		bsize = st.Bsize
+		bsize = int64(st.Bsize)
 	}
 	return Disk{Size: int64(st.Blocks) * bsize, Free: int64(st.Bavail) * bsize}, nil
 }
@@ -97,16 +89,55 @@ func statDisk(path string) (Disk, error) {
 // ContentDisk is the disk of the filesystem that holds the content store.
 // It is a FailedPrecondition when the daemon's root is not on this host.
 func (s *Service) ContentDisk(ctx context.Context) (Disk, error) {
-	if s.client != nil {
-		if _, err := s.client.Server(ctx); err != nil {
-			return Disk{}, fmt.Errorf("ask containerd where its root is: %w", err)
-		}
+	root, err := s.daemonRoot(s.withNamespace(ctx))
+	if errdefs.IsFailedPrecondition(err) {
+		return Disk{}, fmt.Errorf("the free space of the content store cannot be seen: %w; run on the daemon's host with --root set to its root", err)
 	}
-	root := s.diskRoot(s.withNamespace(ctx))
-	if root == "" {
-		return Disk{}, errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("the free space of the content store cannot be seen: %s is not the connected containerd's root on this host; run on the daemon's host with --root set to its root", s.root))
+	if err != nil {
+		return Disk{}, err
 	}
 	return statDisk(filepath.Join(root, contentDir))
+}
+
+// sameDisk tells, per snapshotter, whether its folder under root is on the
+// filesystem of the content store: only there do its snapshots free what
+// a free-space goal measures.
+type sameDisk struct {
+	root string
+	dev  uint64
+	seen map[string]bool
+}
+
+func newSameDisk(root string) (*sameDisk, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(root, contentDir), &st); err != nil {
+		return nil, fmt.Errorf("the content store's filesystem: %w", err)
+	}
+	return &sameDisk{root: root, dev: uint64(st.Dev), seen: map[string]bool{}}, nil
+}
+
+func (d *sameDisk) snapshotter(name string) bool {
+	same, ok := d.seen[name]
+	if !ok {
+		var st unix.Stat_t
+		same = unix.Stat(filepath.Join(d.root, snapshotDir+name), &st) == nil && uint64(st.Dev) == d.dev
+		d.seen[name] = same
+	}
+	return same
+}
+
+// freed is what of r leaves the content store's filesystem.
+func (d *sameDisk) freed(r reach.Reclaim) int64 {
+	var n int64
+	for _, size := range r.Content {
+		n += size
+	}
+	for sn := range r.Snapshotters() {
+		if d.snapshotter(sn) {
+			n += max(0, r.SnapshotBytes(sn)-r.Shortfall[sn])
+		}
+	}
+	return n
 }
 
 // FreeSpace is what a prune to a free-space goal found and left.
@@ -120,13 +151,26 @@ type FreeSpace struct {
 	Size int64 `json:"Size"`
 	// Reached tells whether After reaches Goal.
 	Reached bool `json:"Reached"`
+	// Measured is set when After was measured once the prune ended; it is
+	// the prediction otherwise (a dry run, or a disk that could not be
+	// read again).
+	Measured bool `json:"Measured"`
 }
 
 // toGoal narrows the plan of f to the fewest targets, least recently used
 // first, then oldest, whose removal frees what the disk lacks of the goal.
-// Each count is the collector model's, made before anything is deleted:
-// a layer shared with an image that stays frees nothing.
-func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters, g *reach.Graph, disk Disk, goal FreeGoal) (plan.Plan, reach.Reclaim, FreeSpace, error) {
+// Each count is the collector model's, made before anything is deleted: a
+// layer shared with an image that stays frees nothing, and a snapshot on
+// another filesystem frees nothing on this one.
+func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters, g *reach.Graph, goal FreeGoal) (plan.Plan, reach.Reclaim, FreeSpace, error) {
+	disk, err := s.ContentDisk(ctx)
+	if err != nil {
+		return plan.Plan{}, reach.Reclaim{}, FreeSpace{}, err
+	}
+	same, err := newSameDisk(s.root)
+	if err != nil {
+		return plan.Plan{}, reach.Reclaim{}, FreeSpace{}, err
+	}
 	free := FreeSpace{Goal: goal.bytes(disk.Size), Before: disk.Free, Size: disk.Size}
 	order := leastRecentlyUsed(snap.Records, plan.Make(snap, f).Targets)
 	try := func(k int) (plan.Plan, reach.Reclaim, error) {
@@ -150,7 +194,7 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 			if err != nil {
 				return plan.Plan{}, reach.Reclaim{}, free, err
 			}
-			if r.Bytes() >= needed {
+			if same.freed(r) >= needed {
 				hi = mid
 			} else {
 				lo = mid + 1
@@ -163,7 +207,7 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, free, err
 	}
-	free.After = disk.Free + r.Bytes()
+	free.After = disk.Free + same.freed(r)
 	free.Reached = free.After >= free.Goal
 	return p, r, free, nil
 }

@@ -53,6 +53,9 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := f.CheckPrune(); err != nil {
+		return Report{}, err
+	}
 	ctx = s.withNamespace(ctx)
 	held := func() error { return nil }
 	if !o.dryRun {
@@ -83,6 +86,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	if err != nil {
 		return Report{}, err
 	}
+	snap.Arrived = arrivals(blobs, snap.Records)
 	before, err := reach.Complete(ctx, s.stores.Reach(), blobs, ctrRecords, s.snapshotter)
 	if err != nil {
 		return Report{}, err
@@ -128,7 +132,9 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	if free != nil {
 		rep.FreeSpace = free
 		if d, err := s.ContentDisk(ctx); err == nil {
-			free.After, free.Reached = d.Free, d.Free >= free.Goal
+			free.After, free.Reached, free.Measured = d.Free, d.Free >= free.Goal, true
+		} else {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the free space after the prune is the prediction: %v", err))
 		}
 		rep.Warnings = append(rep.Warnings, free.shortOf()...)
 	}
@@ -145,11 +151,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 // goal.
 func (s *Service) plan(ctx context.Context, snap plan.Snapshot, f plan.Filters, g *reach.Graph, goal *FreeGoal) (plan.Plan, reach.Reclaim, *FreeSpace, error) {
 	if goal != nil {
-		disk, err := s.ContentDisk(ctx)
-		if err != nil {
-			return plan.Plan{}, reach.Reclaim{}, nil, err
-		}
-		p, r, free, err := s.toGoal(ctx, snap, f, g, disk, *goal)
+		p, r, free, err := s.toGoal(ctx, snap, f, g, *goal)
 		return p, r, &free, err
 	}
 	p := plan.Make(snap, f)
@@ -228,6 +230,18 @@ func (s *Service) snapshot(ctx context.Context, f plan.Filters) (plan.Snapshot, 
 		}
 	}
 	return snap, ctrRecords, nil
+}
+
+// arrivals tells when the content of each target of records arrived in the
+// namespace.
+func arrivals(g *reach.Graph, records []images.Image) map[digest.Digest]time.Time {
+	out := map[digest.Digest]time.Time{}
+	for _, t := range targetsOf(records) {
+		if info, ok := g.Content[t]; ok {
+			out[t] = info.CreatedAt
+		}
+	}
+	return out
 }
 
 // targetsOf lists the targets of records, each once.

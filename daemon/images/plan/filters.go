@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -105,6 +106,16 @@ func ParseFilters(args map[string][]string, now time.Time) (Filters, error) {
 	return f, nil
 }
 
+// CheckPrune refuses filters that make a prune remove nothing whatever the
+// store holds: a reference pattern in a prune of dangling images, which
+// have no name to match.
+func (f Filters) CheckPrune() error {
+	if f.DanglingOnly && len(f.References) > 0 {
+		return errdefs.ErrInvalidArgument.WithMessage("invalid filter 'reference': it matches names, and a dangling image has none; prune all images (-a, dangling=false) to select them by name")
+	}
+	return nil
+}
+
 func invalidFilter(key string, values []string) error {
 	msg := "invalid filter '" + key
 	if values != nil {
@@ -199,6 +210,37 @@ func (f Filters) MatchName(name string) bool {
 		return false
 	}
 	return !matchesAny(f.NotReferences, ref)
+}
+
+// selectNames applies the reference filters to the names of one target. A
+// digest name of a repository one of whose tags of the target matched is
+// selected with it, unless a reference! pattern keeps it: `reference=app:1`
+// means the image app:1 is, and CRI and a pull by digest name it
+// app@sha256:… too.
+func (f Filters) selectNames(names []images.Image) map[string]bool {
+	selected := map[string]bool{}
+	repos := map[string]bool{}
+	for _, r := range names {
+		if f.MatchName(r.Name) {
+			selected[r.Name] = true
+			if ref, err := reference.ParseNormalizedNamed(r.Name); err == nil {
+				repos[ref.Name()] = true
+			}
+		}
+	}
+	if len(f.References) == 0 {
+		return selected
+	}
+	for _, r := range names {
+		ref, err := reference.ParseNormalizedNamed(r.Name)
+		if err != nil {
+			continue
+		}
+		if _, isDigest := ref.(reference.Canonical); isDigest && repos[ref.Name()] && !matchesAny(f.NotReferences, ref) {
+			selected[r.Name] = true
+		}
+	}
+	return selected
 }
 
 // MatchNameless reports whether a target without a name passes the

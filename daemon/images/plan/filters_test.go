@@ -118,3 +118,26 @@ func TestMatchName(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckPrune(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		f       Filters
+		wantErr string
+	}{
+		{name: "dangling only", f: Filters{DanglingOnly: true}},
+		{name: "all by reference", f: Filters{References: []string{"app"}}},
+		{name: "dangling only, reference! alone", f: Filters{DanglingOnly: true, NotReferences: []string{"app"}}},
+		{name: "dangling only by reference", f: Filters{DanglingOnly: true, References: []string{"app"}}, wantErr: "invalid filter 'reference': it matches names, and a dangling image has none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.f.CheckPrune()
+			if tc.wantErr == "" {
+				assert.Check(t, err)
+				return
+			}
+			assert.Check(t, is.ErrorContains(err, tc.wantErr))
+			assert.Check(t, errdefs.IsInvalidArgument(err))
+		})
+	}
+}

@@ -15,10 +15,12 @@ import (
 // every name of the n images that most recently got a name there. A tag and
 // a digest of one image count once, so that CRI's two names of a pull keep
 // one image, not half of two. An image's time in a repository is when its
-// newest name there arrived: the record's creation. Not its update, which
-// any change of labels moves too (CRI pinning an image, a user labelling
-// it), so a tag moved onto another image keeps the time it first arrived.
-func keepLast(records []images.Image, n int) map[string]bool {
+// newest name there was created, or when its content arrived (arrived), if
+// later: a pull that moves a tag updates the tag's record, which keeps its
+// creation time, and brings the new image's content. Not the record's
+// update time, which any change of labels moves too (CRI pinning an image,
+// a user labelling it).
+func keepLast(records []images.Image, arrived map[digest.Digest]time.Time, n int) map[string]bool {
 	if n <= 0 {
 		return nil
 	}
@@ -41,7 +43,7 @@ func keepLast(records []images.Image, n int) map[string]bool {
 		}
 		img := repos[repo][r.Target.Digest]
 		if img == nil {
-			img = &named{}
+			img = &named{latest: arrived[r.Target.Digest]}
 			repos[repo][r.Target.Digest] = img
 		}
 		img.names = append(img.names, r.Name)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/opencontainers/go-digest"
@@ -21,6 +22,10 @@ type Snapshot struct {
 	// Lineage maps unpacked chain IDs to their targets, for containers known
 	// by their rootfs.
 	Lineage Lineage
+	// Arrived is when each target's content arrived in the namespace: a tag
+	// moved onto a new image is as new as the image, though its record was
+	// created long before.
+	Arrived map[digest.Digest]time.Time
 }
 
 // Plan is what a prune does. It is a pure function of a Snapshot and Filters.
@@ -86,7 +91,7 @@ func (tp TargetPlan) reportKey() string {
 // Make decides, for every record in s, whether it stays or goes.
 func Make(s Snapshot, f Filters) Plan {
 	u := ResolveUsage(s.Records, s.Containers, s.Lineage)
-	kept := keepLast(s.Records, f.KeepLast)
+	kept := keepLast(s.Records, s.Arrived, f.KeepLast)
 	byTarget := ByTarget(s.Records)
 	// Sized up front: these grow to a hundred thousand entries.
 	p := Plan{Warnings: u.Warnings, Remove: make([]images.Image, 0, len(s.Records)), Targets: make([]TargetPlan, 0, len(byTarget))}
@@ -166,8 +171,9 @@ func decide(records []images.Image, u Usage, kept map[string]bool, f Filters, la
 	matches := f.MatchLabels(labels)
 	goes := func(r images.Image) bool { return matches && !u.Names[r.Name] && f.matchCreated(r.CreatedAt) }
 	if !f.DanglingOnly {
+		selected := f.selectNames(tr.Names)
 		for _, r := range tr.Names {
-			if goes(r) && !kept[r.Name] && f.MatchName(r.Name) {
+			if goes(r) && !kept[r.Name] && selected[r.Name] {
 				d.removeNames = append(d.removeNames, r)
 			}
 		}

@@ -132,6 +132,16 @@ func TestMakePlan(t *testing.T) {
 			wantGone:   []digest.Digest{targetA},
 		},
 		{
+			name: "a digest name goes with the tag of its repository that matched, unless reference! keeps it",
+			snapshot: Snapshot{Records: store(
+				record("docker.io/library/app:1", targetA), record("docker.io/library/app@"+targetA.String(), targetA),
+				record("docker.io/library/app:2", targetB), record("docker.io/library/app@"+targetB.String(), targetB),
+				record("docker.io/library/other@"+targetA.String(), targetA),
+			)},
+			filters:    Filters{References: []string{"app:1", "app:2"}, NotReferences: []string{"app@" + targetB.String()}},
+			wantRemove: []string{"docker.io/library/app:1", "docker.io/library/app:2", "docker.io/library/app@" + targetA.String()},
+		},
+		{
 			name:       "reference! keeps what it matches",
 			snapshot:   Snapshot{Records: store(record("docker.io/library/app:1", targetA), record("docker.io/library/app:keep", targetB), record(dC, targetC))},
 			filters:    Filters{NotReferences: []string{"*:keep"}},
@@ -171,6 +181,20 @@ func TestMakePlan(t *testing.T) {
 			filters:    Filters{KeepLast: 2},
 			wantRemove: []string{"docker.io/library/app:3", "docker.io/library/app:latest", dA},
 			wantGone:   []digest.Digest{targetA},
+		},
+		{
+			name: "keep-last ranks a tag moved onto a new image by when the image arrived",
+			snapshot: Snapshot{
+				Records: store(
+					record("docker.io/library/app:latest", targetA, withCreated(epoch)),
+					record("docker.io/library/app:2", targetB, withCreated(epoch.Add(2*time.Hour))),
+					record("docker.io/library/app:1", targetC, withCreated(epoch.Add(time.Hour))),
+				),
+				Arrived: map[digest.Digest]time.Time{targetA: epoch.Add(3 * time.Hour), targetB: epoch.Add(2 * time.Hour), targetC: epoch.Add(time.Hour)},
+			},
+			filters:    Filters{KeepLast: 2},
+			wantRemove: []string{"docker.io/library/app:1", dC},
+			wantGone:   []digest.Digest{targetC},
 		},
 		{
 			name: "keep-last counts used and pinned images but never removes them",
@@ -355,6 +379,16 @@ func TestMakePlan(t *testing.T) {
 			} else {
 				assert.Check(t, is.Len(p.Warnings, 1))
 				assert.Check(t, strings.Contains(strings.Join(p.Warnings, "\n"), tc.wantWarn), p.Warnings)
+			}
+			// A free-space goal narrows a plan to some of its targets: each
+			// must go as it does in the whole plan, whatever else goes.
+			for _, tp := range p.Targets {
+				narrow := tc.filters
+				narrow.Targets = map[digest.Digest]bool{tp.Target.Digest: true}
+				np := Make(tc.snapshot, narrow)
+				if assert.Check(t, is.Len(np.Targets, 1), tp.Target.Digest) {
+					assert.Check(t, is.DeepEqual(np.Targets[0], tp), tp.Target.Digest)
+				}
 			}
 		})
 	}
