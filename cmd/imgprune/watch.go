@@ -80,7 +80,7 @@ func runWatch(ctx context.Context, g *globalOptions, o watchOptions) error {
 		return err
 	}
 	if o.keepLast < 0 {
-		return fmt.Errorf("invalid --keep-last %d: use a count above 0", o.keepLast)
+		return fmt.Errorf("invalid --keep-last %d: use a count of images, or 0 for none", o.keepLast)
 	}
 	w.Filters.KeepLast = o.keepLast
 	if err := w.Validate(); err != nil {

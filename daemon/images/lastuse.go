@@ -55,7 +55,13 @@ func (s *Service) stampLastUse(ctx context.Context, byTarget map[digest.Digest][
 		})
 	}
 	g.Wait()
-	return len(stale), errors.Join(errs...)
+	written := len(stale)
+	for _, err := range errs {
+		if err != nil {
+			written--
+		}
+	}
+	return written, errors.Join(errs...)
 }
 
 // StampLastUse records, on the count record of every target a container

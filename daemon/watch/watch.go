@@ -11,9 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
@@ -28,9 +30,19 @@ type Images interface {
 // PruneFunc prunes what f selects until the disk has goal free.
 type PruneFunc func(ctx context.Context, f plan.Filters, goal images.FreeGoal) (images.Report, error)
 
-// stampDelay gathers the events of a burst (a pod's containers, a pull's
-// records) into one stamping.
-const stampDelay = 100 * time.Millisecond
+const (
+	// stampDelay gathers the events of a burst (a pod's containers, a
+	// pull's records) into one stamping.
+	stampDelay = 100 * time.Millisecond
+	// callTimeout bounds a check's calls to containerd: a daemon that hangs
+	// shows as failed checks, not as a watch that is stuck and healthy.
+	callTimeout = 2 * time.Minute
+	// unhealthyAfter failed checks in a row, the watch is not doing its job.
+	unhealthyAfter = 3
+	// maxBackoff is the longest a watch waits, after prunes that could not
+	// reach the goal, before it prunes again.
+	maxBackoff = 30 * time.Minute
+)
 
 // Watcher watches one namespace. Set its fields, then call Run once.
 type Watcher struct {
@@ -51,9 +63,15 @@ type Watcher struct {
 	Filters plan.Filters
 
 	// beat is when the loop last came round, in Unix nanoseconds; busy is
-	// set while it checks or prunes, however long that takes.
-	beat atomic.Int64
-	busy atomic.Bool
+	// set while it prunes, however long that takes; failures counts the
+	// checks in a row that could not read the disk.
+	beat     atomic.Int64
+	busy     atomic.Bool
+	failures atomic.Int32
+	// backoff is how long to wait after a prune that fell short of the
+	// goal, and pruneAfter when the next prune may run.
+	backoff    time.Duration
+	pruneAfter time.Time
 }
 
 // Validate tells whether the interval and marks are right, before anything
@@ -112,36 +130,49 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// Healthy tells whether the loop is alive: busy, or round within two
-// intervals.
+// Healthy tells whether the watch does its job: it is pruning, however
+// long that takes, or its loop came round within two intervals and its
+// last checks could read the disk.
 func (w *Watcher) Healthy() bool {
 	if w.busy.Load() {
 		return true
 	}
 	last := time.Unix(0, w.beat.Load())
-	return time.Since(last) < 2*w.Interval+10*time.Second
+	return time.Since(last) < 2*w.Interval+callTimeout && w.failures.Load() < unhealthyAfter
 }
 
 // check looks at the disk, and prunes when it is fuller than the high mark.
 // Otherwise it stamps the last uses the events did not tell (a Docker
 // Engine's containers, say).
 func (w *Watcher) check(ctx context.Context) {
-	w.busy.Store(true)
-	defer w.busy.Store(false)
-	disk, err := w.Images.ContentDisk(ctx)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	disk, err := w.Images.ContentDisk(cctx)
+	cancel()
 	if err != nil {
-		log.G(ctx).WithError(err).Warn("cannot check the disk")
+		if ctx.Err() == nil {
+			w.failures.Add(1)
+			log.G(ctx).WithError(err).Warn("cannot check the disk")
+		}
 		return
 	}
+	w.failures.Store(0)
 	used := disk.Used()
+	l := log.G(ctx).WithField("used", fmt.Sprintf("%.1f%%", used)).WithField("high", fmt.Sprintf("%v%%", w.High)).WithField("low", fmt.Sprintf("%v%%", w.Low))
 	if used <= w.High {
-		log.G(ctx).WithField("used", fmt.Sprintf("%.1f%%", used)).Debug("disk checked")
+		w.backoff, w.pruneAfter = 0, time.Time{}
+		l.Debug("disk checked")
 		w.stamp(ctx)
 		return
 	}
-	l := log.G(ctx).WithField("used", fmt.Sprintf("%.1f%%", used)).WithField("high", fmt.Sprintf("%v%%", w.High)).WithField("low", fmt.Sprintf("%v%%", w.Low))
+	if time.Now().Before(w.pruneAfter) {
+		l.WithField("until", w.pruneAfter).Debug("disk above the high mark, but the last prune could not bring it under the low one: waiting")
+		w.stamp(ctx)
+		return
+	}
 	l.Info("disk above the high mark: pruning the least recently used images")
+	w.busy.Store(true)
 	rep, err := w.Prune(ctx, w.Filters, images.FreeGoal{Percent: 100 - w.Low})
+	w.busy.Store(false)
 	switch {
 	case errdefs.IsConflict(err):
 		l.WithError(err).Info("another prune runs; checking again at the next interval")
@@ -153,6 +184,16 @@ func (w *Watcher) check(ctx context.Context) {
 	l = l.WithField("reclaimed", rep.SpaceReclaimed).WithField("removed", len(rep.ImagesDeleted))
 	if f := rep.FreeSpace; f != nil {
 		l = l.WithField("free", f.After)
+		if !f.Reached {
+			// What is left is not unused images (logs, volumes, images too
+			// new for the filters): pruning again at once would only run
+			// the collector again. Wait longer each time.
+			w.backoff = min(max(2*w.backoff, w.Interval), maxBackoff)
+			w.pruneAfter = time.Now().Add(w.backoff)
+			l = l.WithField("next", w.pruneAfter)
+		} else {
+			w.backoff, w.pruneAfter = 0, time.Time{}
+		}
 	}
 	if err := rep.Err(); err != nil {
 		l.WithError(err).Warn("pruned in part")
@@ -163,6 +204,8 @@ func (w *Watcher) check(ctx context.Context) {
 
 // stamp records the last use of every image a container uses now.
 func (w *Watcher) stamp(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	n, err := w.Images.StampLastUse(ctx)
 	if err != nil && ctx.Err() == nil {
 		log.G(ctx).WithError(err).Warn("cannot record last uses")
@@ -212,7 +255,10 @@ func (w *Watcher) subscribe(ctx context.Context, filters []string, stamp chan<- 
 	ch, errs := w.Events.Subscribe(ctx, filters...)
 	for {
 		select {
-		case <-ch:
+		case e := <-ch:
+			if ownStamp(e) {
+				continue
+			}
 			select {
 			case stamp <- struct{}{}:
 			default: // one is pending already
@@ -227,3 +273,25 @@ func (w *Watcher) subscribe(ctx context.Context, filters []string, stamp chan<- 
 		}
 	}
 }
+
+// ownStamp tells an image update that is a stamp just written, by this
+// watch or another imgprune: following it would only stamp again.
+func ownStamp(e *events.Envelope) bool {
+	if e == nil || e.Topic != "/images/update" || e.Event == nil {
+		return false
+	}
+	v, err := typeurl.UnmarshalAny(e.Event)
+	if err != nil {
+		return false
+	}
+	u, ok := v.(*eventstypes.ImageUpdate)
+	if !ok {
+		return false
+	}
+	stamped, err := time.Parse(time.RFC3339Nano, u.Labels[plan.LastUsedLabel])
+	return err == nil && time.Since(stamped) < ownStampAge
+}
+
+// ownStampAge is how fresh a stamp in an update is for the update to be
+// taken for the stamp's own.
+const ownStampAge = 10 * time.Second

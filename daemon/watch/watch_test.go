@@ -2,12 +2,19 @@ package watch
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 func TestValidate(t *testing.T) {
@@ -50,4 +57,121 @@ func TestHealthy(t *testing.T) {
 	assert.Check(t, !w.Healthy(), "stuck for an hour")
 	w.busy.Store(true)
 	assert.Check(t, w.Healthy(), "a long prune is no hang")
+}
+
+// fakeImages is a store whose disk the test sets.
+type fakeImages struct {
+	mu      sync.Mutex
+	disk    images.Disk
+	diskErr error
+	stamps  int
+}
+
+func (f *fakeImages) StampLastUse(context.Context) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stamps++
+	return 0, nil
+}
+
+func (f *fakeImages) ContentDisk(context.Context) (images.Disk, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.disk, f.diskErr
+}
+
+func (f *fakeImages) set(disk images.Disk, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.disk, f.diskErr = disk, err
+}
+
+func (f *fakeImages) stamped() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stamps
+}
+
+// TestCheck: above the high mark a check prunes to the low one; a prune
+// that falls short is not run again at once; a disk that cannot be read
+// three times in a row makes the watch unhealthy.
+func TestCheck(t *testing.T) {
+	fi := &fakeImages{disk: images.Disk{Size: 100, Free: 10}}
+	var goals []images.FreeGoal
+	reached := false
+	w := &Watcher{Images: fi, Interval: time.Hour, High: 85, Low: 80}
+	w.Prune = func(_ context.Context, _ plan.Filters, goal images.FreeGoal) (images.Report, error) {
+		assert.Check(t, w.Healthy(), "a prune in flight is no hang")
+		goals = append(goals, goal)
+		return images.Report{FreeSpace: &images.FreeSpace{Reached: reached}}, nil
+	}
+	w.beat.Store(time.Now().UnixNano())
+	ctx := context.Background()
+
+	w.check(ctx)
+	assert.Check(t, is.DeepEqual(goals, []images.FreeGoal{{Percent: 20}}))
+	// Fell short: the next check, still above the mark, waits.
+	w.check(ctx)
+	assert.Check(t, is.Len(goals, 1))
+	assert.Check(t, is.Equal(fi.stamped(), 1), "a check that does not prune stamps")
+	// Under the mark, the wait ends; above it again, the prune runs.
+	fi.set(images.Disk{Size: 100, Free: 50}, nil)
+	w.check(ctx)
+	fi.set(images.Disk{Size: 100, Free: 10}, nil)
+	reached = true
+	w.check(ctx)
+	w.check(ctx)
+	assert.Check(t, is.Len(goals, 3), "a prune that reached the goal needs no wait")
+
+	fi.set(images.Disk{}, errdefs.ErrUnavailable)
+	for range unhealthyAfter {
+		assert.Check(t, w.Healthy())
+		w.check(ctx)
+	}
+	assert.Check(t, !w.Healthy(), "the disk could not be read %d times", unhealthyAfter)
+	fi.set(images.Disk{Size: 100, Free: 50}, nil)
+	w.check(ctx)
+	assert.Check(t, w.Healthy())
+}
+
+// channelEvents is an event stream the test writes.
+type channelEvents chan *events.Envelope
+
+func (c channelEvents) Subscribe(context.Context, ...string) (<-chan *events.Envelope, <-chan error) {
+	return c, make(chan error)
+}
+
+// TestRunStampsOnEvents: a container made stamps last uses at once; an
+// update that is a stamp just written does not.
+func TestRunStampsOnEvents(t *testing.T) {
+	fi := &fakeImages{disk: images.Disk{Size: 100, Free: 50}}
+	ch := make(channelEvents)
+	w := &Watcher{Images: fi, Events: ch, Interval: time.Hour, High: 85, Low: 80}
+	w.Prune = func(context.Context, plan.Filters, images.FreeGoal) (images.Report, error) {
+		t.Error("nothing to prune")
+		return images.Report{}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	waitFor := func(n int) bool {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if fi.stamped() >= n {
+				return true
+			}
+		}
+		return false
+	}
+	assert.Check(t, waitFor(1), "the first check stamps")
+
+	ownUpdate, err := typeurl.MarshalAny(&eventstypes.ImageUpdate{Name: "moby-dangling@sha256:1", Labels: plan.LastUsedLabels(time.Now())})
+	assert.NilError(t, err)
+	ch <- &events.Envelope{Topic: "/images/update", Event: ownUpdate}
+	time.Sleep(3 * stampDelay)
+	assert.Check(t, is.Equal(fi.stamped(), 1), "the stamp's own update stamped again")
+	ch <- &events.Envelope{Topic: "/containers/create"}
+	assert.Check(t, waitFor(2), "a container made stamps")
+
+	cancel()
+	assert.Check(t, <-done)
 }

@@ -150,8 +150,18 @@ func (s *Set) load(old map[string]map[[2]string]float64) {
 
 // Write adds run to the metrics in path and writes them back through a
 // temporary file renamed over it, so a collector never reads half a file.
-// Series of other namespaces are kept as they were.
+// Series of other namespaces are kept as they were. Writers take turns on
+// path.lock, so that two processes (a timer's prune and a watch) adding to
+// one file lose no count.
 func Write(path string, run Run) error {
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("write metrics to %s: %w", path, err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("write metrics to %s: lock %s: %w", path, lock.Name(), err)
+	}
 	old, err := read(path)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package metrics
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,4 +66,23 @@ func TestSetKeepsPhasesOfARunWithout(t *testing.T) {
 		}
 	}
 	assert.Check(t, is.Equal(phases, 1))
+}
+
+// TestWritersTakeTurns: writers adding to one file at once lose no count.
+func TestWritersTakeTurns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "imgprune.prom")
+	const writers, each = 8, 10
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				assert.Check(t, Write(path, Run{Namespace: "moby", Untagged: 1}))
+			}
+		})
+	}
+	wg.Wait()
+	got, err := read(path)
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(got[Prunes][[2]string{"moby"}], float64(writers*each)))
+	assert.Check(t, is.Equal(got[Untagged][[2]string{"moby"}], float64(writers*each)))
 }
