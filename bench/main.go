@@ -35,6 +35,7 @@ const (
 	cPrune     = "imgprune prune -a"
 	cNoDisk    = "imgprune prune -a, no disk check"
 	cDry       = "imgprune prune -a --dry-run"
+	cGoal      = "imgprune prune -a --dry-run --until-free 100%"
 	cOffline   = "imgprune prune -a --offline"
 	cPerName   = "per-name synchronous GC"
 	cInFlight  = "floor, %d deletions in flight"
@@ -173,6 +174,13 @@ func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (
 	all := []string{"prune", "-a", "--force", "--format", "json"}
 	if err := step(cDry, func() (run, error) {
 		return imgprune(ctx, bin, s, false, append(all, "--dry-run", "--root", "")...)
+	}); err != nil {
+		return res, err
+	}
+	// A goal no prune reaches: the search for the fewest images goes the
+	// whole way, its worst case, and chooses every image the dry run does.
+	if err := step(cGoal, func() (run, error) {
+		return imgprune(ctx, bin, s, false, append(all, "--dry-run", "--until-free", "100%", "--root", "")...)
 	}); err != nil || w.dryOnly {
 		return res, err
 	}
