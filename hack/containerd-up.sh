@@ -166,6 +166,12 @@ required_plugins = $(toml_list "${required[@]}")
 [plugins]
   [plugins.'io.containerd.image-verifier.v1.bindir']
     bin_dir = '${dir}/image-verifier/bin'
+  # Collections the daemon schedules itself come at most every ~5 s (the
+  # default 0.02 makes it ~250 ms after any deletion), so that what a test
+  # finds between two of its steps is what it did; collections asked for
+  # (imgprune's, a synchronous lease delete) still run at once.
+  [plugins.'io.containerd.gc.v1.scheduler']
+    pause_threshold = 0.001
 EOF
 
 if [[ -f "${log}" ]]; then

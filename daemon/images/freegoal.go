@@ -173,6 +173,8 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 	}
 	free := FreeSpace{Goal: goal.bytes(disk.Size), Before: disk.Free, Size: disk.Size}
 	order := leastRecentlyUsed(snap.Records, plan.Make(snap, f).Targets)
+	// The probes of the search ask each snapshot's usage once.
+	predictor := reach.NewPredictor(s.stores.Reach(), g)
 	try := func(k int) (plan.Plan, reach.Reclaim, error) {
 		narrow := f
 		narrow.Targets = map[digest.Digest]bool{}
@@ -180,7 +182,7 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 			narrow.Targets[t] = true
 		}
 		p := plan.Make(snap, narrow)
-		r, err := reach.Predict(ctx, s.stores.Reach(), g, keptRoots(snap.Records, p))
+		r, err := predictor.Predict(ctx, keptRoots(snap.Records, p))
 		return p, r, err
 	}
 	needed := free.Goal - disk.Free

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,4 +205,49 @@ func TestPredictMatchesGarbageCollection(t *testing.T) {
 	slices.Sort(gotSnaps)
 	assert.Check(t, is.DeepEqual(gotSnaps, wantSnaps))
 	assert.Check(t, is.DeepEqual(wantSnaps, []string{"cond-old", "orphan", "pruned-snap"}))
+}
+
+// countingSnapshotter counts the usages asked of it.
+type countingSnapshotter struct {
+	snapshots.Snapshotter
+	asked *atomic.Int32
+}
+
+func (c countingSnapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
+	c.asked.Add(1)
+	return c.Snapshotter.Usage(ctx, key)
+}
+
+// TestPredictorAsksOnce: predictions from one graph ask each snapshot's
+// usage once, and agree with Predict's.
+func TestPredictorAsksOnce(t *testing.T) {
+	ctx := namespaces.WithNamespace(context.Background(), "moby")
+	e, err := embedded.Open(ctx, t.TempDir(), embedded.CreateStore())
+	assert.NilError(t, err)
+	defer e.Close()
+	s := store{t: t, ctx: ctx, st: e.Stores(), sn: e.Stores().Snapshotter("native")}
+	var records []images.Image
+	for _, n := range []string{"a", "b", "c"} {
+		s.snapshot("chain-"+n, "", nil)
+		cfg := s.blob(n+" config", map[string]string{reach.LabelRefSnapshot + "native": "chain-" + n})
+		records = append(records, s.record(n+":1", s.blob(n+" manifest", map[string]string{reach.LabelRefContent + ".config": cfg.Digest.String()}), nil))
+	}
+	rs := e.Stores().Reach()
+	asked := new(atomic.Int32)
+	counted := rs
+	counted.Snapshotter = func(name string) snapshots.Snapshotter {
+		return countingSnapshotter{Snapshotter: rs.Snapshotter(name), asked: asked}
+	}
+	g, err := reach.Take(ctx, rs, nil, "native")
+	assert.NilError(t, err)
+
+	p := reach.NewPredictor(counted, g)
+	for k := len(records); k >= 0; k-- {
+		got, err := p.Predict(ctx, records[:k])
+		assert.NilError(t, err)
+		want, err := reach.Predict(ctx, rs, g, records[:k])
+		assert.NilError(t, err)
+		assert.Check(t, is.DeepEqual(got, want), "keeping %d", k)
+	}
+	assert.Check(t, is.Equal(asked.Load(), int32(3)), "each of the 3 snapshots once")
 }

@@ -3,6 +3,7 @@ package reach
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -66,31 +67,87 @@ func (r Reclaim) SnapshotBytes(snapshotter string) int64 {
 // namespace holds. It asks the usage of the snapshots that go, and nothing
 // of those that stay.
 func Predict(ctx context.Context, st Stores, g *Graph, records []images.Image) (Reclaim, error) {
-	kept := g.keep(records)
+	return NewPredictor(st, g).Predict(ctx, records)
+}
+
+// Predictor predicts what several sets of records each keep of one graph,
+// as Predict does: it asks a snapshot's usage, and the other namespaces'
+// content, once for all its predictions. Safe for concurrent use.
+type Predictor struct {
+	st Stores
+	g  *Graph
+
+	mu    sync.Mutex
+	usage map[Snapshot]int64
+	// shared is the content other namespaces hold, nil until listed.
+	shared map[digest.Digest]bool
+}
+
+// NewPredictor returns a Predictor over g.
+func NewPredictor(st Stores, g *Graph) *Predictor {
+	return &Predictor{st: st, g: g, usage: map[Snapshot]int64{}}
+}
+
+// Predict computes what a collection frees when only records stay.
+func (p *Predictor) Predict(ctx context.Context, records []images.Image) (Reclaim, error) {
+	kept := p.g.keep(records)
 	r := NewReclaim()
-	for d, info := range g.Content {
+	for d, info := range p.g.Content {
 		if !kept[contentNode(d)] {
 			r.Content[d] = info.Size
 			r.Unreachable[d] = true
 		}
 	}
-	if err := DropShared(ctx, st, r.Content); err != nil {
-		return Reclaim{}, err
-	}
-	var gone []Snapshot
-	for k := range g.Snapshots {
-		if !kept[snapshotNode(k)] {
-			gone = append(gone, k)
+	if len(r.Content) > 0 {
+		shared, err := p.sharedContent(ctx)
+		if err != nil {
+			return Reclaim{}, err
+		}
+		for d := range r.Content {
+			if shared[d] {
+				delete(r.Content, d)
+			}
 		}
 	}
-	sizes, err := usages(ctx, st, gone)
+	var gone, ask []Snapshot
+	p.mu.Lock()
+	for k := range p.g.Snapshots {
+		if !kept[snapshotNode(k)] {
+			gone = append(gone, k)
+			if _, known := p.usage[k]; !known {
+				ask = append(ask, k)
+			}
+		}
+	}
+	p.mu.Unlock()
+	sizes, err := usages(ctx, p.st, ask)
 	if err != nil {
 		return Reclaim{}, err
 	}
-	for i, k := range gone {
-		r.Snapshots[k] = sizes[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, k := range ask {
+		p.usage[k] = sizes[i]
+	}
+	for _, k := range gone {
+		r.Snapshots[k] = p.usage[k]
 	}
 	return r, nil
+}
+
+// sharedContent lists, once, the content other namespaces hold.
+func (p *Predictor) sharedContent(ctx context.Context) (map[digest.Digest]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shared != nil {
+		return p.shared, nil
+	}
+	shared, err := sharedContent(ctx, p.st)
+	if err != nil {
+		return nil, err
+	}
+	p.shared = shared
+	return shared, nil
 }
 
 // usageInFlight bounds the snapshot usages asked at once: each is one
@@ -118,16 +175,32 @@ func usages(ctx context.Context, st Stores, keys []Snapshot) ([]int64, error) {
 // DropShared removes from blobs those another namespace than ctx's holds:
 // they stay on disk whatever this namespace does.
 func DropShared(ctx context.Context, st Stores, blobs map[digest.Digest]int64) error {
-	if len(blobs) == 0 || st.Namespaces == nil {
+	if len(blobs) == 0 {
 		return nil
 	}
-	self, err := namespaces.NamespaceRequired(ctx)
+	shared, err := sharedContent(ctx, st)
 	if err != nil {
 		return err
 	}
+	for d := range shared {
+		delete(blobs, d)
+	}
+	return nil
+}
+
+// sharedContent lists the content namespaces other than ctx's hold.
+func sharedContent(ctx context.Context, st Stores) (map[digest.Digest]bool, error) {
+	shared := map[digest.Digest]bool{}
+	if st.Namespaces == nil {
+		return shared, nil
+	}
+	self, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
 	all, err := st.Namespaces.List(ctx)
 	if err != nil {
-		return fmt.Errorf("list namespaces: %w", err)
+		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
 	for _, ns := range all {
 		if ns == self {
@@ -135,13 +208,13 @@ func DropShared(ctx context.Context, st Stores, blobs map[digest.Digest]int64) e
 		}
 		g, err := ListContent(namespaces.WithNamespace(ctx, ns), st.Content)
 		if err != nil {
-			return fmt.Errorf("namespace %s: %w", ns, err)
+			return nil, fmt.Errorf("namespace %s: %w", ns, err)
 		}
 		for d := range g.Content {
-			delete(blobs, d)
+			shared[d] = true
 		}
 	}
-	return nil
+	return shared, nil
 }
 
 // Size is the content reachable from target through reference labels.

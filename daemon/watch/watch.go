@@ -109,6 +109,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(w.Interval)
 	defer ticker.Stop()
+	// Alive from the start: the first check may take a while on a big
+	// store.
+	w.beat.Store(time.Now().UnixNano())
 	w.check(ctx)
 	var stampAt <-chan time.Time
 	for {
