@@ -212,12 +212,16 @@ func (f Filters) MatchName(name string) bool {
 	return !matchesAny(f.NotReferences, ref)
 }
 
-// selectNames applies the reference filters to the names of one target. A
+// selectNames applies the reference filters to the names of one target,
+// nil meaning all of them. A
 // digest name of a repository one of whose tags of the target matched is
 // selected with it, unless a reference! pattern keeps it: `reference=app:1`
 // means the image app:1 is, and CRI and a pull by digest name it
 // app@sha256:… too.
 func (f Filters) selectNames(names []images.Image) map[string]bool {
+	if len(f.References) == 0 && len(f.NotReferences) == 0 {
+		return nil // every name: no map, no parsing, for the common prune
+	}
 	selected := map[string]bool{}
 	repos := map[string]bool{}
 	for _, r := range names {

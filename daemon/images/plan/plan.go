@@ -173,7 +173,7 @@ func decide(records []images.Image, u Usage, kept map[string]bool, f Filters, la
 	if !f.DanglingOnly {
 		selected := f.selectNames(tr.Names)
 		for _, r := range tr.Names {
-			if goes(r) && !kept[r.Name] && selected[r.Name] {
+			if goes(r) && !kept[r.Name] && (selected == nil || selected[r.Name]) {
 				d.removeNames = append(d.removeNames, r)
 			}
 		}
