@@ -64,9 +64,16 @@ func mountTmpfs(t *testing.T, dir, size string) string {
 
 // freeOf is what the filesystem at path has free.
 func freeOf(t *testing.T, path string) int64 {
+	_, free := statfs(t, path)
+	return free
+}
+
+// statfs is the size of the filesystem at path and what it has free, as
+// imgprune measures them.
+func statfs(t *testing.T, path string) (size, free int64) {
 	var st unix.Statfs_t
 	assert.NilError(t, unix.Statfs(path, &st))
-	return int64(st.Bavail) * st.Frsize
+	return int64(st.Blocks) * st.Frsize, int64(st.Bavail) * st.Frsize
 }
 
 // lruOwn is the size of the layer each image of an lruStore has alone.

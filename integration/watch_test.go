@@ -74,9 +74,8 @@ func usedShare(t *testing.T, path string) float64 {
 }
 
 func diskSize(t *testing.T, path string) int64 {
-	var st syscall.Statfs_t
-	assert.NilError(t, syscall.Statfs(path, &st))
-	return int64(st.Blocks) * st.Frsize
+	size, _ := statfs(t, path)
+	return size
 }
 
 // TestWatch: `imgprune watch` stamps the last use of an image within a

@@ -27,7 +27,6 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/watch"
 )
 
@@ -435,9 +434,7 @@ func checkFilters(t *testing.T, cmd *cobra.Command) {
 	t.Helper()
 	filters, err := cmd.Flags().GetStringArray("filter")
 	assert.NilError(t, err)
-	args, err := plan.ParseFilterFlags(filters)
-	assert.NilError(t, err)
-	_, err = plan.ParseFilters(args, time.Now())
+	_, err = (pruneOptions{all: true, filters: filters}).parseFilters()
 	assert.NilError(t, err)
 }
 

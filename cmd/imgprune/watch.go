@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
@@ -105,7 +104,7 @@ func runWatch(ctx context.Context, g *globalOptions, o watchOptions) error {
 	w.Prune = func(ctx context.Context, f plan.Filters, goal images.FreeGoal) (images.Report, error) {
 		rec := &metrics.Recorder{Run: metrics.Run{Namespace: g.namespace}}
 		rep, err := svc.Prune(ctx, f, images.UntilFree(goal), images.WithProgress(rec))
-		if errdefs.IsConflict(err) {
+		if errors.Is(err, images.ErrPruneRunning) {
 			// Another prune runs: it is not this one's to count.
 			return rep, err
 		}

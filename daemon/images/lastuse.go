@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
-	"github.com/imgprune/imgprune/daemon/reach"
 )
 
 // lastUseResolution is how old a last-use stamp gets before it is written
@@ -68,25 +67,9 @@ func (s *Service) stampLastUse(ctx context.Context, byTarget map[digest.Digest][
 // uses now, that it is in use: what a watch does as containers are made.
 func (s *Service) StampLastUse(ctx context.Context) (int, error) {
 	ctx = s.withNamespace(ctx)
-	ctrs, _, err := s.listContainers(ctx)
+	u, err := s.listInUse(ctx)
 	if err != nil {
 		return 0, err
 	}
-	records, err := s.listRecords(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list images: %w", err)
-	}
-	lineage := plan.Lineage{}
-	if slices.ContainsFunc(ctrs, func(c plan.Container) bool { return c.Rootfs != nil }) {
-		// Only a container known by its rootfs needs the content's lineage.
-		inv, err := reach.ListContent(ctx, s.stores.Content)
-		if err != nil {
-			return 0, err
-		}
-		if lineage, err = s.lineage(ctx, inv.Content, records, ctrs); err != nil {
-			return 0, err
-		}
-	}
-	used := slices.Sorted(maps.Keys(plan.UsersPerTarget(records, ctrs, lineage)))
-	return s.stampLastUse(ctx, plan.ByTarget(records), used, time.Now())
+	return s.stampLastUse(ctx, plan.ByTarget(u.records), slices.Sorted(maps.Keys(u.users)), time.Now())
 }

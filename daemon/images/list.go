@@ -56,27 +56,45 @@ func (s *Service) DiskUsage(ctx context.Context) ([]Summary, int64, error) {
 	return s.images(ctx, true)
 }
 
-func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int64, error) {
-	ctx = s.withNamespace(ctx)
+// inUse is what a listing knows of the namespace: its records, its content
+// and how many containers use each target.
+type inUse struct {
+	records []images.Image
+	inv     *reach.Graph
+	users   map[digest.Digest]int
+}
+
+// listInUse lists the namespace's records, content and containers, and
+// resolves which targets the containers use.
+func (s *Service) listInUse(ctx context.Context) (inUse, error) {
 	ctrs, _, err := s.listContainers(ctx)
 	if err != nil {
-		return nil, 0, err
+		return inUse{}, err
 	}
 	records, err := s.listRecords(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list images: %w", err)
+		return inUse{}, fmt.Errorf("list images: %w", err)
 	}
 	// Sizes and lineage need the content alone, not the collector's roots.
 	inv, err := reach.ListContent(ctx, s.stores.Content)
 	if err != nil {
-		return nil, 0, err
+		return inUse{}, err
 	}
 	lineage, err := s.lineage(ctx, inv.Content, records, ctrs)
 	if err != nil {
+		return inUse{}, err
+	}
+	return inUse{records: records, inv: inv, users: plan.UsersPerTarget(records, ctrs, lineage)}, nil
+}
+
+func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int64, error) {
+	ctx = s.withNamespace(ctx)
+	u, err := s.listInUse(ctx)
+	if err != nil {
 		return nil, 0, err
 	}
-	users := plan.UsersPerTarget(records, ctrs, lineage)
-	byTarget := plan.ByTarget(records)
+	inv, users := u.inv, u.users
+	byTarget := plan.ByTarget(u.records)
 	now := time.Now()
 	if _, err := s.stampLastUse(ctx, byTarget, slices.Sorted(maps.Keys(users)), now); err != nil {
 		log.G(ctx).WithError(err).Warn("listing images: last uses not recorded")

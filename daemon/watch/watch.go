@@ -177,7 +177,7 @@ func (w *Watcher) check(ctx context.Context) {
 	rep, err := w.Prune(ctx, w.Filters, images.FreeGoal{Percent: 100 - w.Low})
 	w.busy.Store(false)
 	switch {
-	case errdefs.IsConflict(err):
+	case errors.Is(err, images.ErrPruneRunning):
 		l.WithError(err).Info("another prune runs; checking again at the next interval")
 		return
 	case err != nil:

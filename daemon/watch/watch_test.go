@@ -123,6 +123,17 @@ func TestCheck(t *testing.T) {
 	w.check(ctx)
 	assert.Check(t, is.Len(goals, 3), "a prune that reached the goal needs no wait")
 
+	// Another prune running is no prune that fell short: no wait.
+	running := w.Prune
+	w.Prune = func(context.Context, plan.Filters, images.FreeGoal) (images.Report, error) {
+		goals = append(goals, images.FreeGoal{})
+		return images.Report{}, images.ErrPruneRunning
+	}
+	w.check(ctx)
+	w.check(ctx)
+	assert.Check(t, is.Len(goals, 5), "a check after a refused prune prunes again")
+	w.Prune = running
+
 	fi.set(images.Disk{}, errdefs.ErrUnavailable)
 	for range unhealthyAfter {
 		assert.Check(t, w.Healthy())
