@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -102,8 +103,8 @@ func (e *env) criContainer(id string, img testimage.Image, imageName, chain stri
 }
 
 // TestPruneKeepsImagesOfCRIContainers: a pod's container, made through CRI,
-// keeps its image's content, the name it runs and its ID record; an unused
-// CRI image leaves no record at all.
+// keeps its image whole, content and every name (the tag it runs, the
+// digest, the ID record); an unused CRI image leaves no record at all.
 func TestPruneKeepsImagesOfCRIContainers(t *testing.T) {
 	e := newEnv(t)
 	used := newImage(t, "pod")
@@ -122,18 +123,22 @@ func TestPruneKeepsImagesOfCRIContainers(t *testing.T) {
 	// CRI's ID record is the image's refcount: no dangling record is made,
 	// which `crictl images` would show as a digest of the image.
 	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{
-		"docker.io/library/pod:1":       used.Target.Digest,
-		used.ConfigDesc.Digest.String(): used.Target.Digest,
+		"docker.io/library/pod:1":                              used.Target.Digest,
+		"docker.io/library/pod@" + used.Target.Digest.String(): used.Target.Digest,
+		used.ConfigDesc.Digest.String():                        used.Target.Digest,
 	}))
 	assert.Check(t, e.hasContent(used))
 	assert.Check(t, e.hasNoContent(unused))
 
-	// Listed by the name it runs; its ID record is no name of its own.
+	// Listed by its tag and its digest; its ID record is no name of its own.
 	rows, err := e.svc.Images(e.ctx)
 	assert.NilError(t, err)
-	assert.Assert(t, is.Len(rows, 1))
+	assert.Assert(t, is.Len(rows, 2))
 	assert.Check(t, is.Equal(rows[0].Name, "docker.io/library/pod:1"))
-	assert.Check(t, is.Equal(rows[0].Containers, 1), "one container, however many sources report it")
+	assert.Check(t, is.Equal(rows[1].Name, "docker.io/library/pod@"+used.Target.Digest.String()))
+	for _, row := range rows {
+		assert.Check(t, is.Equal(row.Containers, 1), "one container, however many sources report it")
+	}
 }
 
 // TestPruneKeepsImageOfContainerWhoseTagMoved: a container that records only
@@ -209,13 +214,19 @@ type creatingStore struct {
 	after   string
 	collect bool
 	ref     string
+	// create, when set, creates the container instead of a record by ref.
+	create  func()
 	deletes *atomic.Int32
 }
 
 func (s creatingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
 	err := s.Store.Delete(ctx, name, opts...)
 	if n := s.deletes.Add(1); n == s.at || name == s.after {
-		s.e.container("late", s.ref, nil)
+		if s.create != nil {
+			s.create()
+		} else {
+			s.e.container("late", s.ref, nil)
+		}
 		if s.collect {
 			assert.NilError(s.e.t, imgleases.Collector{Leases: s.e.client.LeasesService()}.Collect(s.e.nsCtx()))
 		}
@@ -284,5 +295,44 @@ func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 			}
 			assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(uniqueBytes([]testimage.Image{a, b}, []testimage.Image{c}))))
 		})
+	}
+}
+
+// TestPruneGivesACRIImageItsNamesBack: a pod's container created while the
+// prune deletes uses a CRI image the plan let go; the last look gives the
+// image back every record the prune removed (not a dangling record, which
+// `crictl images` would show as one more digest), and its content stays.
+func TestPruneGivesACRIImageItsNamesBack(t *testing.T) {
+	e := newEnv(t)
+	a, c := newImage(t, "a"), newImage(t, "c")
+	e.criImage(a, "docker.io/library/a", "1")
+	e.criImage(c, "docker.io/library/c", "1")
+	chain := e.unpack("docker.io/library/c:1")
+	before := e.names()
+	var deletes atomic.Int32
+	stores := imgsvc.StoresFromClient(e.client)
+	// The first deletion is one of a's records: c's records all go after it.
+	stores.Images = creatingStore{Store: stores.Images, e: e, at: 1, deletes: &deletes,
+		create: func() { e.criContainer("late", c, "docker.io/library/c:1", chain) }}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+
+	rep, err := svc.Prune(e.ctx, plan.Filters{})
+	assert.NilError(t, err)
+
+	assert.Check(t, rep.Err())
+	want := map[string]digest.Digest{}
+	for name, target := range before {
+		if target == c.Target.Digest {
+			want[name] = target
+		}
+	}
+	assert.Check(t, is.Len(want, 3))
+	assert.Check(t, is.DeepEqual(e.names(), want), "c is whole again, a is gone")
+	assert.Check(t, e.hasContent(c))
+	assert.Check(t, e.hasNoContent(a))
+	assert.Check(t, is.Len(rep.Warnings, 1), rep.Warnings)
+	for _, d := range rep.ImagesDeleted {
+		assert.Check(t, d.Deleted != c.Target.Digest.String(), "reported as deleted: %s", d.Deleted)
+		assert.Check(t, !strings.Contains(d.Untagged, "library/c"), "reported as untagged: %s", d.Untagged)
 	}
 }

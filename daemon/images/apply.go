@@ -236,12 +236,23 @@ func (a *applier) goneTargets() []ocispec.Descriptor {
 // now. They are left for the next prune.
 func (a *applier) giveBack(ctx context.Context) {
 	for _, t := range a.releasing() {
-		if a.rescued[t.Digest] || !a.restore(ctx, t) {
+		if a.rescued[t.Digest] {
 			continue
 		}
-		name := plan.DanglingName(t.Digest)
-		delete(a.removed, name)
-		a.untried[name] = true
+		given := []string{plan.DanglingName(t.Digest)}
+		if records := a.removedOf(t.Digest); plan.IsCRIImage(records) {
+			given = given[:0]
+			for _, r := range records {
+				given = append(given, r.Name)
+			}
+		}
+		if !a.restore(ctx, t) {
+			continue
+		}
+		for _, name := range given {
+			delete(a.removed, name)
+			a.untried[name] = true
+		}
 	}
 }
 
@@ -436,16 +447,50 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 	return true
 }
 
-// restore gives a target back its dangling record, if its content is still
-// there, and reports whether it did.
+// restore gives a target back what counts it, if its content is still
+// there, and reports whether it did: its dangling record, or, for a CRI
+// image, every record the prune removed of it, so that CRI lists it whole
+// and the kubelet finds it by the name its pod gives.
 func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 	if _, err := a.s.stores.Content.Info(ctx, target.Digest); err != nil {
-		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its dangling record was to be given back, but its content is gone: %v", err)})
+		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but its content is gone: %v", err)})
 		return false
+	}
+	if records := a.removedOf(target.Digest); plan.IsCRIImage(records) {
+		return a.recreate(ctx, records)
 	}
 	if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
 		a.fail(Failure{Name: target.Digest.String(), Error: err.Error()})
 		return false
 	}
 	return true
+}
+
+// removedOf are the records of target the prune removed, as the plan saw
+// them.
+func (a *applier) removedOf(target digest.Digest) []images.Image {
+	var out []images.Image
+	for _, r := range a.plan.Remove {
+		if r.Target.Digest == target && a.removed[r.Name] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// recreate makes records again as the plan saw them, and reports whether
+// every one is back; a name another client made again meanwhile is left as
+// it is now.
+func (a *applier) recreate(ctx context.Context, records []images.Image) bool {
+	ok := true
+	for _, r := range records {
+		_, err := a.s.stores.Images.Create(ctx, images.Image{Name: r.Name, Target: r.Target, Labels: r.Labels})
+		if err != nil && !errdefs.IsAlreadyExists(err) {
+			a.fail(Failure{Name: r.Name, Error: fmt.Sprintf("not given back: %v", err)})
+			ok = false
+			continue
+		}
+		delete(a.removed, r.Name)
+	}
+	return ok
 }

@@ -247,6 +247,31 @@ func (f Filters) selectNames(names []images.Image) map[string]bool {
 	return selected
 }
 
+// MatchImage applies reference and reference! to an image taken whole, as
+// docker's image list selects an image: one of its names must match a
+// reference pattern, when there are any, and none may match a reference!
+// pattern. An image without a name matches no reference pattern.
+func (f Filters) MatchImage(names []images.Image) bool {
+	if len(f.References) == 0 && len(f.NotReferences) == 0 {
+		return true
+	}
+	if len(names) == 0 {
+		return f.MatchNameless()
+	}
+	matched := len(f.References) == 0
+	for _, r := range names {
+		ref, err := reference.ParseNormalizedNamed(r.Name)
+		if err != nil {
+			continue
+		}
+		if matchesAny(f.NotReferences, ref) {
+			return false
+		}
+		matched = matched || matchesAny(f.References, ref)
+	}
+	return matched
+}
+
 // MatchNameless reports whether a target without a name passes the
 // reference filters: only when there is no reference pattern to match.
 func (f Filters) MatchNameless() bool {

@@ -168,6 +168,9 @@ func decide(records []images.Image, u Usage, kept map[string]bool, f Filters, la
 		return d
 	}
 	used := u.Targets[target]
+	if IsCRIImage(records) {
+		return decideWhole(tr, d, used, kept, f, labels)
+	}
 	matches := f.MatchLabels(labels)
 	goes := func(r images.Image) bool { return matches && !u.Names[r.Name] && f.matchCreated(r.CreatedAt) }
 	if !f.DanglingOnly {
@@ -182,24 +185,11 @@ func decide(records []images.Image, u Usage, kept map[string]bool, f Filters, la
 		// Created by ID or digest: keep the alphabetically last name.
 		d.removeNames = d.removeNames[:len(d.removeNames)-1]
 	}
-	namesLeft := len(tr.Names) - len(d.removeNames)
-	// A reference filter selects an image by its names: one that had none
-	// (only CRI's ID records, or a dangling record) matches no pattern.
-	nameless := len(tr.Names) == 0
-	if !used && namesLeft == 0 && (!f.DanglingOnly || nameless) && (!nameless || f.MatchNameless()) {
-		// CRI's ID records go with the image's last name: an unused CRI
-		// image leaves nothing for `crictl images` to show. A used one keeps
-		// them, so that the kubelet still finds it by ID.
-		for _, r := range tr.IDs {
-			if goes(r) {
-				d.removeNames = append(d.removeNames, r)
-			}
-		}
-	}
 	for _, r := range d.removeNames {
 		d.plan.Untag = append(d.plan.Untag, r.Name)
 	}
-	allGo := len(d.removeNames) == len(tr.Names)+len(tr.IDs)
+	// Only a CRI image has ID records: it is decided whole, above.
+	allGo := len(d.removeNames) == len(tr.Names)
 	switch {
 	case used || !allGo:
 		// The target stays: its dangling record is its refcount. A used
@@ -231,11 +221,11 @@ func Adoptions(records []images.Image) []images.Image {
 // adoption is the dangling record a target that stays lacks, or nil. It
 // carries when the target entered, its earliest record's creation, and its
 // last use, when one of its names has it. A CRI
-// image needs none: its ID record, which stays as long as the image does, is
+// image needs none: it keeps every name while it stays, its ID record is
 // already one record per target that CRI keeps, and a dangling record would
 // show in `crictl images` as a digest of the image.
 func adoption(tr TargetRecords) *images.Image {
-	if tr.Dangling != nil || len(tr.IDs) > 0 {
+	if tr.Dangling != nil || len(tr.IDs) > 0 || slices.ContainsFunc(tr.Names, IsCRIManaged) {
 		return nil
 	}
 	all := append(slices.Clone(tr.Names), tr.IDs...)
