@@ -66,9 +66,10 @@ func (e *env) criImage(img testimage.Image, repo, tag string) {
 	}
 }
 
-// criContainer creates a container record exactly as containerd 2.4's CRI
-// plugin does: no Image, its kind label, its sandbox, its rootfs on the
-// image's chain, and the image in its metadata extension.
+// criContainer creates a container record as containerd 2.4.2's CRI plugin
+// does (e2e/node runs the plugin itself): the name as typed in Image, its
+// kind label, its sandbox, its rootfs on the image's chain, and the image
+// in its metadata extension.
 func (e *env) criContainer(id string, img testimage.Image, imageName, chain string) {
 	e.t.Helper()
 	e.rootfs(id, chain)
@@ -89,6 +90,7 @@ func (e *env) criContainer(id string, img testimage.Image, imageName, chain stri
 	assert.NilError(e.t, err)
 	_, err = e.client.ContainerService().Create(e.nsCtx(), containers.Container{
 		ID:          id,
+		Image:       imageName,
 		Labels:      map[string]string{imgcontainers.CRIKindLabel: "container", "io.kubernetes.pod.name": "pod"},
 		Runtime:     containers.RuntimeInfo{Name: "io.containerd.runc.v2"},
 		Spec:        &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")},

@@ -36,8 +36,11 @@ type criMetadata struct {
 }
 
 // CRI reads the images of containers made by containerd's CRI plugin (the
-// kubelet's): CRI leaves Container.Image empty and keeps the image in its
-// metadata extension. Containers are recognized by that extension, in
+// kubelet's) from its metadata extension: the name the pod spec gave, and
+// the image it resolved at creation, which is the one it runs (and the one
+// the kubelet's image GC keeps) after a pull moved the name. CRI writes the
+// name in Container.Image too (containerd 2.4), which the Records source
+// leaves to this one. Containers are recognized by that extension, in
 // whatever namespace they are.
 type CRI struct{}
 
@@ -70,7 +73,7 @@ func decodeCRI(data []byte) (plan.Container, error) {
 	if m.Version != "v1" {
 		return plan.Container{}, fmt.Errorf("decode CRI container metadata: unsupported version %q", m.Version)
 	}
-	c := plan.Container{Source: "cri", Image: m.Metadata.ImageName}
+	c := plan.Container{Source: "cri", Image: m.Metadata.ImageName, RunsRecorded: true}
 	if d, err := digest.Parse(m.Metadata.ImageDigest); err == nil {
 		c.ImageID = d
 	}

@@ -2,6 +2,7 @@ package containers
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/containers"
@@ -25,12 +26,12 @@ func TestDecodeCRI(t *testing.T) {
 		{
 			name: "containerd 2.4: name, config and target",
 			json: `{"Version":"v1","Metadata":{"ID":"c1","SandboxID":"s1","ImageRef":"` + config.String() + `","ImageDigest":"` + target.String() + `","ImageName":"docker.io/library/app:1","LogPath":""}}`,
-			want: plan.Container{Source: "cri", Image: "docker.io/library/app:1", ImageID: target, ConfigID: config},
+			want: plan.Container{Source: "cri", Image: "docker.io/library/app:1", ImageID: target, ConfigID: config, RunsRecorded: true},
 		},
 		{
 			name: "before containerd 2.4: no target digest",
 			json: `{"Version":"v1","Metadata":{"ID":"c1","ImageRef":"` + config.String() + `","ImageName":"docker.io/library/app@` + target.String() + `"}}`,
-			want: plan.Container{Source: "cri", Image: "docker.io/library/app@" + target.String(), ConfigID: config},
+			want: plan.Container{Source: "cri", Image: "docker.io/library/app@" + target.String(), ConfigID: config, RunsRecorded: true},
 		},
 		{name: "unknown version", json: `{"Version":"v2","Metadata":{"ImageRef":"` + config.String() + `"}}`, wantErr: `unsupported version "v2"`},
 		{name: "no image", json: `{"Version":"v1","Metadata":{"ID":"c1"}}`, wantErr: "names no image"},
@@ -60,5 +61,25 @@ func TestCRISkipsOtherRecords(t *testing.T) {
 	}
 	got, err := CRI{}.Containers(context.Background(), records)
 	assert.NilError(t, err)
-	assert.Check(t, is.DeepEqual(got, []plan.Container{{ID: "cri", Source: "cri", Image: "docker.io/library/pod:1"}}))
+	assert.Check(t, is.DeepEqual(got, []plan.Container{{ID: "cri", Source: "cri", Image: "docker.io/library/pod:1", RunsRecorded: true}}))
+}
+
+// TestRecordsLeaveCRIContainersToCRI: containerd 2.4's CRI writes the name
+// as typed in Container.Image too; the Records source leaves such a
+// container to the CRI source, which knows the image it runs. A sandbox
+// carries no container metadata and is read as any record.
+func TestRecordsLeaveCRIContainersToCRI(t *testing.T) {
+	ext := map[string]typeurl.Any{CRIMetadataExtension: &anypb.Any{TypeUrl: "github.com/containerd/cri/pkg/store/container/Metadata", Value: []byte(`{"Version":"v1","Metadata":{"ImageName":"docker.io/library/pod:1"}}`)}}
+	records := []containers.Container{
+		{ID: "docker", Image: "docker.io/library/app:1", Labels: map[string]string{ImageIDLabel: "sha256:" + strings.Repeat("a", 64)}},
+		{ID: "cri", Image: "docker.io/library/pod:1", Labels: map[string]string{CRIKindLabel: "container"}, Extensions: ext},
+		{ID: "sandbox", Image: "registry.k8s.io/pause:3.10", Labels: map[string]string{CRIKindLabel: "sandbox"}},
+		{ID: "no image"},
+	}
+	got, err := Records{}.Containers(context.Background(), records)
+	assert.NilError(t, err)
+	assert.Check(t, is.DeepEqual(got, []plan.Container{
+		{ID: "docker", Source: "containerd", Image: "docker.io/library/app:1", ImageID: digest.Digest("sha256:" + strings.Repeat("a", 64))},
+		{ID: "sandbox", Source: "containerd", Image: "registry.k8s.io/pause:3.10"},
+	}))
 }

@@ -17,6 +17,11 @@ type Container struct {
 	// ConfigID is the image config digest resolved at creation: CRI's image
 	// ID, the name of its `sha256:<config digest>` record.
 	ConfigID digest.Digest
+	// RunsRecorded is set when the creator runs the image it recorded at
+	// creation (ImageID, ConfigID), whatever Image names now, as CRI does:
+	// the kubelet's image GC keeps that image and not the one a moved tag
+	// names since. Image then protects its name but no other target.
+	RunsRecorded bool
 	// Rootfs is the snapshot the container's root filesystem was prepared
 	// on: the chain ID of the image it was unpacked from.
 	Rootfs *Parent

@@ -72,6 +72,9 @@ func (r resolver) uses(c Container, lineage Lineage) (resolution, error) {
 		if res.byIDRef {
 			res.byID = slices.Clone(res.targets)
 		}
+		if c.RunsRecorded && (c.ImageID != "" || c.ConfigID != "") {
+			res.targets, res.byID = nil, nil
+		}
 	}
 	if c.ImageID != "" {
 		res.targets = append(res.targets, c.ImageID)

@@ -91,6 +91,15 @@ func TestMakePlanCRIImagesWhole(t *testing.T) {
 			wantGone: []digest.Digest{targetB},
 		},
 		{
+			name: "the image a moved tag names now goes when no container runs it: CRI runs the image it recorded",
+			snapshot: Snapshot{
+				Records: cat([]images.Image{record("registry.k8s.io/app:1", targetB, criManaged)}, a[1:], b[1:]),
+				Containers: []Container{{ID: "c1", Source: "cri", Image: "registry.k8s.io/app:1", ImageID: targetA,
+					ConfigID: digest.FromString("config of " + targetA.String()), RunsRecorded: true}},
+			},
+			wantGone: []digest.Digest{targetB},
+		},
+		{
 			name:     "the pinned sandbox image stays",
 			snapshot: Snapshot{Records: cat(criImage("registry.k8s.io/pause:1", targetA, epoch, withLabel(PinnedLabel, PinnedValue)), b)},
 			wantGone: []digest.Digest{targetB},
