@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 INTEGRATION_PKGS := /integration /internal/testctrd
 
 .DEFAULT_GOAL := build
-.PHONY: build containerd docker-cli e2e-deps test e2e unit lint demo bench bench-go clean
+.PHONY: build containerd docker-cli node-deps e2e-deps test e2e unit lint demo bench bench-go clean
 
 ## containerd: build the pinned containerd into _output/bin (skipped when present)
 containerd:
@@ -20,8 +20,14 @@ containerd:
 docker-cli:
 	hack/install-docker-cli.sh
 
-## e2e-deps: dockerd, runc and containerd's runc shim for `make e2e` into
-## _output/e2e/bin (kept once built; dockerd takes minutes)
+## node-deps: runc, containerd's runc shim, crictl and a registry for the
+## Kubernetes-node tests (containerd with CRI) into _output/e2e/bin (kept
+## once built)
+node-deps:
+	hack/install-node.sh
+
+## e2e-deps: node-deps and dockerd for `make e2e` into _output/e2e/bin
+## (kept once built; dockerd takes minutes)
 e2e-deps:
 	hack/install-e2e.sh
 
@@ -39,10 +45,11 @@ test: containerd docker-cli
 	IMGPRUNE_TEST_SNAPSHOTTER=overlayfs $(GO) test -count=1 ./integration/
 
 ## e2e: the docker CLI against a real Docker Engine (containerd image store,
-## private containerd), straight and through `imgprune serve --upstream`
-## (needs root)
+## private containerd), straight and through `imgprune serve --upstream`;
+## then a Kubernetes node (containerd with its CRI plugin, crictl, a local
+## registry) pruned as the kubelet keeps images (needs root)
 e2e: containerd docker-cli e2e-deps
-	$(GO) test -tags e2e -count=1 ./e2e/
+	$(GO) test -p 1 -tags e2e -count=1 ./e2e/...
 
 ## unit: fast tests of the packages that need no containerd daemon
 unit:
@@ -63,10 +70,11 @@ demo: containerd build
 	bash hack/demo.sh
 
 ## bench: seed stores into a private containerd and time imgprune against
-## the floor and the per-name pattern; writes bench/RESULTS.md (needs root).
+## the floor and the per-name pattern, and on a Kubernetes node's store
+## against crictl rmi --prune; writes bench/RESULTS.md (needs root).
 ## BENCH_FLAGS=-huge adds the 100,000-name dry run.
 BENCH_FLAGS ?=
-bench: containerd build
+bench: containerd node-deps build
 	$(GO) run ./bench $(BENCH_FLAGS)
 
 ## bench-go: the Go benchmarks of the packages

@@ -40,6 +40,7 @@ const (
 	cPerName   = "per-name synchronous GC"
 	cInFlight  = "floor, %d deletions in flight"
 	perNameMax = 1000
+	criMax     = 1000
 )
 
 func main() {
@@ -49,7 +50,7 @@ func main() {
 	}
 	var (
 		names   = flag.String("names", "1000,10000", "workload sizes, in image names; empty for none")
-		kinds   = flag.String("kinds", "content,unpacked", "content (blobs only), unpacked (into overlayfs), or both")
+		kinds   = flag.String("kinds", "content,unpacked,cri", "content (blobs only), unpacked (into overlayfs), cri (a Kubernetes node's store, up to 1,000 images), any of them")
 		huge    = flag.Bool("huge", false, "also time the dry run over 100,000 names")
 		out     = flag.String("o", "bench/RESULTS.md", "where to write the results")
 		binary  = flag.String("imgprune", "_output/bin/imgprune", "the imgprune binary to measure")
@@ -68,10 +69,13 @@ func main() {
 			fatalf("invalid -names %q: want sizes of at least 10", *names)
 		}
 		for _, k := range strings.Split(*kinds, ",") {
-			if k != "content" && k != "unpacked" {
-				fatalf("invalid -kinds %q: want content, unpacked or both", *kinds)
+			switch {
+			case k != "content" && k != "unpacked" && k != "cri":
+				fatalf("invalid -kinds %q: want content, unpacked, cri or some of them", *kinds)
+			case k == "cri" && size > criMax:
+				continue // crictl's prune of 10,000 images takes too long to repeat
 			}
-			ws = append(ws, workload{names: size, unpacked: k == "unpacked"})
+			ws = append(ws, workload{names: size, unpacked: k == "unpacked", cri: k == "cri"})
 		}
 	}
 	if *huge {
@@ -131,7 +135,7 @@ func (r *result) add(name string, x run) {
 // seeded on disk: the snapshotter records each snapshot's usage as the
 // disk under it counts it. Each contender's copy is on disk.
 func seedDir(w workload) string {
-	if w.unpacked {
+	if w.unpacked || w.cri {
 		return ""
 	}
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && unix.Access("/dev/shm", unix.W_OK) == nil {
@@ -152,12 +156,7 @@ func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (
 		defer os.RemoveAll(dir)
 	}
 	fmt.Fprintf(os.Stderr, "%v: seeding\n", w)
-	s, err := w.seed(ctx, dir)
-	if err != nil {
-		return result{}, err
-	}
-	fmt.Fprintf(os.Stderr, "%v: seeded %d names, %d blobs, %d snapshots, %d containers in %v\n", w, len(s.names), s.blobs, s.snaps, s.ctrs, s.took.Round(time.Second))
-	res := result{w: w, s: s, runs: map[string]run{}, reps: runs}
+	res := result{w: w, runs: map[string]run{}, reps: runs}
 	step := func(name string, f func() (run, error)) error {
 		var xs []run
 		for i := range runs {
@@ -171,6 +170,21 @@ func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (
 		res.add(name, median(xs))
 		return nil
 	}
+	if w.cri {
+		cn, err := measureCRI(ctx, bin, w, step, dir)
+		res.s = cn.seeded
+		if cn.reg != nil {
+			cn.reg.Stop()
+		}
+		res.agree = agree(res.runs[cCRIDry].report, res.runs[cCRIPrune].report)
+		return res, err
+	}
+	s, err := w.seed(ctx, dir)
+	if err != nil {
+		return result{}, err
+	}
+	res.s = s
+	fmt.Fprintf(os.Stderr, "%v: seeded %d names, %d blobs, %d snapshots, %d containers in %v\n", w, len(s.names), s.blobs, s.snaps, s.ctrs, s.took.Round(time.Second))
 	all := []string{"prune", "-a", "--force", "--format", "json"}
 	if err := step(cDry, func() (run, error) {
 		return imgprune(ctx, bin, s, false, append(all, "--dry-run", "--root", "")...)
@@ -245,9 +259,14 @@ func agree(dry, done report) string {
 	return fmt.Sprintf("yes: %d entries, %d bytes", len(done.ImagesDeleted), done.SpaceReclaimed)
 }
 
-// ratio is a run's time over the floor's.
+// ratio is a run's time over the baseline's: the floor's, or on a CRI
+// node crictl's prune.
 func (r result) ratio(name string) (float64, bool) {
-	f, ok := r.runs[cFloor]
+	base := cFloor
+	if r.w.cri {
+		base = cCrictl
+	}
+	f, ok := r.runs[base]
 	x, ok2 := r.runs[name]
 	if !ok || !ok2 || f.wall == 0 {
 		return 0, false
@@ -261,7 +280,7 @@ func (r result) print(w io.Writer) {
 		x := r.runs[name]
 		fmt.Fprintf(w, "  %-40s %8.2f s", name, x.wall.Seconds())
 		if q, ok := r.ratio(name); ok {
-			fmt.Fprintf(w, "  %5.2f× floor", q)
+			fmt.Fprintf(w, "  %5.2f× baseline", q)
 		}
 		if x.rss > 0 {
 			fmt.Fprintf(w, "  peak RSS %4d MiB", x.rss>>20)
@@ -281,7 +300,8 @@ func markdown(ctx context.Context, results []result) string {
 	fmt.Fprintf(&b, "- Versions: %s, containerd %s, imgprune %s\n", runtime.Version(), command(containerdBinary(), "--version"), command("git", "describe", "--always", "--dirty"))
 	b.WriteString("- Workloads: names over 80 % as many targets, 3 layers each (2 from a shared pool), every fourth target with a second name, one target in ten used by a container record (by name, full ID, short ID or digest in turn), no dangling records. Unpacked stores have every image unpacked into overlayfs and each container a rootfs snapshot.\n")
 	fmt.Fprintf(&b, "- Each contender runs on its own copy of the seeded store with its own daemon, timed once that daemon's startup collection is over (on a host it ran long before), %d times; the table gives the median time and the highest peak RSS. The floor deletes exactly the names imgprune removed, then runs one collection, in-process; imgprune is timed as a whole process, from start to exit.\n\n", results[0].reps)
-	b.WriteString("| workload | contender | seconds | × floor | peak RSS |\n|---|---|---:|---:|---:|\n")
+	b.WriteString("- CRI node: images pulled with crictl from a local registry into containerd's CRI plugin (`k8s.io`, three records each), a pod on one image in ten whose container was created by tag, repo@digest or image ID in turn, and a tag pulled again onto a new image after a container was made from it; the pods stopped. The baseline there is `crictl rmi --prune` (one `RemoveImage`, with its own synchronous collection, per unused image), timed as a whole process.\n\n")
+	b.WriteString("| workload | contender | seconds | × baseline | peak RSS |\n|---|---|---:|---:|---:|\n")
 	for _, r := range results {
 		for _, name := range r.order {
 			x := r.runs[name]
@@ -326,6 +346,14 @@ func targets(results []result) []target {
 		case w.dryOnly:
 			x := r.runs[cDry]
 			out = append(out, target{fmt.Sprintf("%v: dry run under 5 s, peak RSS under 1 GiB", w), fmt.Sprintf("%.2f s, %d MiB", x.wall.Seconds(), x.rss>>20), x.wall < 5*time.Second && x.rss < 1<<30})
+			continue
+		case w.cri:
+			if prune, ok := r.ratio(cCRIPrune); ok {
+				out = append(out, target{fmt.Sprintf("%v: prune -a at least 5× faster than crictl rmi --prune", w), fmt.Sprintf("%.1f×", 1/prune), prune <= 0.2})
+			}
+			if dry, ok := r.ratio(cCRIDry); ok {
+				out = append(out, target{fmt.Sprintf("%v: dry run under 5 %% of crictl rmi --prune", w), fmt.Sprintf("%.1f %%", 100*dry), dry < 0.05})
+			}
 			continue
 		case !hasPrune:
 			continue

@@ -68,7 +68,7 @@ func withDaemon(ctx context.Context, dir string, f func(d *testctrd.Daemon, c *c
 		return err
 	}
 	defer c.Close()
-	if err := startupCollected(ctx, c); err != nil {
+	if err := startupCollected(ctx, c, namespace); err != nil {
 		return err
 	}
 	return f(d, c)
@@ -82,12 +82,12 @@ const startupCollectionDelay = 100 * time.Millisecond
 // host's daemon ran it long before a prune; here it would take cores from
 // whatever ran first. A collection holds the metadata store's write lock,
 // so a write made after it began returns once it is over.
-func startupCollected(ctx context.Context, c *client.Client) error {
+func startupCollected(ctx context.Context, c *client.Client, ns string) error {
 	time.Sleep(2 * startupCollectionDelay)
 	start := time.Now()
 	// Clearing a label the namespace lacks writes nothing, and marks
 	// nothing for collection, but waits for the lock like any write.
-	if err := c.NamespaceService().SetLabel(ctx, namespace, "org.imgprune.bench", ""); err != nil {
+	if err := c.NamespaceService().SetLabel(ctx, ns, "org.imgprune.bench", ""); err != nil {
 		return fmt.Errorf("wait for the startup collection: %w", err)
 	}
 	log.G(ctx).Infof("the startup collection was over %v later", time.Since(start).Round(time.Millisecond))
@@ -123,11 +123,16 @@ func imgprune(ctx context.Context, bin string, s seeded, offline bool, args ...s
 	return r, err
 }
 
-// exe runs imgprune and reads its report. It runs it through this program
+// exe runs imgprune on the benchmark's namespace and reads its report.
+func exe(ctx context.Context, bin string, args []string) (run, error) {
+	return exeIn(ctx, bin, append([]string{"--namespace", namespace}, args...))
+}
+
+// exeIn runs imgprune and reads its report. It runs it through this program
 // started again as a small process (measureChild): a child forked from
 // this big one would count its pages in its own peak RSS.
-func exe(ctx context.Context, bin string, args []string) (run, error) {
-	args = append([]string{"--namespace", namespace, "--docker-host", "none"}, args...)
+func exeIn(ctx context.Context, bin string, args []string) (run, error) {
+	args = append([]string{"--docker-host", "none"}, args...)
 	self, err := os.Executable()
 	if err != nil {
 		return run{}, err

@@ -40,9 +40,16 @@ type workload struct {
 	// dryOnly workloads are too large for every contender: only the dry run
 	// is measured.
 	dryOnly bool
+	// cri workloads are a Kubernetes node's store: names images pulled
+	// through containerd's CRI plugin (three records each), measured
+	// against crictl's prune.
+	cri bool
 }
 
 func (w workload) String() string {
+	if w.cri {
+		return fmt.Sprintf("%d images, CRI node", w.names)
+	}
 	kind := "content"
 	if w.unpacked {
 		kind = "unpacked"

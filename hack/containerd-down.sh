@@ -2,9 +2,12 @@
 # Usage: hack/containerd-down.sh DIR
 #
 # Stops the containerd started by hack/containerd-up.sh DIR: SIGTERM, then
-# SIGKILL after 10 seconds. Then lazily unmounts everything still mounted
-# under DIR (deepest first) and removes DIR, unless KEEP is set to a
-# non-empty value. Safe to run when nothing is running or DIR is gone.
+# SIGKILL after 10 seconds. For a CRI-mode daemon (IMGPRUNE_CRI=1, DIR/runc
+# exists) it then deletes with runc --force the containers still running
+# (pods not removed before) and kills their shims, which outlive containerd.
+# Then lazily unmounts everything still mounted under DIR (deepest first)
+# and removes DIR, unless KEEP is set to a non-empty value. Safe to run when
+# nothing is running or DIR is gone.
 set -euo pipefail
 
 if [[ $# -ne 1 || -z "$1" ]]; then
@@ -52,6 +55,38 @@ if [[ -f "${pidfile}" ]]; then
 		fi
 	fi
 	rm -f "${pidfile}"
+fi
+
+# CRI-mode leftovers. runc delete --force kills a container's processes and
+# removes its cgroup and state; the shims, started with -address
+# DIR/containerd.sock, wait for a containerd that is gone.
+if [[ -d "${dir}/runc" ]]; then
+	runc_bin="$(sed -n "s/^ *BinaryName = '\(.*\)'\$/\1/p" "${config}" 2>/dev/null | head -n 1 || true)"
+	leftovers=0
+	for root in "${dir}"/runc/*/; do
+		[[ -d "${root}" ]] || continue
+		if [[ ! -x "${runc_bin}" ]]; then
+			echo "containerd-down: no runc (BinaryName in ${config}) to delete the containers in ${root}" >&2
+			break
+		fi
+		while IFS= read -r id; do
+			[[ -n "${id}" ]] || continue
+			"${runc_bin}" --root "${root}" delete --force "${id}" >&2 || true
+			leftovers=$((leftovers + 1))
+		done < <("${runc_bin}" --root "${root}" list -q 2>/dev/null)
+	done
+	shims=()
+	for proc in /proc/[0-9]*; do
+		mapfile -d '' args 2>/dev/null <"${proc}/cmdline" || continue
+		[[ "${args[0]:-}" == *containerd-shim* && " ${args[*]} " == *" -address ${dir}/containerd.sock "* ]] || continue
+		shims+=("${proc#/proc/}")
+	done
+	if ((${#shims[@]} > 0)); then
+		kill -KILL "${shims[@]}" 2>/dev/null || true
+	fi
+	if ((leftovers + ${#shims[@]} > 0)); then
+		stopped="${stopped}, deleted ${leftovers} leftover container(s), killed ${#shims[@]} shim(s)"
+	fi
 fi
 
 # mounts_under: mount points at or below DIR, deepest first. Field 5 of

@@ -12,6 +12,28 @@
 #   DIR/containerd.log       daemon log (the previous one is kept as .log.prev)
 #   DIR/containerd.pid       daemon PID
 #
+# With IMGPRUNE_CRI=1 the daemon is also a Kubernetes node's runtime: its CRI
+# plugin serves the CRI runtime and image services on the same gRPC socket
+# (crictl --runtime-endpoint unix://DIR/containerd.sock), with, under DIR:
+#
+#   DIR/root/io.containerd.grpc.v1.cri, DIR/state/io.containerd.grpc.v1.cri
+#                            the CRI plugin's own files
+#   DIR/certs.d              registry hosts configuration: the caller writes
+#                            DIR/certs.d/HOST[:PORT]/hosts.toml
+#   DIR/runc                 runc's state (runc --root)
+#   DIR/cni/bin, DIR/cni/net.d
+#                            CNI dirs, left empty: the node's network is not
+#                            ready, so only host-network pods can run
+#   DIR/cdi                  CDI spec dir, empty
+#   DIR/s                    the shims' sockets (when DIR is at most 40 bytes
+#                            long; else in /run/containerd/s)
+#   DIR/crictl.yaml          crictl's endpoints: crictl --config DIR/crictl.yaml
+#
+# Pods run with runc (cgroupfs driver), overlayfs snapshots, no AppArmor, no
+# NRI, and the streaming server (exec, attach, port-forward) on 127.0.0.1 on
+# a free port. runc is built without seccomp: containers must not ask for a
+# seccomp profile.
+#
 # An existing DIR is reused, so the image store survives a down/up cycle
 # when hack/containerd-down.sh was run with KEEP=1.
 #
@@ -19,6 +41,15 @@
 #   IMGPRUNE_CONTAINERD_BIN  containerd binary (default <repo>/_output/bin/containerd)
 #   CONTAINERD_LOG_LEVEL     info (default), debug or trace
 #   CONTAINERD_START_TIMEOUT seconds to wait for the daemon (default 30)
+#   IMGPRUNE_CRI             1 enables the CRI plugin (default: disabled)
+#   IMGPRUNE_SANDBOX_IMAGE   with IMGPRUNE_CRI=1, required: the pod sandbox
+#                            (pause) image, pinned so that image garbage
+#                            collection keeps it; pulled on the first pod when
+#                            not in namespace k8s.io already
+#   IMGPRUNE_RUNC            with IMGPRUNE_CRI=1: the runc binary (default
+#                            <repo>/_output/e2e/bin/runc); the daemon finds
+#                            containerd-shim-runc-v2 on its PATH, which starts
+#                            with <repo>/_output/e2e/bin (make node-deps)
 #
 # Prints the gRPC socket path on success. Stop with hack/containerd-down.sh DIR.
 set -euo pipefail
@@ -32,6 +63,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 bin="${IMGPRUNE_CONTAINERD_BIN:-${repo_root}/_output/bin/containerd}"
 log_level="${CONTAINERD_LOG_LEVEL:-info}"
 timeout="${CONTAINERD_START_TIMEOUT:-30}"
+cri="${IMGPRUNE_CRI:-}"
+node_bin="${repo_root}/_output/e2e/bin"
 
 if [[ ! "${timeout}" =~ ^[1-9][0-9]*$ ]]; then
 	echo "containerd-up: CONTAINERD_START_TIMEOUT must be a positive number of seconds" >&2
@@ -45,6 +78,36 @@ if [[ ! -x "${bin}" ]]; then
 	echo "containerd-up: ${bin} not found; run 'make containerd'" >&2
 	exit 1
 fi
+case "${cri}" in
+'' | 0) cri="" ;;
+1)
+	sandbox_image="${IMGPRUNE_SANDBOX_IMAGE:-}"
+	runc="${IMGPRUNE_RUNC:-${node_bin}/runc}"
+	if [[ -z "${sandbox_image}" ]]; then
+		echo "containerd-up: IMGPRUNE_CRI=1 needs IMGPRUNE_SANDBOX_IMAGE, the pod sandbox (pause) image" >&2
+		exit 2
+	fi
+	if [[ ! -x "${runc}" || -d "${runc}" ]]; then
+		echo "containerd-up: ${runc} not found; run 'make node-deps'" >&2
+		exit 1
+	fi
+	runc="$(cd "$(dirname "${runc}")" && pwd -P)/$(basename "${runc}")"
+	case "${sandbox_image}${runc}" in
+	*\'* | *$'\n'*)
+		echo "containerd-up: IMGPRUNE_SANDBOX_IMAGE and IMGPRUNE_RUNC must not contain quotes or newlines" >&2
+		exit 2
+		;;
+	esac
+	if [[ ! -x "${node_bin}/containerd-shim-runc-v2" ]]; then
+		echo "containerd-up: ${node_bin}/containerd-shim-runc-v2 not found; run 'make node-deps'" >&2
+		exit 1
+	fi
+	;;
+*)
+	echo "containerd-up: IMGPRUNE_CRI must be 1, 0 or empty" >&2
+	exit 2
+	;;
+esac
 case "${log_level}" in
 info | debug | trace) ;;
 *)
@@ -90,16 +153,20 @@ fi
 mkdir -p "${dir}/root" "${dir}/state" "${dir}/tmp"
 
 # Plugins not needed to manage an image store. They are disabled because they
-# are heavy (CRI), talk to the host outside DIR (NRI socket in /var/run/nri,
-# /opt/containerd, host cgroups) or only add background activity.
-# The remaining plugins include content, metadata, images, leases,
-# namespaces, containers, snapshots (overlayfs, native), diff, gc scheduler,
-# introspection, transfer, events, tasks (API only; no runc is installed).
-disabled=(
+# are heavy (CRI, unless IMGPRUNE_CRI=1), talk to the host outside DIR (NRI
+# socket in /var/run/nri, /opt/containerd, host cgroups) or only add
+# background activity. The remaining plugins include content, metadata,
+# images, leases, namespaces, containers, snapshots (overlayfs, native),
+# diff, gc scheduler, introspection, transfer, events, tasks (API only, but
+# for CRI mode: no runc is installed otherwise), sandbox store and
+# controllers.
+cri_plugins=(
 	io.containerd.grpc.v1.cri
 	io.containerd.cri.v1.images
 	io.containerd.cri.v1.runtime
 	io.containerd.podsandbox.controller.v1.podsandbox
+)
+disabled=(
 	io.containerd.nri.v1.nri
 	io.containerd.internal.v1.tracing
 	io.containerd.tracing.processor.v1.otlp
@@ -134,6 +201,14 @@ required=(
 	io.containerd.grpc.v1.transfer
 	io.containerd.grpc.v1.version
 )
+# In CRI mode the CRI plugins must load: containerd exits at boot when one
+# fails, instead of booting without CRI.
+if [[ -n "${cri}" ]]; then
+	required+=("${cri_plugins[@]}")
+	mkdir -p "${dir}/certs.d" "${dir}/runc" "${dir}/cni/bin" "${dir}/cni/net.d" "${dir}/cdi"
+else
+	disabled=("${cri_plugins[@]}" "${disabled[@]}")
+fi
 toml_list() {
 	local sep="" item
 	printf '['
@@ -174,15 +249,85 @@ required_plugins = $(toml_list "${required[@]}")
     pause_threshold = 0.001
 EOF
 
+if [[ -n "${cri}" ]]; then
+	# The CRI plugin's root and state dirs are <root>/io.containerd.grpc.v1.cri
+	# and <state>/io.containerd.grpc.v1.cri. Pod logs go where the caller's
+	# PodSandboxConfig.log_directory says.
+	cat >>"${config}" <<EOF
+
+  # CRI (IMGPRUNE_CRI=1).
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = '${sandbox_image}'
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = '${dir}/certs.d'
+
+  [plugins.'io.containerd.cri.v1.runtime']
+    # The default profile would have to be loaded into the host's kernel
+    # with apparmor_parser.
+    disable_apparmor = true
+    # No lower OOM score than containerd's own: setting the sandbox's -998
+    # needs CAP_SYS_RESOURCE, which containerd may not have (runc init
+    # fails with "failed to update /proc/self/oom_score_adj: Permission
+    # denied").
+    restrict_oom_score_adj = true
+    # Pod network namespaces (of non-host-network pods) under DIR/state,
+    # not /var/run/netns.
+    netns_mounts_under_state_dir = true
+    # CDI cannot be turned off in containerd 2.x (enable_cdi is gone); its
+    # spec dir is empty.
+    cdi_spec_dirs = ['${dir}/cdi']
+    enable_criu = false
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = 'io.containerd.runc.v2'
+        sandboxer = 'podsandbox'
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          BinaryName = '${runc}'
+          Root = '${dir}/runc'
+          # cgroupfs: works on cgroup v1, hybrid and v2 hosts without systemd.
+          SystemdCgroup = false
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ['${dir}/cni/bin']
+      conf_dir = '${dir}/cni/net.d'
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    disable_tcp_service = true
+    stream_server_address = '127.0.0.1'
+    stream_server_port = '0'
+EOF
+	cat >"${dir}/crictl.yaml" <<EOF
+runtime-endpoint: unix://${sock}
+image-endpoint: unix://${sock}
+timeout: 30
+EOF
+	# The shims' sockets go to DIR/s rather than /run/containerd/s when the
+	# path is short enough for containerd (at most 42 bytes).
+	if ((${#dir} + 2 <= 42)); then
+		cat >>"${config}" <<EOF
+
+  [plugins.'io.containerd.shim.v1.manager']
+    socket_dir = '${dir}/s'
+EOF
+	fi
+fi
+
 if [[ -f "${log}" ]]; then
 	mv -f "${log}" "${log}.prev"
 fi
 : >"${log}"
 
 # The inner shell records its own PID and then execs containerd, so the PID
-# file is right whether or not setsid has to fork.
+# file is right whether or not setsid has to fork. In CRI mode containerd
+# starts containerd-shim-runc-v2 from its PATH.
+daemon_path="${PATH}"
+if [[ -n "${cri}" ]]; then
+	daemon_path="${node_bin}:${PATH}"
+fi
 # shellcheck disable=SC2016 # $$ must expand in the inner shell
-setsid sh -c 'echo $$ >"$1"; shift; exec "$@"' containerd-up "${pidfile}" \
+PATH="${daemon_path}" setsid sh -c 'echo $$ >"$1"; shift; exec "$@"' containerd-up "${pidfile}" \
 	"${bin}" --config "${config}" </dev/null >>"${log}" 2>&1 &
 disown
 

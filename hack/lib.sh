@@ -1,4 +1,6 @@
-# Shared by hack/containerd-up.sh and hack/containerd-down.sh; sourced, not run.
+# Shared by the hack/ scripts; sourced, not run. running is for
+# hack/containerd-up.sh and hack/containerd-down.sh, build for
+# hack/install-node.sh and hack/install-e2e.sh.
 
 # running PID: succeeds when PID is a live (non-zombie) containerd using
 # ${config}. Uses builtins only, as it is polled.
@@ -10,4 +12,20 @@ running() {
 	[[ -n "${stat}" && "${stat:0:1}" != Z ]] || return 1
 	mapfile -d '' args 2>/dev/null <"/proc/${pid}/cmdline" || return 1
 	[[ " ${args[*]} " == *" --config ${config} "* ]]
+}
+
+# build NAME MODULE/PKG@VERSION: go installs the package into
+# <repo>/_output/e2e/bin unless NAME is already there with NAME.version
+# beside it naming the same package and version, then records that file.
+# Used by hack/install-node.sh and hack/install-e2e.sh.
+build() {
+	local name="$1" pkg="$2" dest
+	dest="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)/_output/e2e/bin"
+	mkdir -p "${dest}"
+	if [[ -x "${dest}/${name}" && -f "${dest}/${name}.version" && "$(cat "${dest}/${name}.version")" == "${pkg}" ]]; then
+		return
+	fi
+	echo "building ${pkg}" >&2
+	GOBIN="${dest}" go install "${pkg}"
+	echo "${pkg}" >"${dest}/${name}.version"
 }

@@ -19,6 +19,12 @@
 //
 // Setting KEEP=1 in the environment keeps the daemon directory (with its
 // log and store) after Stop for inspection.
+//
+// Start(dir, WithCRI(sandboxImage)) starts a Kubernetes node's containerd
+// instead: its CRI plugin serves on the same socket (CRIEndpoint), runs pods
+// with the runc and shim of `make node-deps` and pulls through the hosts
+// files that the caller writes under RegistryHostsDir. See
+// hack/containerd-up.sh.
 package testctrd
 
 import (
@@ -40,6 +46,16 @@ import (
 // binary, which defaults to <repo>/_output/bin/containerd.
 const BinaryEnv = "IMGPRUNE_CONTAINERD_BIN"
 
+// RuncEnv names the environment variable that overrides the runc binary of
+// a daemon started WithCRI, which defaults to <repo>/_output/e2e/bin/runc.
+const RuncEnv = "IMGPRUNE_RUNC"
+
+// The environment of hack/containerd-up.sh that WithCRI sets.
+const (
+	criEnv          = "IMGPRUNE_CRI"
+	sandboxImageEnv = "IMGPRUNE_SANDBOX_IMAGE"
+)
+
 // scriptTimeout bounds each run of the up/down scripts; the scripts have
 // their own, shorter timeouts (30 s to boot, 15 s to stop).
 const scriptTimeout = 2 * time.Minute
@@ -52,8 +68,33 @@ type Daemon struct {
 	Dir string
 	// PID is the daemon's process ID.
 	PID int
+	// CRI tells whether the daemon was started WithCRI.
+	CRI bool
 
 	repo string
+}
+
+// Option configures Start.
+type Option func(*options)
+
+type options struct {
+	cri          bool
+	sandboxImage string
+}
+
+// WithCRI enables containerd's CRI plugin, so that the daemon is a
+// Kubernetes node's runtime and image service (crictl, a kubelet) on
+// CRIEndpoint. sandboxImage is the pod sandbox (pause) image: pinned, and
+// pulled for the first pod unless it is already in namespace k8s.io
+// (nothing can be pulled from the internet here: push the project's own,
+// hack/pause, to a local registry, or import it). The runc and
+// containerd-shim-runc-v2 of `make node-deps` must be in
+// <repo>/_output/e2e/bin ($IMGPRUNE_RUNC overrides runc).
+func WithCRI(sandboxImage string) Option {
+	return func(o *options) {
+		o.cri = true
+		o.sandboxImage = sandboxImage
+	}
 }
 
 // RepoRoot walks up from the working directory to the directory that
@@ -101,8 +142,16 @@ func Binary() (string, error) {
 // Start starts a private containerd with all of its files under dir (created
 // if needed) and waits until it has booted. dir must be short enough for
 // unix socket paths (use os.MkdirTemp("", "ctrd")). The caller must call
-// Stop, which also removes dir.
-func Start(dir string) (*Daemon, error) {
+// Stop, which also removes dir. Without options the daemon only manages an
+// image store (no CRI, no runtime).
+func Start(dir string, opts ...Option) (*Daemon, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.cri && o.sandboxImage == "" {
+		return nil, errors.New("testctrd: WithCRI needs a sandbox image")
+	}
 	repo, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -120,14 +169,18 @@ func Start(dir string) (*Daemon, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	env := []string{BinaryEnv + "=" + bin, criEnv + "=", sandboxImageEnv + "="}
+	if o.cri {
+		env = append(env, criEnv+"=1", sandboxImageEnv+"="+o.sandboxImage)
+	}
 	// The script prints the resolved socket path (symlinks evaluated).
-	out, err := runScript(repo, "containerd-up.sh", dir, BinaryEnv+"="+bin)
+	out, err := runScript(repo, "containerd-up.sh", dir, env...)
 	if err != nil {
 		return nil, err
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	sock := strings.TrimSpace(lines[len(lines)-1])
-	d := &Daemon{Address: sock, Dir: filepath.Dir(sock), repo: repo}
+	d := &Daemon{Address: sock, Dir: filepath.Dir(sock), CRI: o.cri, repo: repo}
 	pid, err := os.ReadFile(filepath.Join(d.Dir, "containerd.pid"))
 	if err == nil {
 		d.PID, err = strconv.Atoi(strings.TrimSpace(string(pid)))
@@ -169,6 +222,27 @@ func (d *Daemon) Client(ctx context.Context, opts ...client.Opt) (*client.Client
 		return nil, fmt.Errorf("testctrd: containerd at %s does not answer: %w", d.Address, err)
 	}
 	return c, nil
+}
+
+// CRIEndpoint returns the daemon's CRI runtime and image endpoint, for
+// crictl's --runtime-endpoint and --image-endpoint or a CRI client:
+// unix:// and the gRPC socket. It is served only when the daemon was
+// started WithCRI.
+func (d *Daemon) CRIEndpoint() string {
+	return "unix://" + d.Address
+}
+
+// RegistryHostsDir returns the CRI plugin's registry hosts configuration
+// directory (config_path): write HOST[:PORT]/hosts.toml there, e.g. for a
+// plain-HTTP registry on 127.0.0.1:5000, 127.0.0.1:5000/hosts.toml with
+//
+//	server = "http://127.0.0.1:5000"
+//	[host."http://127.0.0.1:5000"]
+//	  capabilities = ["pull", "resolve"]
+//
+// It is read at each pull.
+func (d *Daemon) RegistryHostsDir() string {
+	return filepath.Join(d.Dir, "certs.d")
 }
 
 // LogPath returns the path of the daemon's log file.

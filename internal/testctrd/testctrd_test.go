@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -132,6 +133,118 @@ func TestRestartKeepsStore(t *testing.T) {
 	got, err := c2.ImageService().Get(nsctx, testImage().Name)
 	assert.NilError(t, err)
 	assert.Check(t, cmp.Equal(got.Target.Digest, testImage().Target.Digest))
+}
+
+// criPlugins are the plugins that WithCRI enables, as type and ID.
+var criPlugins = [][2]string{
+	{"io.containerd.grpc.v1", "cri"},
+	{"io.containerd.cri.v1", "images"},
+	{"io.containerd.cri.v1", "runtime"},
+	{"io.containerd.podsandbox.controller.v1", "podsandbox"},
+}
+
+// pluginErrs returns the loaded plugins of c, as "type.id", with their
+// init errors ("" when they loaded).
+func pluginErrs(t *testing.T, ctx context.Context, c *client.Client) map[string]string {
+	t.Helper()
+	resp, err := c.IntrospectionService().Plugins(ctx)
+	assert.NilError(t, err)
+	out := map[string]string{}
+	for _, p := range resp.Plugins {
+		out[p.Type+"."+p.ID] = p.GetInitErr().GetMessage()
+	}
+	return out
+}
+
+// TestStartWithCRI starts a Kubernetes node's containerd. It needs the runc
+// and runc shim of `make node-deps`, and crictl for its last checks; it is
+// skipped without runc or the shim.
+func TestStartWithCRI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	repo, err := RepoRoot()
+	assert.NilError(t, err)
+	nodeBin := filepath.Join(repo, "_output", "e2e", "bin")
+	for _, name := range []string{"runc", "containerd-shim-runc-v2"} {
+		if _, err := os.Stat(filepath.Join(nodeBin, name)); err != nil {
+			t.Skipf("no %s in %s: run make node-deps", name, nodeBin)
+		}
+	}
+
+	const sandbox = "127.0.0.1:1/testctrd/pause:1"
+	dir, err := os.MkdirTemp("", "ctrd")
+	assert.NilError(t, err)
+	d, err := Start(dir, WithCRI(sandbox))
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	assert.Check(t, d.CRI)
+	assert.Check(t, cmp.Equal(d.CRIEndpoint(), "unix://"+d.Address))
+	fi, err := os.Stat(d.RegistryHostsDir())
+	assert.NilError(t, err)
+	assert.Check(t, fi.IsDir())
+
+	c := newClient(t, ctx, d)
+	loaded := pluginErrs(t, ctx, c)
+	for _, p := range criPlugins {
+		msg, ok := loaded[p[0]+"."+p[1]]
+		assert.Check(t, ok, "plugin %s.%s not loaded", p[0], p[1])
+		assert.Check(t, cmp.Equal(msg, ""), "plugin %s.%s", p[0], p[1])
+	}
+	config, err := os.ReadFile(filepath.Join(d.Dir, "config.toml"))
+	assert.NilError(t, err)
+	for _, want := range []string{
+		"sandbox = '" + sandbox + "'",
+		"config_path = '" + d.RegistryHostsDir() + "'",
+		"BinaryName = '" + filepath.Join(nodeBin, "runc") + "'",
+		"SystemdCgroup = false",
+	} {
+		assert.Check(t, cmp.Contains(string(config), want))
+	}
+
+	crictl := filepath.Join(nodeBin, "crictl")
+	if _, err := os.Stat(crictl); err != nil {
+		t.Logf("no crictl in %s (make node-deps): CRI API not checked", nodeBin)
+		return
+	}
+	out, err := exec.CommandContext(ctx, crictl, "--runtime-endpoint", d.CRIEndpoint(), "--image-endpoint", d.CRIEndpoint(), "version").CombinedOutput()
+	assert.NilError(t, err, "%s", out)
+	assert.Check(t, cmp.Contains(string(out), "RuntimeName:  containerd"))
+	// DIR/crictl.yaml names both endpoints.
+	out, err = exec.CommandContext(ctx, crictl, "--config", filepath.Join(d.Dir, "crictl.yaml"), "info").CombinedOutput()
+	assert.NilError(t, err, "%s", out)
+	assert.Check(t, cmp.Regexp(`"type": "RuntimeReady"`, string(out)))
+	assert.Check(t, cmp.Contains(string(out), `"Root": "`+filepath.Join(d.Dir, "runc")+`"`))
+}
+
+func TestWithCRINeedsSandboxImage(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "daemon")
+	_, err := Start(dir, WithCRI(""))
+	assert.ErrorContains(t, err, "sandbox image")
+	_, err = os.Stat(dir)
+	assert.Check(t, os.IsNotExist(err))
+}
+
+// TestStartIgnoresCRIEnv: without WithCRI, IMGPRUNE_CRI in the test's
+// environment does not reach hack/containerd-up.sh.
+func TestStartIgnoresCRIEnv(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Setenv(criEnv, "1")
+	t.Setenv(sandboxImageEnv, "127.0.0.1:1/testctrd/pause:1")
+	d := startDaemon(t)
+	assert.Check(t, !d.CRI)
+	loaded := pluginErrs(t, ctx, newClient(t, ctx, d))
+	for _, p := range criPlugins {
+		_, ok := loaded[p[0]+"."+p[1]]
+		assert.Check(t, !ok, "plugin %s.%s loaded", p[0], p[1])
+	}
 }
 
 func TestStartWithoutBinary(t *testing.T) {

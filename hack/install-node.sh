@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds what the Kubernetes-node tests run into _output/e2e/bin, from the Go
+# module proxy: runc and containerd's runc shim (for a containerd with its
+# CRI plugin, hack/containerd-up.sh with IMGPRUNE_CRI=1), crictl to drive it,
+# and a registry (distribution) to pull from. Each is kept once built, with
+# NAME.version beside it (see build in hack/lib.sh). hack/install-e2e.sh
+# runs this first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+source hack/lib.sh
+
+: "${RUNC_VERSION:=v1.5.2}"
+: "${CRICTL_VERSION:=v1.37.0}"
+: "${REGISTRY_VERSION:=v3.1.2}"
+containerd_version="$(go list -m -f '{{.Version}}' github.com/containerd/containerd/v2)"
+
+# runc is built without the seccomp build tag (no libseccomp): containers
+# must not ask for a seccomp profile.
+build runc "github.com/opencontainers/runc@${RUNC_VERSION}"
+build containerd-shim-runc-v2 "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@${containerd_version}"
+build crictl "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
+build registry "github.com/distribution/distribution/v3/cmd/registry@${REGISTRY_VERSION}"
