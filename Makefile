@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 INTEGRATION_PKGS := /integration /internal/testctrd
 
 .DEFAULT_GOAL := build
-.PHONY: build containerd docker-cli node-deps e2e-deps test e2e unit lint demo bench bench-go clean
+.PHONY: build image containerd docker-cli node-deps e2e-deps test e2e unit lint demo bench bench-go clean
 
 ## containerd: build the pinned containerd into _output/bin (skipped when present)
 containerd:
@@ -36,6 +36,14 @@ build:
 	$(GO) build -o $(BIN_DIR)/imgprune ./cmd/imgprune
 	$(GO) build -o $(BIN_DIR)/genimages ./hack/genimages
 	$(GO) build -o $(BIN_DIR)/mkcontainer ./hack/mkcontainer
+
+## image: imgprune's container image, an OCI archive of a static binary
+## (no Docker needed), into _output/imgprune-image.tar; IMAGE names it
+IMAGE ?= ghcr.io/imgprune/imgprune:latest
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -o _output/image/imgprune ./cmd/imgprune
+	$(GO) run ./hack/mkimage -binary _output/image/imgprune -name $(IMAGE) \
+		-version "$$(git describe --always --dirty 2>/dev/null || echo unknown)" -o _output/imgprune-image.tar
 
 ## test: all tests, including those against a private containerd (needs root).
 ## -p 1: packages that start daemons run one at a time (2-core machines).
