@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -67,7 +68,7 @@ func (e *env) criImage(img testimage.Image, repo, tag string) {
 }
 
 // criContainer creates a container record as containerd 2.4.2's CRI plugin
-// does (e2e/node runs the plugin itself): the name as typed in Image, its
+// does (e2e/node runs the plugin itself): a name of the image in Image, its
 // kind label, its sandbox, its rootfs on the image's chain, and the image
 // in its metadata extension.
 func (e *env) criContainer(id string, img testimage.Image, imageName, chain string) {
@@ -313,10 +314,17 @@ func TestPruneGivesACRIImageItsNamesBack(t *testing.T) {
 	before := e.names()
 	var deletes atomic.Int32
 	stores := imgsvc.StoresFromClient(e.client)
-	// The first deletion is one of a's records: c's records all go after it.
+	// The first deletion is one of a's records: c's records all go after
+	// it, one at a time.
 	stores.Images = creatingStore{Store: stores.Images, e: e, at: 1, deletes: &deletes,
 		create: func() { e.criContainer("late", c, "docker.io/library/c:1", chain) }}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
+	created := map[string]time.Time{}
+	list, err := e.client.ImageService().List(e.nsCtx())
+	assert.NilError(t, err)
+	for _, r := range list {
+		created[r.Name] = r.CreatedAt
+	}
 
 	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
@@ -330,6 +338,12 @@ func TestPruneGivesACRIImageItsNamesBack(t *testing.T) {
 	}
 	assert.Check(t, is.Len(want, 3))
 	assert.Check(t, is.DeepEqual(e.names(), want), "c is whole again, a is gone")
+	list, err = e.client.ImageService().List(e.nsCtx())
+	assert.NilError(t, err)
+	for _, r := range list {
+		assert.Check(t, is.Equal(plan.CreatedAt(r), created[r.Name]), "%s keeps when it was first made", r.Name)
+		assert.Check(t, is.Equal(r.Labels[plan.CRIImageLabel], plan.CRIImageManaged), "%s is CRI's still", r.Name)
+	}
 	assert.Check(t, e.hasContent(c))
 	assert.Check(t, e.hasNoContent(a))
 	assert.Check(t, is.Len(rep.Warnings, 1), rep.Warnings)

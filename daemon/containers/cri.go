@@ -38,9 +38,9 @@ type criMetadata struct {
 // CRI reads the images of containers made by containerd's CRI plugin (the
 // kubelet's) from its metadata extension: the name the pod spec gave, and
 // the image it resolved at creation, which is the one it runs (and the one
-// the kubelet's image GC keeps) after a pull moved the name. CRI writes the
-// name in Container.Image too (containerd 2.4), which the Records source
-// leaves to this one. Containers are recognized by that extension, in
+// the kubelet's image GC keeps) after a pull moved the name. CRI writes a
+// name of the image in Container.Image too (containerd 2.4: the first its
+// image store knows), which the Records source leaves to this one. Containers are recognized by that extension, in
 // whatever namespace they are.
 type CRI struct{}
 

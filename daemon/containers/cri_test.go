@@ -74,6 +74,7 @@ func TestRecordsLeaveCRIContainersToCRI(t *testing.T) {
 		{ID: "docker", Image: "docker.io/library/app:1", Labels: map[string]string{ImageIDLabel: "sha256:" + strings.Repeat("a", 64)}},
 		{ID: "cri", Image: "docker.io/library/pod:1", Labels: map[string]string{CRIKindLabel: "container"}, Extensions: ext},
 		{ID: "sandbox", Image: "registry.k8s.io/pause:3.10", Labels: map[string]string{CRIKindLabel: "sandbox"}},
+		{ID: "unreadable", Image: "docker.io/library/next:1", Extensions: map[string]typeurl.Any{CRIMetadataExtension: &anypb.Any{Value: []byte(`{"Version":"v9"}`)}}},
 		{ID: "no image"},
 	}
 	got, err := Records{}.Containers(context.Background(), records)
@@ -81,5 +82,7 @@ func TestRecordsLeaveCRIContainersToCRI(t *testing.T) {
 	assert.Check(t, is.DeepEqual(got, []plan.Container{
 		{ID: "docker", Source: "containerd", Image: "docker.io/library/app:1", ImageID: digest.Digest("sha256:" + strings.Repeat("a", 64))},
 		{ID: "sandbox", Source: "containerd", Image: "registry.k8s.io/pause:3.10"},
+		// CRI's source cannot read it: its record's name still protects.
+		{ID: "unreadable", Source: "containerd", Image: "docker.io/library/next:1"},
 	}))
 }

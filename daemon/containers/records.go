@@ -15,18 +15,21 @@ const ImageIDLabel = "org.imgprune.image.id"
 
 // Records reads the image a containerd container record names: the
 // reference its creator typed in Container.Image (docker, nerdctl, ctr) and
-// the image ID in ImageIDLabel. It leaves the containers of CRI's metadata
-// to the CRI source: CRI writes the name as typed in Container.Image too,
-// but runs the image it resolved at creation, whatever the name names
-// since.
+// the image ID in ImageIDLabel. It leaves the containers whose CRI
+// metadata the CRI source reads to that source: CRI writes a name of the
+// image in Container.Image too (the first its image store knows, a tag,
+// whatever the pod spec gave), but runs the image it resolved at creation,
+// whatever that name names since.
 type Records struct{}
 
 // Containers implements Source.
 func (Records) Containers(_ context.Context, records []containers.Container) ([]plan.Container, error) {
 	var out []plan.Container
 	for _, r := range records {
-		if _, ok := r.Extensions[CRIMetadataExtension]; ok {
-			continue
+		if ext, ok := r.Extensions[CRIMetadataExtension]; ok && ext != nil {
+			if _, err := decodeCRI(ext.GetValue()); err == nil {
+				continue
+			}
 		}
 		c := plan.Container{ID: r.ID, Source: "containerd", Image: r.Image}
 		if id, err := digest.Parse(r.Labels[ImageIDLabel]); err == nil {

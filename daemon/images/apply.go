@@ -30,9 +30,12 @@ type applied struct {
 	untried map[string]bool
 	// rescued are targets a container came to use while the prune ran:
 	// they keep their dangling record and content.
-	rescued  map[digest.Digest]bool
-	failures []Failure
-	warnings []string
+	rescued map[digest.Digest]bool
+	// givenBack are the records of CRI images that came into use while the
+	// prune ran, made again as the plan saw them.
+	givenBack map[string]bool
+	failures  []Failure
+	warnings  []string
 }
 
 // applier carries out one plan.
@@ -50,6 +53,8 @@ type applier struct {
 	ensured map[digest.Digest]bool
 	// hadDangling are the targets the plan saw a dangling record of.
 	hadDangling map[digest.Digest]bool
+	// planned are the records the plan removes, by target.
+	planned map[digest.Digest][]images.Image
 	// ph hears of each record removed.
 	ph progress.Phases
 	// mu guards what writes in flight write: removed, leftAlone, failures,
@@ -105,11 +110,15 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 		plan:         p,
 		snap:         snap,
 		blobs:        blobs,
-		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}, untried: map[string]bool{}, rescued: map[digest.Digest]bool{}},
+		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}, untried: map[string]bool{}, rescued: map[digest.Digest]bool{}, givenBack: map[string]bool{}},
 		keepNames:    map[digest.Digest]bool{},
 		keepDangling: map[digest.Digest]bool{},
 		ensured:      map[digest.Digest]bool{},
 		hadDangling:  map[digest.Digest]bool{},
+		planned:      map[digest.Digest][]images.Image{},
+	}
+	for _, r := range p.Remove {
+		a.planned[r.Target.Digest] = append(a.planned[r.Target.Digest], r)
 	}
 	// What keeps content safe runs to its end even when the prune is
 	// interrupted; deletions stop, also when the daemon goes away.
@@ -240,9 +249,9 @@ func (a *applier) giveBack(ctx context.Context) {
 			continue
 		}
 		given := []string{plan.DanglingName(t.Digest)}
-		if records := a.removedOf(t.Digest); plan.IsCRIImage(records) {
+		if a.isCRI(t.Digest) {
 			given = given[:0]
-			for _, r := range records {
+			for _, r := range a.removedOf(t.Digest) {
 				given = append(given, r.Name)
 			}
 		}
@@ -439,7 +448,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 			continue
 		}
 		a.rescued[d] = true
-		if a.removed[plan.DanglingName(d)] || !a.hadDangling[d] {
+		if a.isCRI(d) || a.removed[plan.DanglingName(d)] || !a.hadDangling[d] {
 			a.restore(ctx, tp.Target)
 		}
 		a.warnings = append(a.warnings, fmt.Sprintf("image %s came into use while the prune ran: it keeps its content", d))
@@ -456,8 +465,8 @@ func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but its content is gone: %v", err)})
 		return false
 	}
-	if records := a.removedOf(target.Digest); plan.IsCRIImage(records) {
-		return a.recreate(ctx, records)
+	if a.isCRI(target.Digest) {
+		return a.recreate(ctx, a.removedOf(target.Digest))
 	}
 	if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
 		a.fail(Failure{Name: target.Digest.String(), Error: err.Error()})
@@ -466,12 +475,17 @@ func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 	return true
 }
 
+// isCRI reports whether the plan saw target as a CRI image, taken whole.
+func (a *applier) isCRI(target digest.Digest) bool {
+	return plan.IsCRIImage(a.planned[target])
+}
+
 // removedOf are the records of target the prune removed, as the plan saw
 // them.
 func (a *applier) removedOf(target digest.Digest) []images.Image {
 	var out []images.Image
-	for _, r := range a.plan.Remove {
-		if r.Target.Digest == target && a.removed[r.Name] {
+	for _, r := range a.planned[target] {
+		if a.removed[r.Name] {
 			out = append(out, r)
 		}
 	}
@@ -480,17 +494,25 @@ func (a *applier) removedOf(target digest.Digest) []images.Image {
 
 // recreate makes records again as the plan saw them, and reports whether
 // every one is back; a name another client made again meanwhile is left as
-// it is now.
+// it is now. containerd stamps a record with its own creation time: the
+// label CreatedAtLabel keeps when the record was first made, so that until
+// and keep-last do not take the image for a new pull.
 func (a *applier) recreate(ctx context.Context, records []images.Image) bool {
 	ok := true
 	for _, r := range records {
-		_, err := a.s.stores.Images.Create(ctx, images.Image{Name: r.Name, Target: r.Target, Labels: r.Labels})
+		labels := maps.Clone(r.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		maps.Copy(labels, plan.CreatedLabel(plan.CreatedAt(r)))
+		_, err := a.s.stores.Images.Create(ctx, images.Image{Name: r.Name, Target: r.Target, Labels: labels})
 		if err != nil && !errdefs.IsAlreadyExists(err) {
 			a.fail(Failure{Name: r.Name, Error: fmt.Sprintf("not given back: %v", err)})
 			ok = false
 			continue
 		}
 		delete(a.removed, r.Name)
+		a.givenBack[r.Name] = true
 	}
 	return ok
 }

@@ -108,12 +108,13 @@ func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Recl
 }
 
 // count counts a record the plan removes as planned, or as left for the next
-// prune; one another client changed meanwhile is neither.
+// prune; one another client changed meanwhile, or one given back to a CRI
+// image that came into use, is neither.
 func (r *Report) count(name string, done applied) {
 	switch {
 	case done.untried[name]:
 		r.left++
-	case !done.leftAlone[name]:
+	case !done.leftAlone[name] && !done.givenBack[name]:
 		r.planned++
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -172,7 +173,13 @@ func TestDaemonSetPodOnANode(t *testing.T) {
 	logs := func() string { out, _ := n.Crictl("logs", id); return out }
 
 	probe := spec.Containers[0].LivenessProbe.HTTPGet
-	port := "9110"
+	var port string
+	for _, p := range spec.Containers[0].Ports {
+		if p.Name == probe.Port.String() {
+			port = strconv.Itoa(int(p.ContainerPort))
+		}
+	}
+	assert.Assert(t, port != "", "the probe's port %s is one of the container's", probe.Port.String())
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://127.0.0.1:" + port + path)
 		if err != nil {

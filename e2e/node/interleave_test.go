@@ -4,9 +4,11 @@ package node
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
@@ -68,7 +70,13 @@ func TestPodCreatedWhilePruning(t *testing.T) {
 		assert.Check(t, d.Deleted != late.Target.Digest.String(), "reported deleted")
 	}
 
-	after := byID(t, n)
+	// CRI follows the records' events as they come: its view settles.
+	var after map[string]testnode.Image
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if after = byID(t, n); reflect.DeepEqual(after[lateID], before) {
+			break
+		}
+	}
 	assert.Check(t, is.DeepEqual(after[lateID], before), "the late pod's image is whole again")
 	ctrs, err := n.Containers()
 	assert.NilError(t, err)

@@ -210,6 +210,17 @@ func (d *Daemon) Stop() error {
 	return err
 }
 
+// StopKeepingStore stops the daemon as Stop does, but keeps Dir, its store
+// with it, whatever KEEP says: for Start to run on it again, or to copy.
+func (d *Daemon) StopKeepingStore() error {
+	repo, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	_, err = runScript(repo, "containerd-down.sh", d.Dir, "KEEP=1")
+	return err
+}
+
 // Client returns a client connected to the daemon, after checking that the
 // daemon answers within ctx. The caller must Close it.
 func (d *Daemon) Client(ctx context.Context, opts ...client.Opt) (*client.Client, error) {

@@ -321,10 +321,7 @@ func (n *Node) StopPods() error {
 // Open to start again or to be copied. What still runs is ended, as a
 // node's reboot ends it (hack/containerd-down.sh).
 func (n *Node) Shutdown() error {
-	t := os.Getenv("KEEP")
-	os.Setenv("KEEP", "1")
-	defer os.Setenv("KEEP", t)
-	return n.Daemon.Stop()
+	return n.Daemon.StopKeepingStore()
 }
 
 // Stop removes every pod (stopping its containers and their shims), stops

@@ -47,8 +47,8 @@ func keepLast(records []images.Image, arrived map[digest.Digest]time.Time, n int
 			repos[repo][r.Target.Digest] = img
 		}
 		img.names = append(img.names, r.Name)
-		if r.CreatedAt.After(img.latest) {
-			img.latest = r.CreatedAt
+		if t := CreatedAt(r); t.After(img.latest) {
+			img.latest = t
 		}
 	}
 	kept := map[string]bool{}

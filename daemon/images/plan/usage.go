@@ -72,7 +72,7 @@ func (r resolver) uses(c Container, lineage Lineage) (resolution, error) {
 		if res.byIDRef {
 			res.byID = slices.Clone(res.targets)
 		}
-		if c.RunsRecorded && (c.ImageID != "" || c.ConfigID != "") {
+		if _, known := r.byName[c.ConfigID.String()]; c.RunsRecorded && (c.ImageID != "" || (c.ConfigID != "" && known)) {
 			res.targets, res.byID = nil, nil
 		}
 	}

@@ -54,18 +54,17 @@ func decideWhole(tr TargetRecords, d decision, used bool, kept map[string]bool, 
 	return d
 }
 
-// newestRecord is when the newest record of a target was made.
+// newestRecord is when the newest record of a target was first made.
 func newestRecord(tr TargetRecords) time.Time {
 	var newest time.Time
-	for _, rs := range [][]images.Image{tr.Names, tr.IDs} {
-		for _, r := range rs {
-			if r.CreatedAt.After(newest) {
-				newest = r.CreatedAt
-			}
-		}
+	all := append(slices.Clone(tr.Names), tr.IDs...)
+	if tr.Dangling != nil {
+		all = append(all, *tr.Dangling)
 	}
-	if tr.Dangling != nil && CreatedAt(*tr.Dangling).After(newest) {
-		newest = CreatedAt(*tr.Dangling)
+	for _, r := range all {
+		if t := CreatedAt(r); t.After(newest) {
+			newest = t
+		}
 	}
 	return newest
 }

@@ -100,6 +100,24 @@ func TestMakePlanCRIImagesWhole(t *testing.T) {
 			wantGone: []digest.Digest{targetB},
 		},
 		{
+			name: "a CRI container whose recorded image no record names any more is known by its name",
+			snapshot: Snapshot{
+				Records: cat(a, b),
+				Containers: []Container{{ID: "c1", Source: "cri", Image: "registry.k8s.io/app:2",
+					ConfigID: digest.FromString("a config no record names"), RunsRecorded: true}},
+			},
+			wantGone: []digest.Digest{targetA},
+		},
+		{
+			name: "until and keep-last read when a record given back was first made",
+			snapshot: Snapshot{Records: cat(
+				criImage("registry.k8s.io/app:1", targetA, epoch.Add(3*time.Hour), withLabel(CreatedAtLabel, epoch.Format(time.RFC3339Nano))),
+				criImage("registry.k8s.io/app:2", targetB, epoch.Add(time.Hour)),
+			)},
+			filters:  Filters{KeepLast: 1, Until: epoch.Add(2 * time.Hour)},
+			wantGone: []digest.Digest{targetA},
+		},
+		{
 			name:     "the pinned sandbox image stays",
 			snapshot: Snapshot{Records: cat(criImage("registry.k8s.io/pause:1", targetA, epoch, withLabel(PinnedLabel, PinnedValue)), b)},
 			wantGone: []digest.Digest{targetB},
