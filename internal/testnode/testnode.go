@@ -261,15 +261,21 @@ type Image struct {
 
 // Images lists the node's images through CRI.
 func (n *Node) Images() ([]Image, error) {
-	out, err := n.Crictl("images", "-o", "json")
-	if err != nil {
-		return nil, err
-	}
 	var list struct{ Images []Image }
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		return nil, fmt.Errorf("crictl images: %w", err)
+	err := n.crictlJSON(&list, "images", "-o", "json")
+	return list.Images, err
+}
+
+// crictlJSON runs crictl with args and decodes its JSON output into v.
+func (n *Node) crictlJSON(v any, args ...string) error {
+	out, err := n.Crictl(args...)
+	if err != nil {
+		return err
 	}
-	return list.Images, nil
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		return fmt.Errorf("crictl %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
 }
 
 // Container is a container as `crictl ps -a` lists it.
@@ -289,15 +295,9 @@ type Container struct {
 
 // Containers lists every container through CRI, in every state.
 func (n *Node) Containers() ([]Container, error) {
-	out, err := n.Crictl("ps", "-a", "-o", "json")
-	if err != nil {
-		return nil, err
-	}
 	var list struct{ Containers []Container }
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		return nil, fmt.Errorf("crictl ps: %w", err)
-	}
-	return list.Containers, nil
+	err := n.crictlJSON(&list, "ps", "-a", "-o", "json")
+	return list.Containers, err
 }
 
 // StopPods stops every pod and its containers, which stay, as a node's do

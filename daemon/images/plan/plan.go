@@ -35,7 +35,8 @@ type Plan struct {
 	// tool named it). A target that goes entirely is never adopted.
 	Adopt []images.Image
 	// Remove lists the records to delete, in the order to delete them:
-	// named records first, dangling records last, so that an interrupted
+	// named records first, by name (the records of a CRI image together,
+	// under its first name), dangling records last, so that an interrupted
 	// prune leaves every target it did not finish still counted.
 	Remove []images.Image
 	// EnsureDangling lists used targets that lose every name: their
@@ -96,8 +97,19 @@ func Make(s Snapshot, f Filters) Plan {
 	// Sized up front: these grow to a hundred thousand entries.
 	p := Plan{Warnings: u.Warnings, Remove: make([]images.Image, 0, len(s.Records)), Targets: make([]TargetPlan, 0, len(byTarget))}
 	var dangling []images.Image
+	// group keeps the records of a CRI image together in Remove, under its
+	// first name: an interrupted prune leaves few images part-removed.
+	var group map[string]string
 	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
 		d := decide(byTarget[target], u, kept, f, s.Labels[target])
+		if d.whole && len(d.removeNames) > 0 {
+			if group == nil {
+				group = map[string]string{}
+			}
+			for _, r := range d.removeNames {
+				group[r.Name] = d.plan.Untag[0]
+			}
+		}
 		if d.adopt != nil {
 			p.Adopt = append(p.Adopt, *d.adopt)
 		}
@@ -113,15 +125,32 @@ func Make(s Snapshot, f Filters) Plan {
 		}
 	}
 	p.Used = slices.Sorted(maps.Keys(u.Targets))
-	slices.SortFunc(p.Remove, func(a, b images.Image) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(p.Remove, func(a, b images.Image) int {
+		if group != nil {
+			if c := cmp.Compare(groupOf(group, a.Name), groupOf(group, b.Name)); c != 0 {
+				return c
+			}
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
 	sortForReport(p.Targets)
 	p.Remove = append(p.Remove, dangling...)
 	return p
 }
 
+// groupOf is the name a record is ordered under in Remove.
+func groupOf(group map[string]string, name string) string {
+	if g, ok := group[name]; ok {
+		return g
+	}
+	return name
+}
+
 // decision is what a prune does with the records of one target.
 type decision struct {
-	plan           TargetPlan
+	plan TargetPlan
+	// whole: a CRI image, whose records go together.
+	whole          bool
 	removeNames    []images.Image
 	removeDangling *images.Image
 	// adopt is the dangling record to create: the target stays and lacks one.

@@ -45,6 +45,7 @@ func decideWhole(tr TargetRecords, d decision, used bool, kept map[string]bool, 
 	if slices.ContainsFunc(tr.Names, func(r images.Image) bool { return kept[r.Name] }) {
 		return d
 	}
+	d.whole = true
 	d.removeNames = append(slices.Clone(tr.Names), tr.IDs...)
 	for _, r := range d.removeNames {
 		d.plan.Untag = append(d.plan.Untag, r.Name)

@@ -196,6 +196,26 @@ func TestMakePlanCRIImagesWhole(t *testing.T) {
 	}
 }
 
+// TestMakePlanRemovesCRIImagesOneAfterTheOther: the records of each CRI
+// image are deleted one after the other, under its first name, so that a
+// prune stopped midway leaves few images part-removed; docker's names and
+// the dangling records keep their places.
+func TestMakePlanRemovesCRIImagesOneAfterTheOther(t *testing.T) {
+	a := criImage("registry.k8s.io/app:1", targetA, epoch)
+	b := criImage("registry.k8s.io/app:2", targetB, epoch)
+	p := Make(Snapshot{Records: cat(a, b, store(record("docker.io/library/z:1", targetC)))}, Filters{})
+	var got []string
+	for _, r := range p.Remove {
+		got = append(got, r.Name)
+	}
+	assert.Check(t, is.DeepEqual(got, []string{
+		"docker.io/library/z:1",
+		a[0].Name, a[1].Name, a[2].Name,
+		b[0].Name, b[1].Name, b[2].Name,
+		DanglingName(targetC),
+	}))
+}
+
 func sortedDigests(ds []digest.Digest) []digest.Digest {
 	out := append([]digest.Digest(nil), ds...)
 	for i := range out {
