@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 INTEGRATION_PKGS := /integration /internal/testctrd
 
 .DEFAULT_GOAL := build
-.PHONY: build image containerd docker-cli node-deps e2e-deps test e2e unit lint demo bench bench-go clean
+.PHONY: build image containerd docker-cli node-deps kubelet e2e-deps test e2e unit lint demo bench bench-go clean
 
 ## containerd: build the pinned containerd into _output/bin (skipped when present)
 containerd:
@@ -25,6 +25,11 @@ docker-cli:
 ## once built)
 node-deps:
 	hack/install-node.sh
+
+## kubelet: a kubelet (k8s.io/kubernetes from the module proxy, in a
+## throwaway module) into _output/kubelet for the node tests (kept once built)
+kubelet:
+	hack/install-kubelet.sh
 
 ## e2e-deps: node-deps and dockerd for `make e2e` into _output/e2e/bin
 ## (kept once built; dockerd takes minutes)
@@ -55,8 +60,9 @@ test: containerd docker-cli
 ## e2e: the docker CLI against a real Docker Engine (containerd image store,
 ## private containerd), straight and through `imgprune serve --upstream`;
 ## then a Kubernetes node (containerd with its CRI plugin, crictl, a local
-## registry) pruned as the kubelet keeps images (needs root)
-e2e: containerd docker-cli e2e-deps
+## registry, a standalone kubelet) pruned as the kubelet keeps images (needs
+## root)
+e2e: containerd docker-cli e2e-deps kubelet
 	$(GO) test -p 1 -tags e2e -count=1 ./e2e/...
 
 ## unit: fast tests of the packages that need no containerd daemon

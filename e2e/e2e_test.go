@@ -80,7 +80,8 @@ func setUp(m *testing.M) (int, error) {
 	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features":{"containerd-snapshotter":true}}`), 0o644); err != nil {
 		return 0, err
 	}
-	// runc is built without seccomp: the engine runs containers unconfined.
+	// The engine runs containers unconfined: the tests' programs need no
+	// profile.
 	stopEngine, err := start(engineSock, filepath.Join(dir, "dockerd.log"), filepath.Join(bin, "dockerd"),
 		"--config-file", filepath.Join(dir, "daemon.json"), "--data-root", filepath.Join(dir, "data"),
 		"--exec-root", filepath.Join(dir, "exec"), "--pidfile", filepath.Join(dir, "dockerd.pid"),

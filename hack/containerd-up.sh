@@ -31,8 +31,8 @@
 #
 # Pods run with runc (cgroupfs driver), overlayfs snapshots, no AppArmor, no
 # NRI, and the streaming server (exec, attach, port-forward) on 127.0.0.1 on
-# a free port. runc is built without seccomp: containers must not ask for a
-# seccomp profile.
+# a free port. runc (make node-deps) is built with seccomp, so pods may ask
+# for the runtime's default profile.
 #
 # An existing DIR is reused, so the image store survives a down/up cycle
 # when hack/containerd-down.sh was run with KEEP=1.

@@ -15,9 +15,14 @@ source hack/lib.sh
 : "${REGISTRY_VERSION:=v3.1.2}"
 containerd_version="$(go list -m -f '{{.Version}}' github.com/containerd/containerd/v2)"
 
-# runc is built without the seccomp build tag (no libseccomp): containers
-# must not ask for a seccomp profile.
-build runc "github.com/opencontainers/runc@${RUNC_VERSION}"
+# runc with seccomp, as a node's runc is: the kubelet and the DaemonSet ask
+# for the runtime's default profile. It links libseccomp (Debian's
+# libseccomp-dev; .ci/run installs it).
+if ! pkg-config --exists libseccomp 2>/dev/null; then
+	echo "install-node: runc needs libseccomp's headers: apt-get install libseccomp-dev pkg-config" >&2
+	exit 1
+fi
+build runc "github.com/opencontainers/runc@${RUNC_VERSION}" -tags seccomp
 build containerd-shim-runc-v2 "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@${containerd_version}"
 build crictl "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
 build registry "github.com/distribution/distribution/v3/cmd/registry@${REGISTRY_VERSION}"

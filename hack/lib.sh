@@ -14,18 +14,20 @@ running() {
 	[[ " ${args[*]} " == *" --config ${config} "* ]]
 }
 
-# build NAME MODULE/PKG@VERSION: go installs the package into
-# <repo>/_output/e2e/bin unless NAME is already there with NAME.version
-# beside it naming the same package and version, then records that file.
-# Used by hack/install-node.sh and hack/install-e2e.sh.
+# build NAME MODULE/PKG@VERSION [GO INSTALL FLAGS...]: go installs the
+# package into <repo>/_output/e2e/bin unless NAME is already there with
+# NAME.version beside it naming the same package, version and flags, then
+# records that file. Used by hack/install-node.sh and hack/install-e2e.sh.
 build() {
-	local name="$1" pkg="$2" dest
+	local name="$1" pkg="$2" dest want
+	shift 2
 	dest="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)/_output/e2e/bin"
+	want="${pkg}${*:+ $*}"
 	mkdir -p "${dest}"
-	if [[ -x "${dest}/${name}" && -f "${dest}/${name}.version" && "$(cat "${dest}/${name}.version")" == "${pkg}" ]]; then
+	if [[ -x "${dest}/${name}" && -f "${dest}/${name}.version" && "$(cat "${dest}/${name}.version")" == "${want}" ]]; then
 		return
 	fi
-	echo "building ${pkg}" >&2
-	GOBIN="${dest}" go install "${pkg}"
-	echo "${pkg}" >"${dest}/${name}.version"
+	echo "building ${want}" >&2
+	GOBIN="${dest}" go install "$@" "${pkg}"
+	echo "${want}" >"${dest}/${name}.version"
 }

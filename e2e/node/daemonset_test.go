@@ -128,9 +128,8 @@ func podConfigs(t *testing.T, n *testnode.Node, spec corev1.PodSpec) (pod, ctr m
 				"cpu_period":            100000,
 				"cpu_quota":             c.Resources.Limits.Cpu().MilliValue() * 100,
 			},
-			// runc here is built without seccomp: the template's
-			// RuntimeDefault profile is left out.
 			"security_context": map[string]any{
+				"seccomp":         map[string]any{"profile_type": 0}, // the template's RuntimeDefault
 				"run_as_user":     map[string]any{"value": *sc.RunAsUser},
 				"readonly_rootfs": *sc.ReadOnlyRootFilesystem,
 				"privileged":      *sc.Privileged,
@@ -148,7 +147,6 @@ func podConfigs(t *testing.T, n *testnode.Node, spec corev1.PodSpec) (pod, ctr m
 // serves /metrics, and it reaches containerd: a container made on the node
 // has its image's last use stamped from the pod.
 func TestDaemonSetPodOnANode(t *testing.T) {
-	ctx := context.Background()
 	n := sharedNode(t)
 	ds := daemonSet(t)
 	spec := ds.Spec.Template.Spec
@@ -171,7 +169,17 @@ func TestDaemonSetPodOnANode(t *testing.T) {
 	_, err = n.Crictl("start", id)
 	assert.NilError(t, err)
 	logs := func() string { out, _ := n.Crictl("logs", id); return out }
+	checkWatchPod(t, n, ds, id, logs)
+}
 
+// checkWatchPod checks the pod of the DaemonSet running as container id on
+// n: its liveness probe and /metrics answer, and a workload pod made on the
+// node has its image's last use stamped by the watch, through the socket
+// the pod mounts. logs tells what the pod said.
+func checkWatchPod(t *testing.T, n *testnode.Node, ds appsv1.DaemonSet, id string, logs func() string) {
+	t.Helper()
+	ctx := context.Background()
+	spec := ds.Spec.Template.Spec
 	probe := spec.Containers[0].LivenessProbe.HTTPGet
 	var port string
 	for _, p := range spec.Containers[0].Ports {
