@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -31,13 +32,7 @@ func withLabel(k, v string) func(*images.Image) {
 	}
 }
 
-func cat(lists ...[]images.Image) []images.Image {
-	var out []images.Image
-	for _, l := range lists {
-		out = append(out, l...)
-	}
-	return out
-}
+func cat(lists ...[]images.Image) []images.Image { return slices.Concat(lists...) }
 
 // TestMakePlanCRIImagesWhole checks that a CRI image keeps every name while
 // anything uses it, and loses them all when nothing does and the filters
@@ -216,14 +211,4 @@ func TestMakePlanRemovesCRIImagesOneAfterTheOther(t *testing.T) {
 	}))
 }
 
-func sortedDigests(ds []digest.Digest) []digest.Digest {
-	out := append([]digest.Digest(nil), ds...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
-}
+func sortedDigests(ds []digest.Digest) []digest.Digest { return slices.Sorted(slices.Values(ds)) }
