@@ -162,3 +162,27 @@ func TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain(t *testing.T
 		})
 	}
 }
+
+// TestPruneGivesACRIImageItsRecordsWhenContainersCannotBeListedAgain: when
+// the last look fails, a CRI image that lost its records gets them all back
+// (no dangling record, which `crictl images` would show as a digest), with
+// its content, for the next prune.
+func TestPruneGivesACRIImageItsRecordsWhenContainersCannotBeListedAgain(t *testing.T) {
+	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
+	docker, err := dockerclient.New(dockerclient.WithHost(host))
+	assert.NilError(t, err)
+	defer docker.Close()
+	var listed atomic.Int32
+	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 1, listed: &listed}}))
+	img := newImage(t, "a")
+	e.criImage(img, "docker.io/library/a", "1")
+	before := e.names()
+
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, is.ErrorContains(rep.Err(), "3 records left for the next prune"))
+	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(0)))
+	assert.Check(t, is.Len(before, 3))
+	assert.Check(t, is.DeepEqual(e.names(), before))
+	assert.Check(t, e.hasContent(img))
+}
