@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/imgprune/imgprune/internal/testnode"
@@ -68,12 +66,7 @@ func countIn(ctx context.Context, address, ns string) (blobs, snaps int, err err
 		return 0, 0, err
 	}
 	defer c.Close()
-	ctx = namespaces.WithNamespace(ctx, ns)
-	if err := c.ContentStore().Walk(ctx, func(content.Info) error { blobs++; return nil }); err != nil {
-		return 0, 0, err
-	}
-	err = c.SnapshotService("overlayfs").Walk(ctx, func(context.Context, snapshots.Info) error { snaps++; return nil })
-	return blobs, snaps, err
+	return count(namespaces.WithNamespace(ctx, ns), c)
 }
 
 // onNode starts a node on a copy of the seeded store, waits until its

@@ -127,6 +127,18 @@ func (f flakyEngine) ContainerList(ctx context.Context, opts dockerclient.Contai
 	return f.DockerClient.ContainerList(ctx, opts)
 }
 
+// envListingOnce is an env whose Docker Engine lists its containers once,
+// and fails from then on, until listed is reset.
+func envListingOnce(t *testing.T) (*env, *atomic.Int32) {
+	t.Helper()
+	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
+	docker, err := dockerclient.New(dockerclient.WithHost(host))
+	assert.NilError(t, err)
+	t.Cleanup(func() { docker.Close() })
+	listed := &atomic.Int32{}
+	return newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 1, listed: listed}})), listed
+}
+
 // TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain: when the
 // last look at the containers fails, no content goes: what lost a record
 // gets its dangling record back, whether it had one or the store was as
@@ -140,12 +152,7 @@ func TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain(t *testing.T
 		{name: "it had none", adopted: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			host := fakeEngine(t, nil, http.StatusOK, nil, nil)
-			docker, err := dockerclient.New(dockerclient.WithHost(host))
-			assert.NilError(t, err)
-			defer docker.Close()
-			var listed atomic.Int32
-			e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 1, listed: &listed}}))
+			e, listed := envListingOnce(t)
 			img := newImage(t, "a", "example.com/a:1")
 			e.write(img)
 			if tc.adopted {
@@ -168,12 +175,7 @@ func TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain(t *testing.T
 // (no dangling record, which `crictl images` would show as a digest), with
 // its content, for the next prune.
 func TestPruneGivesACRIImageItsRecordsWhenContainersCannotBeListedAgain(t *testing.T) {
-	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
-	docker, err := dockerclient.New(dockerclient.WithHost(host))
-	assert.NilError(t, err)
-	defer docker.Close()
-	var listed atomic.Int32
-	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 1, listed: &listed}}))
+	e, _ := envListingOnce(t)
 	img := newImage(t, "a")
 	e.criImage(img, "docker.io/library/a", "1")
 	before := e.names()

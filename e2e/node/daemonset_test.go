@@ -77,8 +77,7 @@ func loadImage(t *testing.T, n *testnode.Node, name string) {
 	mk.Dir = repo
 	out, err = mk.CombinedOutput()
 	assert.NilError(t, err, string(out))
-	out, err = exec.Command(imgprune, "--address", n.Daemon.Address, "--namespace", testnode.Namespace,
-		"--root", filepath.Join(n.Dir(), "root"), "--docker-host", "none", "load", "-i", archive).CombinedOutput()
+	out, err = imgpruneOn(n, "load", "-i", archive).CombinedOutput()
 	assert.NilError(t, err, string(out))
 }
 

@@ -75,13 +75,17 @@ func startNode(t *testing.T) *testnode.Node {
 	return n
 }
 
-// prune runs `imgprune prune -a -f` on n's store, as an operator does on a
-// node, and returns its output.
+// imgpruneOn is imgprune with args on n's namespace k8s.io, its socket and
+// its root, as an operator runs it on a node.
+func imgpruneOn(n *testnode.Node, args ...string) *exec.Cmd {
+	return exec.Command(imgprune, append([]string{"--address", n.Daemon.Address, "--namespace", testnode.Namespace,
+		"--root", filepath.Join(n.Dir(), "root"), "--docker-host", "none"}, args...)...)
+}
+
+// prune runs `imgprune prune -a -f` on n's store and returns its output.
 func prune(t *testing.T, n *testnode.Node, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(imgprune, append([]string{"--address", n.Daemon.Address, "--namespace", testnode.Namespace,
-		"--root", filepath.Join(n.Dir(), "root"), "--docker-host", "none", "prune", "-a", "-f"}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := imgpruneOn(n, append([]string{"prune", "-a", "-f"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("imgprune prune: %v\n%s", err, out)
 	}

@@ -83,8 +83,7 @@ func TestWatchUnderDiskPressure(t *testing.T) {
 	// stamped its last use, before the container went.
 	gone, err := n.RunContainer(pod, "recent", recent)
 	assert.NilError(t, err)
-	out, err := exec.Command(imgprune, "--address", n.Daemon.Address, "--namespace", testnode.Namespace,
-		"--root", root, "--docker-host", "none", "images").CombinedOutput()
+	out, err := imgpruneOn(n, "images").CombinedOutput()
 	assert.NilError(t, err, string(out))
 	_, err = n.Crictl("rm", "-f", gone)
 	assert.NilError(t, err)
@@ -96,8 +95,7 @@ func TestWatchUnderDiskPressure(t *testing.T) {
 	watch := func(args ...string) (*exec.Cmd, *os.File) {
 		logf, err := os.CreateTemp(tmp, "watch")
 		assert.NilError(t, err)
-		cmd := exec.Command(imgprune, append([]string{"--address", n.Daemon.Address, "--namespace", testnode.Namespace,
-			"--root", root, "--docker-host", "none", "watch", "--listen", addr}, args...)...)
+		cmd := imgpruneOn(n, append([]string{"watch", "--listen", addr}, args...)...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		assert.NilError(t, cmd.Start())
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })

@@ -3,7 +3,6 @@ package testnode
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -169,5 +168,3 @@ func (r *Registry) hostsFile() []byte {
 	fmt.Fprintf(&b, "server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", r.Host, r.Host)
 	return b.Bytes()
 }
-
-var errNoTool = errors.New("not built: run make node-deps")

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,6 +31,8 @@ const Namespace = "k8s.io"
 
 // SandboxRepo is the repository of the pod sandbox image in the registry.
 const SandboxRepo = "k8s/pause:3.10"
+
+var errNoTool = errors.New("not built: run make node-deps")
 
 // Tool is the path of a tool `make node-deps` builds.
 func Tool(name string) (string, error) {
