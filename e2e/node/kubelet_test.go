@@ -3,6 +3,7 @@
 package node
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/imgprune/imgprune/internal/testctrd"
+	"github.com/imgprune/imgprune/internal/testnode"
 )
 
 // kubeletConfig is a standalone kubelet's: no API server, static pods from
@@ -107,5 +109,22 @@ func TestDaemonSetOnAKubelet(t *testing.T) {
 		}
 	}
 	assert.Assert(t, id != "", "the kubelet did not run the static pod:\n%s", kubeletLog())
-	checkWatchPod(t, n, ds, id, func() string { out, _ := n.Crictl("logs", id); return out + "\nkubelet:\n" + kubeletLog() })
+	// The workload is a static pod too: the kubelet stops pods it was not
+	// given.
+	checkWatchPod(t, n, ds, id, func() string { out, _ := n.Crictl("logs", id); return out + "\nkubelet:\n" + kubeletLog() }, func() string {
+		img, err := testnode.Workload("kubelet-workload", 4096)
+		assert.NilError(t, err)
+		assert.NilError(t, reg.Push(context.Background(), "test/kubelet-workload:1", img))
+		workload := corev1.Pod{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Name: "workload", Namespace: "default"},
+			Spec: corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{
+				{Name: "app", Image: reg.Ref("test/kubelet-workload:1"), ImagePullPolicy: corev1.PullIfNotPresent},
+			}},
+		}
+		b, err := yaml.Marshal(workload)
+		assert.NilError(t, err)
+		assert.NilError(t, os.WriteFile(filepath.Join(dir, "manifests", "workload.yaml"), b, 0o644))
+		return img.ConfigDesc.Digest.String()
+	})
 }
