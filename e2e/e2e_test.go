@@ -32,8 +32,11 @@ import (
 var (
 	engineSock, proxySock, standaloneSock string
 	dockerBin                             string
-	archive                               string
-	app, old, other                       testimage.Image
+	// imgpruneBin runs against the engine's containerd with imgpruneArgs.
+	imgpruneBin     string
+	imgpruneArgs    []string
+	archive         string
+	app, old, other testimage.Image
 )
 
 func TestMain(m *testing.M) {
@@ -97,6 +100,7 @@ func setUp(m *testing.M) (int, error) {
 	if out, err := exec.Command("go", "build", "-o", imgprune, filepath.Join(repo, "cmd", "imgprune")).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("build imgprune: %v: %s", err, out)
 	}
+	imgpruneBin, imgpruneArgs = imgprune, []string{"--address", ctrd.Address, "--namespace", "moby", "--root", filepath.Join(ctrd.Dir, "root")}
 	proxySock = filepath.Join(dir, "proxy.sock")
 	stopProxy, err := start(proxySock, filepath.Join(dir, "imgprune.log"), imgprune,
 		"--address", ctrd.Address, "--namespace", "moby", "--root", filepath.Join(ctrd.Dir, "root"),

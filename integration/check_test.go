@@ -108,15 +108,19 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	assert.Check(t, !rep.Deleted)
 	unreached := []string{"snapshot " + unreachedSnapshot, "blob " + unreachedBlob.Desc.Digest.String()}
 	assert.Check(t, is.DeepEqual(foundNames(rep), append([]string{"lease abandoned", "lease expired", "ingest abandoned-ingest", "blob " + orphanDigest.String()}, unreached...)))
-	sizes := map[string]int64{}
+	sizes, keptFound := map[string]int64{}, map[string]bool{}
 	for _, f := range rep.Found {
 		sizes[f.Name] = f.Size
+		keptFound[f.Name] = f.Kept
 	}
 	assert.Check(t, is.DeepEqual(sizes, map[string]int64{
 		"abandoned": abandonedBlob.Desc.Size, "expired": 0, "abandoned-ingest": int64(len("partial")), orphanDigest.String(): int64(len(orphan)),
 		unreachedSnapshot: unreachedSize, unreachedBlob.Desc.Digest.String(): unreachedBlob.Desc.Size,
 	}))
-	assert.Check(t, is.Equal(rep.Space, abandonedBlob.Desc.Size+int64(len("partial"))+int64(len(orphan))+unreachedSize+unreachedBlob.Desc.Size))
+	// A lease with no expiry is listed, kept: its bytes are not the check's.
+	assert.Check(t, keptFound["abandoned"])
+	assert.Check(t, is.Len(slices.DeleteFunc(slices.Clone(rep.Found), func(f imgsvc.Found) bool { return !f.Kept }), 1))
+	assert.Check(t, is.Equal(rep.Space, int64(len("partial"))+int64(len(orphan))+unreachedSize+unreachedBlob.Desc.Size))
 	// Nothing changed.
 	assert.Check(t, onDiskNow(orphanPath))
 	ls, err := lm.List(ctx)
@@ -143,24 +147,28 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	assert.Check(t, onDiskNow(orphanPath))
 	ls, err = lm.List(ctx)
 	assert.NilError(t, err)
-	assert.Check(t, is.Len(ls, 1))
-	assert.Check(t, is.Equal(ls[0].ID, "live"))
+	var ids []string
+	for _, l := range ls {
+		ids = append(ids, l.ID)
+	}
+	assert.Check(t, is.DeepEqual(slices.Sorted(slices.Values(ids)), []string{"abandoned", "live"}))
 	statuses, err := cs.ListStatuses(ctx)
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(statuses, 0))
-	for _, d := range []digest.Digest{abandonedBlob.Desc.Digest, unreachedBlob.Desc.Digest} {
-		_, err = cs.Info(ctx, d)
-		assert.Check(t, errdefs.IsNotFound(err), "%s is still in the store: %v", d, err)
-	}
+	_, err = cs.Info(ctx, unreachedBlob.Desc.Digest)
+	assert.Check(t, errdefs.IsNotFound(err), "the unreached blob is still in the store: %v", err)
+	_, err = cs.Info(ctx, abandonedBlob.Desc.Digest)
+	assert.Check(t, err, "the kept lease's blob went")
 	_, err = e.client.SnapshotService(snapshotter).Stat(ctx, "unreached")
 	assert.Check(t, errdefs.IsNotFound(err), "the unreached snapshot is still there: %v", err)
 	// What the failed unlink left counts nothing (the collector may stop
 	// its sweep there); the ingest's and the snapshot's bytes do.
-	assert.Check(t, rep.Space <= abandonedBlob.Desc.Size+int64(len("partial"))+unreachedSize+unreachedBlob.Desc.Size)
+	assert.Check(t, rep.Space <= int64(len("partial"))+unreachedSize+unreachedBlob.Desc.Size)
 	assert.Check(t, rep.Space >= int64(len("partial"))+unreachedSize)
 
-	// Writable again: the next check finishes the job.
-	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound())
+	// Writable again: the next check finishes the job, and the lease with
+	// no expiry goes once the user names it.
+	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("abandoned"))
 	assert.NilError(t, err)
 	assert.Check(t, rep.Err())
 	assert.Check(t, slices.Contains(foundNames(rep), "blob "+orphanDigest.String()))
@@ -286,4 +294,101 @@ func TestCLICheck(t *testing.T) {
 	stdout, _, code = e.run(t, "check", "--format", "json")
 	assert.Check(t, is.Equal(code, 0))
 	assert.Check(t, is.Contains(stdout, `"Found":[]`))
+}
+
+// TestCheckKeepsLeasesWithNoExpiry: a lease with no expiry is listed and
+// kept at any age, as a Docker Engine's container leases and BuildKit's
+// cache are; one nothing owns goes when the user names it or lets every
+// such lease go, and one a container owns never does: by the container's
+// ID, by its record's rootfs, or by a writable snapshot it holds (a stopped
+// Docker Engine's container has no record).
+func TestCheckKeepsLeasesWithNoExpiry(t *testing.T) {
+	e := newCheckEnv(t)
+	ctx := e.nsCtx()
+	lm, sn := e.client.LeasesService(), e.client.SnapshotService(snapshotter)
+	// A Docker Engine's container: lease <cid>, its rootfs <cid> on a
+	// committed <cid>-init, no container record.
+	const engineCtr = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	_, err := lm.Create(ctx, leases.WithID(engineCtr))
+	assert.NilError(t, err)
+	held := leases.WithLease(ctx, engineCtr)
+	_, err = sn.Prepare(held, engineCtr+"-init-key", "")
+	assert.NilError(t, err)
+	assert.NilError(t, sn.Commit(held, engineCtr+"-init", engineCtr+"-init-key"))
+	_, err = sn.Prepare(held, engineCtr, engineCtr+"-init")
+	assert.NilError(t, err)
+	// A container record whose lease has another name and holds its rootfs.
+	_, err = lm.Create(ctx, leases.WithID("rootfs-of-recorded"))
+	assert.NilError(t, err)
+	committed := leases.WithLease(ctx, "rootfs-of-recorded")
+	_, err = sn.Prepare(committed, "recorded-key", "")
+	assert.NilError(t, err)
+	assert.NilError(t, sn.Commit(committed, "recorded-rootfs", "recorded-key"))
+	e.containerWithRootfs("recorded", "example.com/none:1", "recorded-rootfs")
+	// A lease named after a container record.
+	_, err = lm.Create(ctx, leases.WithID("by-id"))
+	assert.NilError(t, err)
+	e.writeUnder("by-id", layer(t, "by-id"))
+	e.container("by-id", "example.com/none:1", nil)
+	// Nothing owns these.
+	for _, id := range []string{"leftover", "named"} {
+		_, err = lm.Create(ctx, leases.WithID(id))
+		assert.NilError(t, err)
+		e.writeUnder(id, layer(t, id))
+	}
+	time.Sleep(10 * time.Millisecond) // older than 0
+	all := []string{"by-id", engineCtr, "leftover", "named", "rootfs-of-recorded"}
+	leaseIDs := func() []string {
+		ls, err := lm.List(ctx)
+		assert.NilError(t, err)
+		var ids []string
+		for _, l := range ls {
+			ids = append(ids, l.ID)
+		}
+		return slices.Sorted(slices.Values(ids))
+	}
+	assert.Assert(t, is.DeepEqual(leaseIDs(), slices.Sorted(slices.Values(all))))
+
+	// At any age, with --delete, all are listed and all stay.
+	rep, err := e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound())
+	assert.NilError(t, err)
+	assert.NilError(t, rep.Err())
+	why := map[string]string{}
+	for _, f := range rep.Found {
+		if f.Kind == imgsvc.KindLease {
+			assert.Check(t, f.Kept, "%s", f.Name)
+			why[f.Name] = f.Why
+		}
+	}
+	assert.Check(t, is.Len(why, len(all)))
+	assert.Check(t, is.Contains(why[engineCtr], "likely a Docker Engine's container, holds it in use; holds snapshot "+snapshotter+"/"+engineCtr))
+	assert.Check(t, is.Contains(why[engineCtr], "owned by a container (its writable snapshot "+snapshotter+"/"+engineCtr+")"))
+	assert.Check(t, is.Contains(why["rootfs-of-recorded"], "owned by container recorded"))
+	assert.Check(t, is.Contains(why["by-id"], "owned by container by-id"))
+	assert.Check(t, is.Contains(why["leftover"], "delete it with --lease leftover"))
+	assert.Check(t, is.DeepEqual(leaseIDs(), slices.Sorted(slices.Values(all))))
+
+	// Naming a lease a container owns, or one the check does not find, is
+	// an error that changes nothing.
+	_, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("named", engineCtr))
+	assert.Check(t, errdefs.IsFailedPrecondition(err), "%v", err)
+	assert.Check(t, is.ErrorContains(err, "remove the container first"))
+	_, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("named", "no-such-lease"))
+	assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
+	assert.Check(t, is.DeepEqual(leaseIDs(), slices.Sorted(slices.Values(all))))
+
+	// Named, it goes; then every one nothing owns goes when asked.
+	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("named"))
+	assert.NilError(t, err)
+	assert.NilError(t, rep.Err())
+	assert.Check(t, is.DeepEqual(leaseIDs(), []string{engineCtr, "by-id", "leftover", "rootfs-of-recorded"}))
+	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteUnexpiring())
+	assert.NilError(t, err)
+	assert.NilError(t, rep.Err())
+	assert.Check(t, is.DeepEqual(leaseIDs(), []string{engineCtr, "by-id", "rootfs-of-recorded"}))
+	// The engine's container keeps its files.
+	for _, key := range []string{engineCtr, engineCtr + "-init", "recorded-rootfs"} {
+		_, err := sn.Stat(ctx, key)
+		assert.Check(t, err, "snapshot %s", key)
+	}
 }

@@ -14,9 +14,11 @@ import (
 )
 
 type checkOptions struct {
-	delete    bool
-	format    string
-	olderThan time.Duration
+	delete     bool
+	format     string
+	olderThan  time.Duration
+	leases     []string
+	unexpiring bool
 }
 
 func newCheckCommand(g *globalOptions) *cobra.Command {
@@ -34,7 +36,13 @@ unless --delete is given; then it removes them through containerd (one
 collection sweeps the blobs and has the snapshotters clean up) and reports the
 bytes that left the disk. A directory the native snapshotter left is removed
 only with --offline, with containerd stopped. It exits non-zero when anything
-it meant to remove is still there.`,
+it meant to remove is still there.
+
+A lease with no expiry is its creator's statement that it is still in use (a
+Docker Engine holds each container's files that way, BuildKit its cache): it is
+listed, with what it holds and who likely made it, but removed only when named
+with --lease or with --unexpiring-leases, and never while a container owns it
+(by its ID, or because it holds a container's writable snapshot).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCheck(cmd, g, o)
@@ -44,6 +52,8 @@ it meant to remove is still there.`,
 	flags.BoolVar(&o.delete, "delete", false, "Remove what is found")
 	flags.StringVar(&o.format, "format", "text", "Output format: text or json")
 	flags.DurationVar(&o.olderThan, "older-than", images.DefaultOlderThan, "How long an ingest, or a lease with no expiry, must be left alone to count as abandoned")
+	flags.StringArrayVar(&o.leases, "lease", nil, "Also remove this lease with no expiry (repeatable); never one a container owns")
+	flags.BoolVar(&o.unexpiring, "unexpiring-leases", false, "Also remove every lease with no expiry that is older than --older-than, but those containers own")
 	return cmd
 }
 
@@ -59,7 +69,10 @@ func runCheck(cmd *cobra.Command, g *globalOptions, o checkOptions) error {
 		return err
 	}
 	defer closer.Close()
-	opts := []images.CheckOpt{images.OlderThan(o.olderThan)}
+	opts := []images.CheckOpt{images.OlderThan(o.olderThan), images.DeleteLeases(o.leases...)}
+	if o.unexpiring {
+		opts = append(opts, images.DeleteUnexpiring())
+	}
 	if o.delete {
 		opts = append(opts, images.DeleteFound())
 	}
@@ -89,7 +102,13 @@ func printCheck(w io.Writer, r images.CheckReport) {
 		verb, freed = "Deleted", "Freed up"
 	}
 	counts := map[string]int{}
+	kept := 0
 	for _, f := range r.Found {
+		if f.Kept {
+			kept++
+			fmt.Fprintf(w, "Kept %s: %s (%s; %s)\n", f.Kind, f.Name, units.HumanSize(float64(f.Size)), f.Why)
+			continue
+		}
 		if r.Deleted && !f.Gone {
 			continue
 		}
@@ -101,11 +120,11 @@ func printCheck(w io.Writer, r images.CheckReport) {
 			fmt.Fprintf(w, "%s %d %s\n", verb, n, plural(n, kind))
 		}
 	}
-	if len(r.Found) == 0 {
+	if len(r.Found) == kept {
 		fmt.Fprintln(w, "Nothing to delete")
 	}
 	fmt.Fprintf(w, "%s %s of disk space\n", freed, units.HumanSize(float64(r.Space)))
-	if !r.Deleted && len(r.Found) > 0 {
+	if !r.Deleted && len(r.Found) > kept {
 		fmt.Fprintln(w, "Use --delete to delete them")
 	}
 }

@@ -129,12 +129,14 @@ func TestPrintCheck(t *testing.T) {
 		{Kind: images.KindSnapshot, Name: "native/unreached", Size: 4096, Why: "reached by nothing"},
 		{Kind: images.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-1", Size: 2000, Why: "left"},
 		{Kind: images.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-2", Size: 2000, Why: "left", Gone: true},
+		{Kind: images.KindLease, Name: "ctr1", Size: 1000, Why: "no expiry", Kept: true},
 	}, Space: 8096}
 	var out bytes.Buffer
 	printCheck(&out, rep)
 	assert.Check(t, is.Equal(out.String(), `Would delete snapshot: native/unreached (4.096kB; reached by nothing)
 Would delete directory: io.containerd.snapshotter.v1.native/snapshots/rm-1 (2kB; left)
 Would delete directory: io.containerd.snapshotter.v1.native/snapshots/rm-2 (2kB; left)
+Kept lease: ctr1 (1kB; no expiry)
 Would delete 1 snapshot
 Would delete 2 directories
 Would free up 8.096kB of disk space
@@ -146,7 +148,16 @@ Use --delete to delete them
 	out.Reset()
 	printCheck(&out, rep)
 	assert.Check(t, is.Equal(out.String(), `Deleted directory: io.containerd.snapshotter.v1.native/snapshots/rm-2 (2kB; left)
+Kept lease: ctr1 (1kB; no expiry)
 Deleted 1 directory
 Freed up 2kB of disk space
+`))
+
+	// Only kept leases: nothing to delete.
+	out.Reset()
+	printCheck(&out, images.CheckReport{Found: rep.Found[3:]})
+	assert.Check(t, is.Equal(out.String(), `Kept lease: ctr1 (1kB; no expiry)
+Nothing to delete
+Would free up 0B of disk space
 `))
 }

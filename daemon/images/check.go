@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -43,6 +44,10 @@ type CheckOpt func(*checkOptions)
 type checkOptions struct {
 	delete    bool
 	olderThan time.Duration
+	// leases are the leases with no expiry the user lets go.
+	leases []string
+	// unexpiring lets every lease with no expiry go, but containers'.
+	unexpiring bool
 }
 
 // DeleteFound makes the check remove what it finds, through containerd.
@@ -88,6 +93,10 @@ type Found struct {
 	Why string `json:"Why,omitempty"`
 	// Gone is set once it was removed.
 	Gone bool `json:"Gone,omitempty"`
+	// Kept is set for what the check lists but does not remove: a lease
+	// with no expiry, which its creator holds in use (Why says how it may
+	// go). Its size is not in the report's Space.
+	Kept bool `json:"Kept,omitempty"`
 }
 
 // Err summarises the failures, or is nil when nothing failed.
@@ -131,11 +140,33 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 	if err != nil {
 		return CheckReport{}, err
 	}
-	model, err := s.modelCollection(ctx, stale)
+	ctrs, ctrRecords, err := s.listContainers(ctx)
 	if err != nil {
 		return CheckReport{}, err
 	}
-	rep.Found = append(rep.Found, leasesFound(stale, model.hold)...)
+	going, kept, err := sortStale(ctx, stale, o, newOwnership(ctrs, ctrRecords, s.stores.Snapshotter))
+	if err != nil {
+		return CheckReport{}, err
+	}
+	model, err := s.modelCollection(ctx, ctrRecords, going)
+	if err != nil {
+		return CheckReport{}, err
+	}
+	leaseItems := leasesFound(going, model.hold)
+	if len(kept) > 0 {
+		// What a kept lease holds beyond what the check removes.
+		all := slices.Clone(going)
+		for _, u := range kept {
+			all = append(all, u.StaleLease)
+		}
+		more, err := s.modelCollection(ctx, ctrRecords, all)
+		if err != nil {
+			return CheckReport{}, err
+		}
+		leaseItems = append(leaseItems, unexpiringFound(kept, more.hold.size)...)
+		slices.SortStableFunc(leaseItems, func(a, b Found) int { return cmp.Compare(a.Name, b.Name) })
+	}
+	rep.Found = append(rep.Found, leaseItems...)
 	ingests, err := s.abandonedIngests(ctx, o.olderThan, now)
 	if err != nil {
 		return CheckReport{}, err
@@ -155,9 +186,11 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 		rep.Found = append(rep.Found, dirs...)
 	}
 	for _, f := range rep.Found {
-		rep.Space += f.Size
+		if !f.Kept {
+			rep.Space += f.Size
+		}
 	}
-	if !o.delete || len(rep.Found) == 0 {
+	if !o.delete || len(rep.Found) == len(kept) {
 		return rep, nil
 	}
 	return s.deleteFound(ctx, rep, root, model.predicted()), nil
@@ -192,12 +225,8 @@ type leaseHold struct {
 // modelCollection models the collector with and without the stale leases:
 // what the first frees nothing reaches now; what the second frees and the
 // first does not, the stale leases hold alone.
-func (s *Service) modelCollection(ctx context.Context, stale []imgleases.StaleLease) (collection, error) {
+func (s *Service) modelCollection(ctx context.Context, ctrRecords []containers.Container, stale []imgleases.StaleLease) (collection, error) {
 	c := collection{hold: leaseHold{reclaim: reach.NewReclaim(), size: map[string]int64{}}}
-	_, ctrRecords, err := s.listContainers(ctx)
-	if err != nil {
-		return c, err
-	}
 	records, err := s.listRecords(ctx)
 	if err != nil {
 		return c, fmt.Errorf("list images: %w", err)
@@ -451,6 +480,9 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 	cleaning := map[string]bool{}
 	var cleanup []snapshots.Snapshotter
 	for _, f := range rep.Found {
+		if f.Kept {
+			continue
+		}
 		var err error
 		switch f.Kind {
 		case KindLease:
@@ -480,6 +512,9 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 	rep.Failures = append(rep.Failures, failures...)
 	for i := range rep.Found {
 		f := &rep.Found[i]
+		if f.Kept {
+			continue
+		}
 		f.Gone = gone[f.Kind+" "+f.Name]
 		switch {
 		case !f.Gone && f.Kind == KindDir && !s.exclusive:

@@ -15,22 +15,27 @@ import (
 // once its time has passed.
 const labelExpire = "containerd.io/gc.expire"
 
-// StaleLease is a lease that an abandoned write left behind.
+// StaleLease is a lease that an abandoned write may have left behind.
 type StaleLease struct {
 	leases.Lease
 	// Expired is set when the lease's expiry, Expiry, has passed: the
 	// collector ignores it already, and drops it at its next collection.
+	// A lease that has not expired has no expiry of its own: its creator's
+	// statement that it is still in use (a Docker Engine holds every
+	// container's rootfs that way, BuildKit its cache), which age alone
+	// never disproves.
 	Expired bool
 	Expiry  time.Time
 	// Resources are what the lease holds.
 	Resources []leases.Resource
 }
 
-// Stale lists the leases of the namespace in ctx that no live writer needs:
-// the expired ones, and the ones older than olderThan that still hold
-// something and carry no expiry of their own. A lease whose expiry is still
-// to come is its creator's promise to be done by then, and the prune lock
-// and its heartbeats clean up after themselves: neither is ever stale.
+// Stale lists the leases of the namespace in ctx that may be abandoned: the
+// expired ones, which no writer needs, and the ones older than olderThan
+// that still hold something and carry no expiry of their own, which only
+// their creator (or the user) can call abandoned. A lease whose expiry is
+// still to come is its creator's promise to be done by then, and the prune
+// lock and its heartbeats clean up after themselves: neither is listed.
 func Stale(ctx context.Context, lm leases.Manager, olderThan time.Duration, now time.Time) ([]StaleLease, error) {
 	ls, err := lm.List(ctx)
 	if err != nil {
