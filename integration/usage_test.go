@@ -352,3 +352,47 @@ func TestPruneGivesACRIImageItsNamesBack(t *testing.T) {
 		assert.Check(t, !strings.Contains(d.Untagged, "library/c"), "reported as untagged: %s", d.Untagged)
 	}
 }
+
+// TestPruneChangesNothingWhenAContainerCannotBeRead: a container whose CRI
+// metadata does not decode, or whose rootfs is in a snapshotter the daemon
+// does not have, fails the prune with its ID, and nothing changes: which
+// image it runs is unknown, so no image may go.
+func TestPruneChangesNothingWhenAContainerCannotBeRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ctr  containers.Container
+		want string
+	}{
+		{
+			name: "CRI metadata",
+			ctr: containers.Container{ID: "unreadable", Extensions: map[string]typeurl.Any{
+				imgcontainers.CRIMetadataExtension: &anypb.Any{TypeUrl: "github.com/containerd/cri/pkg/store/container/Metadata", Value: []byte(`{"Version":"v9"}`)},
+			}},
+			want: "container unreadable: cannot tell which image it runs",
+		},
+		{
+			name: "snapshotter",
+			ctr:  containers.Container{ID: "elsewhere", Snapshotter: "no-such-snapshotter", SnapshotKey: "elsewhere"},
+			want: "container elsewhere: its rootfs is in snapshotter no-such-snapshotter, which cannot be read",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			a, b := newImage(t, "a", "example.com/a:1"), newImage(t, "b", "example.com/b:1")
+			e.write(a, b)
+			tc.ctr.Runtime = containers.RuntimeInfo{Name: "io.containerd.runc.v2"}
+			tc.ctr.Spec = &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")}
+			_, err := e.client.ContainerService().Create(e.nsCtx(), tc.ctr)
+			assert.NilError(t, err)
+			before := e.names()
+
+			f, err := plan.ParseFilters(map[string][]string{"dangling": {"false"}}, time.Now())
+			assert.NilError(t, err)
+			_, err = e.svc.Prune(e.ctx, f)
+
+			assert.Check(t, is.ErrorContains(err, tc.want))
+			assert.Check(t, is.DeepEqual(e.names(), before))
+			assert.Check(t, e.hasContent(a) && e.hasContent(b))
+		})
+	}
+}

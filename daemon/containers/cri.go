@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/log"
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
@@ -44,9 +44,10 @@ type criMetadata struct {
 // whatever namespace they are.
 type CRI struct{}
 
-// Containers implements Source. A record whose metadata cannot be decoded is
-// logged and skipped: its rootfs still protects its image.
-func (CRI) Containers(ctx context.Context, records []containers.Container) ([]plan.Container, error) {
+// Containers implements Source. A record whose metadata cannot be decoded
+// fails the listing, named: a prune that cannot tell which image a
+// container runs must change nothing.
+func (CRI) Containers(_ context.Context, records []containers.Container) ([]plan.Container, error) {
 	var out []plan.Container
 	for _, r := range records {
 		ext, ok := r.Extensions[CRIMetadataExtension]
@@ -55,8 +56,7 @@ func (CRI) Containers(ctx context.Context, records []containers.Container) ([]pl
 		}
 		c, err := decodeCRI(ext.GetValue())
 		if err != nil {
-			log.G(ctx).WithError(err).WithField("container", r.ID).Warn("cannot read CRI's metadata of the container; its rootfs still protects its image")
-			continue
+			return nil, fmt.Errorf("container %s: cannot tell which image it runs: %w: %w", r.ID, err, errdefs.ErrDataLoss)
 		}
 		c.ID = r.ID
 		out = append(out, c)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -57,11 +58,25 @@ func TestCRISkipsOtherRecords(t *testing.T) {
 	records := []containers.Container{
 		{ID: "docker", Image: "docker.io/library/app:1"},
 		{ID: "cri", Extensions: ext(`{"Version":"v1","Metadata":{"ImageName":"docker.io/library/pod:1"}}`)},
-		{ID: "broken", Extensions: ext(`not json`)},
 	}
 	got, err := CRI{}.Containers(context.Background(), records)
 	assert.NilError(t, err)
 	assert.Check(t, is.DeepEqual(got, []plan.Container{{ID: "cri", Source: "cri", Image: "docker.io/library/pod:1", RunsRecorded: true}}))
+}
+
+// TestCRIFailsOnMetadataItCannotRead: a container whose CRI metadata does
+// not decode fails the listing, with its ID: a prune that cannot tell which
+// image it runs changes nothing.
+func TestCRIFailsOnMetadataItCannotRead(t *testing.T) {
+	for _, data := range []string{`not json`, `{"Version":"v9"}`, `{"Version":"v1","Metadata":{}}`} {
+		records := []containers.Container{
+			{ID: "docker", Image: "docker.io/library/app:1"},
+			{ID: "broken", Extensions: map[string]typeurl.Any{CRIMetadataExtension: &anypb.Any{Value: []byte(data)}}},
+		}
+		_, err := CRI{}.Containers(context.Background(), records)
+		assert.Check(t, is.ErrorContains(err, "container broken: cannot tell which image it runs"), data)
+		assert.Check(t, errdefs.IsDataLoss(err), data)
+	}
 }
 
 // TestRecordsLeaveCRIContainersToCRI: containerd 2.4's CRI writes the name
@@ -82,7 +97,8 @@ func TestRecordsLeaveCRIContainersToCRI(t *testing.T) {
 	assert.Check(t, is.DeepEqual(got, []plan.Container{
 		{ID: "docker", Source: "containerd", Image: "docker.io/library/app:1", ImageID: digest.Digest("sha256:" + strings.Repeat("a", 64))},
 		{ID: "sandbox", Source: "containerd", Image: "registry.k8s.io/pause:3.10"},
-		// CRI's source cannot read it: its record's name still protects.
+		// CRI's source cannot read it (and fails the listing); its
+		// record's name is read here all the same.
 		{ID: "unreadable", Source: "containerd", Image: "docker.io/library/next:1"},
 	}))
 }

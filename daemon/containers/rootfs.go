@@ -34,7 +34,7 @@ func (r Rootfs) Containers(ctx context.Context, records []containers.Container) 
 		if !ok {
 			var err error
 			if byKey, err = r.uncommitted(ctx, rec.Snapshotter); err != nil {
-				return nil, err
+				return nil, fmt.Errorf("container %s: %w", rec.ID, err)
 			}
 			parents[rec.Snapshotter] = byKey
 		}
@@ -46,19 +46,26 @@ func (r Rootfs) Containers(ctx context.Context, records []containers.Container) 
 }
 
 // uncommitted maps the keys of a snapshotter's uncommitted snapshots to
-// their parents. A snapshotter the store lacks has none.
+// their parents. A snapshotter the store lacks fails: the rootfs of a
+// container in it cannot be read, so a prune cannot know what it runs.
 func (r Rootfs) uncommitted(ctx context.Context, name string) (map[string]string, error) {
-	byKey := map[string]string{}
+	unreadable := func(err error) error {
+		return fmt.Errorf("its rootfs is in snapshotter %s, which cannot be read (%w), so which image it runs is unknown: run containerd with that snapshotter, or remove the container", name, err)
+	}
 	sn := r.Snapshotter(name)
 	if sn == nil {
-		return byKey, nil
+		return nil, unreadable(errdefs.ErrNotFound.WithMessage("the store has no such snapshotter"))
 	}
+	byKey := map[string]string{}
 	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		byKey[info.Name] = info.Parent
 		return nil
 	}, "kind!=committed")
+	switch {
 	// A daemon answers InvalidArgument for a snapshotter it has not loaded.
-	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) && !errdefs.IsNotImplemented(err) {
+	case errdefs.IsNotFound(err), errdefs.IsInvalidArgument(err), errdefs.IsNotImplemented(err):
+		return nil, unreadable(errdefs.ErrFailedPrecondition.WithMessage(err.Error()))
+	case err != nil:
 		return nil, fmt.Errorf("list the snapshots of %s, to see which images containers run: %w", name, err)
 	}
 	return byKey, nil
