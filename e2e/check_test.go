@@ -61,3 +61,50 @@ func TestCheckKeepsTheEnginesContainers(t *testing.T) {
 	assert.Check(t, is.Equal(c.ok("start", "-a", "chk-stopped"), "stopped\n"))
 	assert.Check(t, is.Equal(c.ok("start", "-a", "chk-created"), "copied in\n"))
 }
+
+// TestOfflinePruneKeepsAStoppedEnginesContainers: on a Docker host whose
+// engine and containerd are stopped, `imgprune --offline prune -a` keeps the
+// image of every container (created and stopped ones have no containerd
+// record; their files are held by leases), even after its tag moved, and
+// removes the unused one; the engine then starts every container.
+func TestOfflinePruneKeepsAStoppedEnginesContainers(t *testing.T) {
+	dir, err := os.MkdirTemp("", "e2e-offline")
+	assert.NilError(t, err)
+	defer os.RemoveAll(dir)
+	eng, err := startEngine(e2eBin, dir)
+	assert.NilError(t, err)
+	running := true
+	defer func() {
+		if running {
+			eng.stop()
+		}
+	}()
+	c := newCLI(t, eng.sock)
+	c.ok("load", "-i", archive)
+	c.ok("create", "--name", "off-created", "e2e/app:1", "keep", "/kept", "created")
+	assert.Check(t, is.Equal(c.ok("run", "--name", "off-stopped", "e2e/app:1", "keep", "/kept", "stopped"), "stopped\n"))
+	c.ok("run", "-d", "--name", "off-running", "e2e/app:1", "serve")
+	waitLogs(t, c, "off-running", "serving\n")
+	// The tag moves: only the containers' files tell their image.
+	c.ok("tag", "e2e/other:1", "e2e/app:1")
+
+	assert.NilError(t, eng.stopKeepingStore())
+	running = false
+	stdout, stderr, code, err := testcmd.Run(exec.Command(imgpruneBin, "--offline", "--root", filepath.Join(eng.ctrd.Dir, "root"),
+		"--namespace", "moby", "prune", "-a", "-f"))
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(code, 0), "%s%s", stdout, stderr)
+	t.Logf("offline prune:\n%s%s", stdout, stderr)
+	assert.NilError(t, eng.start())
+	running = true
+
+	c = newCLI(t, eng.sock)
+	assert.Check(t, is.Equal(c.ok("start", "-a", "off-stopped"), "stopped\n"))
+	assert.Check(t, is.Equal(c.ok("start", "-a", "off-created"), "created\n"))
+	c.ok("start", "off-running")
+	_, code = c.run("", "image", "inspect", app.Target.Digest.String())
+	assert.Check(t, is.Equal(code, 0), "the containers' image is gone")
+	_, code = c.run("", "image", "inspect", old.Target.Digest.String())
+	assert.Check(t, code != 0, "the unused image stayed")
+	c.ok("rm", "-f", "off-created", "off-stopped", "off-running")
+}

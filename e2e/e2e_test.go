@@ -32,6 +32,8 @@ import (
 var (
 	engineSock, proxySock, standaloneSock string
 	dockerBin                             string
+	// e2eBin holds dockerd, runc and the shim.
+	e2eBin string
 	// imgpruneBin runs against the engine's containerd with imgpruneArgs.
 	imgpruneBin     string
 	imgpruneArgs    []string
@@ -74,27 +76,14 @@ func setUp(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	ctrd, err := testctrd.Start(filepath.Join(dir, "ctrd"))
+	e2eBin = bin
+	engine, err := startEngine(bin, dir)
 	if err != nil {
 		return 0, err
 	}
-	defer ctrd.Stop()
-	engineSock = filepath.Join(dir, "docker.sock")
-	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features":{"containerd-snapshotter":true}}`), 0o644); err != nil {
-		return 0, err
-	}
-	// The engine runs containers unconfined: the tests' programs need no
-	// profile.
-	stopEngine, err := start(engineSock, filepath.Join(dir, "dockerd.log"), filepath.Join(bin, "dockerd"),
-		"--config-file", filepath.Join(dir, "daemon.json"), "--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"), "--pidfile", filepath.Join(dir, "dockerd.pid"),
-		"-H", "unix://"+engineSock, "--containerd", ctrd.Address,
-		"--iptables=false", "--ip6tables=false", "--bridge=none", "--userland-proxy=false",
-		"--seccomp-profile=unconfined")
-	if err != nil {
-		return 0, err
-	}
-	defer stopEngine()
+	defer engine.stop()
+	engineSock = engine.sock
+	ctrd := engine.ctrd
 
 	imgprune := filepath.Join(dir, "imgprune")
 	if out, err := exec.Command("go", "build", "-o", imgprune, filepath.Join(repo, "cmd", "imgprune")).CombinedOutput(); err != nil {

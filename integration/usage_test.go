@@ -396,3 +396,49 @@ func TestPruneChangesNothingWhenAContainerCannotBeRead(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneKeepsImagesOfEngineContainersWithoutTheEngine: a Docker
+// Engine's created and stopped containers have no containerd record, only
+// a lease named after them that holds their rootfs ("<id>" on a committed
+// "<id>-init" on the image's chain); a running one has a record whose
+// rootfs is that same stack. Without the engine's API, the prune follows
+// both down to the image and keeps it, nameless after its tag moved.
+func TestPruneKeepsImagesOfEngineContainersWithoutTheEngine(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		record bool
+	}{
+		{name: "created or stopped: a lease"},
+		{name: "running: a record", record: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			used := newImage(t, "used", "example.com/app:1")
+			other := newImage(t, "other", "example.com/other:1")
+			e.write(used, other)
+			chain := e.unpack("example.com/app:1")
+			const id = "4c0ffee4c0ffee4c0ffee4c0ffee4c0ffee4c0ffee4c0ffee4c0ffee4c0ffee0"
+			lm, sn := e.client.LeasesService(), e.client.SnapshotService(snapshotter)
+			_, err := lm.Create(e.nsCtx(), leases.WithID(id))
+			assert.NilError(t, err)
+			held := leases.WithLease(e.nsCtx(), id)
+			_, err = sn.Prepare(held, id+"-init-key", chain)
+			assert.NilError(t, err)
+			assert.NilError(t, sn.Commit(held, id+"-init", id+"-init-key"))
+			_, err = sn.Prepare(held, id, id+"-init")
+			assert.NilError(t, err)
+			if tc.record {
+				e.containerWithRootfs(id, "", id)
+			}
+			// The tag moves away: only the rootfs tells the image.
+			_, err = e.svc.Tag(e.ctx, "example.com/other:1", "example.com/app:1")
+			assert.NilError(t, err)
+
+			rep := e.prune([]string{"dangling=false"})
+
+			assert.Check(t, rep.Err())
+			assert.Check(t, e.hasContent(used), "the image the engine's container runs lost its content")
+			assert.Check(t, is.Equal(e.names()["moby-dangling@"+used.Target.Digest.String()], used.Target.Digest))
+		})
+	}
+}

@@ -130,7 +130,7 @@ func New(stores Stores, namespace string, opts ...Opt) *Service {
 		sources: []imgcontainers.Source{
 			imgcontainers.Records{},
 			imgcontainers.CRI{},
-			imgcontainers.Rootfs{Snapshotter: stores.Snapshotter},
+			imgcontainers.Rootfs{Snapshotter: stores.Snapshotter, Leases: stores.Leases},
 		},
 	}
 	for _, o := range opts {
