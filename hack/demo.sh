@@ -19,7 +19,8 @@ trap cleanup EXIT
 step "Start a private containerd in ${dir}"
 export CONTAINERD_ADDRESS
 CONTAINERD_ADDRESS="$(hack/containerd-up.sh "${dir}" | tail -n 1)"
-export CONTAINERD_NAMESPACE=demo
+# A Docker Engine's namespace: a dangling record per image is its refcount.
+export CONTAINERD_NAMESPACE=moby
 # The native snapshotter works on every filesystem, also inside containers.
 export CONTAINERD_SNAPSHOTTER=native
 # The daemon runs here: let imgprune check that freed blobs left the disk.
@@ -45,7 +46,7 @@ step "Move a tag: app11's old target becomes a dangling <none> image"
 run "${imgprune}" tag example.com/demo/app10 example.com/demo/app11
 
 step "Create containers that use images by name, by ID and by digest, a pod's container made as CRI makes it, and one that runs app5"
-mk() { "${bin}/mkcontainer" -namespace demo -snapshotter "${CONTAINERD_SNAPSHOTTER}" "$@"; }
+mk() { "${bin}/mkcontainer" -namespace moby -snapshotter "${CONTAINERD_SNAPSHOTTER}" "$@"; }
 mk by-name example.com/demo/app0
 mk by-full-id "${app1}"
 mk by-short-id-12 "${app2:7:12}"

@@ -28,7 +28,7 @@ func BenchmarkPruneAll(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				b.StopTimer()
 				ns := fmt.Sprintf("bench-prune-%d-%d", n, i)
-				svc := imgsvc.NewFromClient(c, ns, imgsvc.WithSnapshotter(snapshotter))
+				svc := imgsvc.NewFromClient(c, ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 				fillStore(b, c, ns, n)
 				b.StartTimer()
 				rep, err := svc.Prune(context.Background(), plan.Filters{})

@@ -40,7 +40,7 @@ func TestPruneCollectsOnce(t *testing.T) {
 	var n atomic.Int32
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Collector = countingCollector{Collector: stores.Collector, collections: &n}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
 	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
@@ -95,7 +95,7 @@ func TestInterruptedPruneConverges(t *testing.T) {
 			left.Store(after)
 			stores := imgsvc.StoresFromClient(e.client)
 			stores.Images = interruptingStore{Store: stores.Images, left: &left}
-			interrupted := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+			interrupted := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
 			first, err := interrupted.Prune(e.ctx, plan.Filters{})
 			assert.NilError(t, err)
@@ -149,7 +149,7 @@ func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
 	usedRec, err := stores.Images.Get(e.nsCtx(), "example.com/used:1")
 	assert.NilError(t, err)
 	stores.Images = repointingStore{Store: stores.Images, name: "example.com/app:1", to: usedRec}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
 	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
@@ -197,7 +197,7 @@ func (e *env) interruptedPrune(t *testing.T, await bool) (testimage.Image, testi
 	t.Cleanup(cancel)
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel, await: await}
-	return a, b, ctx, imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
+	return a, b, ctx, imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
 }
 
 // cancellingStore cancels the prune's context once it deleted name. With
@@ -247,7 +247,7 @@ func TestInterruptedPruneWithUntilConverges(t *testing.T) {
 	assert.NilError(t, err)
 	f.DanglingOnly = false
 
-	first, err := imgsvc.New(stores, e.ns).Prune(e.ctx, f)
+	first, err := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true)).Prune(e.ctx, f)
 	assert.NilError(t, err)
 	assert.Check(t, first.Err() != nil)
 	assert.Check(t, is.Len(e.names(), 2), "only the dangling records are left")
@@ -266,7 +266,7 @@ func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 	e := newEnv(t)
 	_, release := e.blockedPrune(t)
 
-	other := imgsvc.NewFromClient(e.client, e.ns)
+	other := imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithDanglingRecords(true))
 	_, err := other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
 	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true}, imgsvc.DryRun())
@@ -302,7 +302,7 @@ func TestPruneKeepsUsedContentWhenDanglingRecordVanishes(t *testing.T) {
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = danglingRemovingStore{Store: stores.Images, name: "example.com/a:1", dangling: "moby-dangling@" + img.Target.Digest.String()}
 
-	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, plan.Filters{})
+	rep, err := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true)).Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 
 	assert.Check(t, rep.Err())
@@ -321,7 +321,7 @@ func TestPruneFailedNameDoesNotStopItsSiblings(t *testing.T) {
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/a:1"}
 
-	rep, err := imgsvc.New(stores, e.ns).Prune(e.ctx, plan.Filters{})
+	rep, err := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true)).Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
 
 	assert.Check(t, is.Error(rep.Err(), "pruned 2 of 3 images; 1 failed"))
@@ -364,7 +364,7 @@ func TestPruneInterruptedWithDeletionsInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = heldStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel, cancelled: make(chan struct{})}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
 	rep, err := svc.Prune(ctx, plan.Filters{})
 	assert.NilError(t, err)

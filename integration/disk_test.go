@@ -102,7 +102,7 @@ func TestPruneSweepsBlobLeftOnDisk(t *testing.T) {
 	chattr(t, "+i", blobFile(stuck))
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Collector = unsticking{Collector: stores.Collector, t: t, path: blobFile(stuck), once: &sync.Once{}}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
 
 	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
@@ -235,7 +235,7 @@ func TestPruneDiskCheckBesideTheDaemonsCollection(t *testing.T) {
 			assert.Check(t, stores.Collector.Collect(e.nsCtx()))
 		}}
 	}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(root))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(root))
 
 	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)

@@ -94,7 +94,7 @@ func (e *env) assertConverged(t *testing.T, want endState, used []testimage.Imag
 	for _, img := range used {
 		assert.Check(t, e.hasContent(img), "used image %s lost content", img.Names[0])
 	}
-	svc := imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithContainerdRoot(root))
+	svc := imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithContainerdRoot(root))
 	rep, err := svc.Check(e.ctx)
 	assert.NilError(t, err)
 	assert.Check(t, rep.DiskChecked)
@@ -143,7 +143,7 @@ func TestPruneWhenContainerdDies(t *testing.T) {
 		assert.NilError(t, err)
 		t.Cleanup(func() { c.Close() })
 		e := &env{ctx: context.Background(), t: t, client: c, ns: ns}
-		e.svc = imgsvc.NewFromClient(c, ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(lockFile))
+		e.svc = imgsvc.NewFromClient(c, ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(lockFile))
 		return e
 	}
 
@@ -181,7 +181,7 @@ func TestPruneWhenContainerdDies(t *testing.T) {
 			} else {
 				stores.Collector = killingCollector{Collector: stores.Collector, crash: crash}
 			}
-			svc := imgsvc.New(stores, ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(lockFile), imgsvc.WithContainerdRoot(root))
+			svc := imgsvc.New(stores, ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(lockFile), imgsvc.WithContainerdRoot(root))
 			rep, err := svc.Prune(e.ctx, plan.Filters{})
 			assert.NilError(t, <-restarted)
 

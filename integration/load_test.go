@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/images"
@@ -172,6 +173,66 @@ func TestLoadKeepsTheTargetItRenames(t *testing.T) {
 	assert.Check(t, is.Equal(names["example.com/app:1"], newer.Target.Digest))
 	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
 	assert.Check(t, e.hasContent(old), "the renamed target's content was collected")
+}
+
+// TestLoadAdoptsOnlyWhatItRenames: in a Docker Engine's store, a load gives
+// a dangling record to the target whose name it moves, and to no other
+// target that another tool named.
+func TestLoadAdoptsOnlyWhatItRenames(t *testing.T) {
+	e := newEnv(t)
+	old, bystander := newImage(t, "old", "example.com/app:1"), newImage(t, "bystander", "example.com/other:1")
+	e.write(old, bystander)
+	newer := newImage(t, "new", "example.com/app:1")
+	var archive bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&archive, newer))
+
+	_, err := e.svc.Load(e.ctx, &archive)
+	assert.NilError(t, err)
+
+	names := e.names()
+	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
+	assert.Check(t, is.Equal(names["moby-dangling@"+newer.Target.Digest.String()], newer.Target.Digest), "a loaded target has its dangling record upfront")
+	_, adopted := names["moby-dangling@"+bystander.Target.Digest.String()]
+	assert.Check(t, !adopted, "a target the load does not touch was adopted")
+}
+
+// TestNoDanglingRecordsWhereNamesCount: in a namespace that does not follow
+// Moby's convention (nerdctl's and ctr's default), load, tag and prune
+// write no moby-dangling@ record; a used target keeps a name of its own,
+// which keeps its content, and a used image's last name is not removed.
+func TestNoDanglingRecordsWhereNamesCount(t *testing.T) {
+	e := newEnv(t, imgsvc.WithDanglingRecords(false))
+	used := newImage(t, "used", "example.com/app:1", "example.com/app:2")
+	unused := newImage(t, "unused", "example.com/gone:1")
+	e.write(used, unused)
+	e.container("by-id", used.Target.Digest.String(), nil)
+	newer := newImage(t, "new", "example.com/new:1")
+	var archive bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&archive, newer))
+	_, err := e.svc.Load(e.ctx, &archive)
+	assert.NilError(t, err)
+	_, err = e.svc.Tag(e.ctx, "example.com/new:1", "example.com/new:2")
+	assert.NilError(t, err)
+	noDangling := func(when string) {
+		t.Helper()
+		for name := range e.names() {
+			assert.Check(t, !strings.HasPrefix(name, "moby-dangling@"), "%s: %s", when, name)
+		}
+	}
+	noDangling("after load and tag")
+
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, rep.Err())
+	noDangling("after prune")
+	names := e.names()
+	assert.Check(t, is.Equal(names["example.com/app:2"], used.Target.Digest), "the used target keeps its last name")
+	assert.Check(t, e.hasContent(used))
+	assert.Check(t, e.hasNoContent(unused))
+	// Its last name is what keeps it: even forced, it stays.
+	_, err = e.svc.Remove(e.ctx, "example.com/app:2", true)
+	assert.Check(t, errdefs.IsConflict(err), "%v", err)
+	assert.Check(t, is.Equal(e.names()["example.com/app:2"], used.Target.Digest))
 }
 
 // TestLoadIndexWithoutThisPlatform: an image index with nothing for this

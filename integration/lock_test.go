@@ -75,7 +75,7 @@ func TestPruneLockOfAKilledHolder(t *testing.T) {
 			file := ""
 			if tc.sameFile {
 				file = filepath.Join(filepath.Dir(daemon.Address), "imgprune-prune."+e.ns+".lock")
-				svc = imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(file))
+				svc = imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockFile(file))
 			}
 			holder := startHolder(t, e.ns, file)
 			host, _ := os.Hostname()
@@ -209,7 +209,7 @@ func TestPruneThatLostItsLockLetsNoContentGo(t *testing.T) {
 	ttl := 200 * time.Millisecond
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = stealingStore{Store: stores.Images, e: e, wait: ttl, once: &sync.Once{}}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockTTL(ttl))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockTTL(ttl))
 
 	rep, err := svc.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)

@@ -93,7 +93,9 @@ func newEnv(t *testing.T, opts ...imgsvc.Opt) *env {
 	assert.NilError(t, err)
 	t.Cleanup(func() { c.Close() })
 	e := &env{ctx: context.Background(), t: t, client: c, ns: ns}
-	e.svc = imgsvc.NewFromClient(c, ns, append([]imgsvc.Opt{imgsvc.WithSnapshotter(snapshotter)}, opts...)...)
+	// Each test's namespace is a Docker Engine's store, unless it says
+	// otherwise.
+	e.svc = imgsvc.NewFromClient(c, ns, append([]imgsvc.Opt{imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDanglingRecords(true)}, opts...)...)
 	return e
 }
 

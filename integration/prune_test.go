@@ -262,7 +262,7 @@ func TestPrunePartialFailure(t *testing.T) {
 	e.write(a, b, c)
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/b:1"}
-	failing := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+	failing := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
 	rep, err := failing.Prune(e.ctx, plan.Filters{})
 	assert.NilError(t, err)
@@ -310,7 +310,7 @@ func (e *env) blockedPrune(t *testing.T) (*imgsvc.Service, func() error) {
 	stores := imgsvc.StoresFromClient(e.client)
 	blocking := blockingStore{Store: stores.Images, entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
 	stores.Images = blocking
-	svc := imgsvc.New(stores, e.ns)
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true))
 	errc := make(chan error, 1)
 	go func() {
 		_, err := svc.Prune(e.ctx, plan.Filters{DanglingOnly: true})

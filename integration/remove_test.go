@@ -62,7 +62,7 @@ func (e *env) watchedService() (*imgsvc.Service, *watched) {
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Collector = countingCollector{Collector: stores.Collector, collections: &w.collections}
 	stores.Images = recordingStore{Store: stores.Images, w: w}
-	return imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter)), w
+	return imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter)), w
 }
 
 // recordsOf lists the names of the records of target, sorted.
@@ -635,7 +635,7 @@ func TestRemoveLooksAgainBeforeContentGoes(t *testing.T) {
 			}
 			stores := imgsvc.StoresFromClient(e.client)
 			stores.Images = creatingStore{Store: stores.Images, e: e, after: tc.after(img), collect: true, ref: img.Target.Digest.String(), deletes: &atomic.Int32{}}
-			svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+			svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
 			got, err := svc.Remove(e.ctx, "example.com/c:1", false)
 

@@ -635,7 +635,7 @@ func TestServeCreateWhoseImageWent(t *testing.T) {
 	e := newEnv(t)
 	stores := imgsvc.StoresFromClient(e.client)
 	stores.Containers = imageTaking{Store: stores.Containers, e: e}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithClient(e.client), imgsvc.WithSnapshotter(snapshotter))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithClient(e.client), imgsvc.WithSnapshotter(snapshotter))
 	_, c := e.serveService(t, svc)
 	apiLoad(t, e.ctx, c, newImage(t, "app", "docker.io/library/app:1"))
 

@@ -282,7 +282,7 @@ func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 				wrapped.after = tc.after(c)
 			}
 			stores.Images = wrapped
-			svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter))
+			svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
 			rep, err := svc.Prune(e.ctx, plan.Filters{})
 			assert.NilError(t, err)
@@ -318,7 +318,7 @@ func TestPruneGivesACRIImageItsNamesBack(t *testing.T) {
 	// it, one at a time.
 	stores.Images = creatingStore{Store: stores.Images, e: e, at: 1, deletes: &deletes,
 		create: func() { e.criContainer("late", c, "docker.io/library/c:1", chain) }}
-	svc := imgsvc.New(stores, e.ns, imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
 	created := map[string]time.Time{}
 	list, err := e.client.ImageService().List(e.nsCtx())
 	assert.NilError(t, err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -31,7 +32,32 @@ type globalOptions struct {
 	root        string
 	offline     bool
 	dockerHost  string
+	// danglingRecords overrides where the store keeps a dangling record
+	// per target (by default, namespace moby only).
+	danglingRecords optionalBool
 }
+
+// optionalBool is a boolean flag that may be left unset.
+type optionalBool struct{ value, set bool }
+
+func (b *optionalBool) Set(v string) error {
+	on, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("use true or false")
+	}
+	b.value, b.set = on, true
+	return nil
+}
+
+func (b *optionalBool) String() string {
+	if !b.set {
+		return "auto"
+	}
+	return strconv.FormatBool(b.value)
+}
+
+func (b *optionalBool) Type() string     { return "bool" }
+func (b *optionalBool) IsBoolFlag() bool { return true }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,6 +95,8 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&opts.root, "root", envOr("CONTAINERD_ROOT", "/var/lib/containerd"), "containerd root directory, to check that freed blobs left the disk when the daemon runs on this host (env CONTAINERD_ROOT)")
 	flags.StringVar(&opts.dockerHost, "docker-host", os.Getenv("DOCKER_HOST"), `Docker Engine whose containers also use the images (env DOCKER_HOST); by default `+defaultDockerSocket+` when it exists; "none" for no engine`)
 	flags.BoolVar(&opts.offline, "offline", false, "open the store under --root in-process instead of through the socket, for hosts where containerd is stopped or cannot start")
+	flags.Var(&opts.danglingRecords, "dangling-records", "keep a moby-dangling@ record per image as its refcount, as a Docker Engine's store does (auto: only in namespace moby; elsewhere the names are the refcount, as nerdctl, ctr and CRI have it)")
+	flags.Lookup("dangling-records").NoOptDefVal = "true"
 	flags.StringVar(&opts.snapshotter, "snapshotter", envOr("CONTAINERD_SNAPSHOTTER", images.DefaultSnapshotter), "snapshotter to unpack into (env CONTAINERD_SNAPSHOTTER)")
 	root.AddCommand(
 		newPruneCommand(opts),
@@ -95,6 +123,9 @@ func envOr(key, fallback string) string {
 // returned closer.
 func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer, error) {
 	opts := []images.Opt{images.WithSnapshotter(o.snapshotter)}
+	if o.danglingRecords.set {
+		opts = append(opts, images.WithDanglingRecords(o.danglingRecords.value))
+	}
 	var open closers
 	docker, err := o.docker()
 	if err != nil {

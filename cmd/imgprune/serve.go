@@ -40,6 +40,10 @@ POST /images/prune with imgprune's prune over --namespace (the engine's
 containerd namespace, moby by default), keeping the images of the engine's
 containers, and passes every other request through to the engine unchanged.
 
+On its own it keeps the store as a Docker Engine does, a dangling record per
+image in any namespace (--dangling-records=false for a store nerdctl or ctr
+share); in front of an engine, as --namespace has it.
+
 The socket is made with mode 0660, owned by root and by --group. On SIGTERM or
 SIGINT it stops accepting, interrupts a running prune cleanly (its partial
 report is sent) and exits 0.`,
@@ -75,6 +79,12 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		withEngine := *g
 		withEngine.dockerHost = o.upstream
 		g = &withEngine
+	} else if !g.danglingRecords.set {
+		// Standing in for a Docker Engine, its store is one: a dangling
+		// record per image, whatever the namespace.
+		asEngine := *g
+		asEngine.danglingRecords = optionalBool{value: true, set: true}
+		g = &asEngine
 	}
 	svc, closer, err := g.connect(ctx)
 	if err != nil {

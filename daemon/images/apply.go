@@ -249,7 +249,7 @@ func (a *applier) giveBack(ctx context.Context) {
 			continue
 		}
 		given := []string{plan.DanglingName(t.Digest)}
-		if a.isCRI(t.Digest) {
+		if a.namesCount(t.Digest) {
 			given = given[:0]
 			for _, r := range a.removedOf(t.Digest) {
 				given = append(given, r.Name)
@@ -448,7 +448,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 			continue
 		}
 		a.rescued[d] = true
-		if a.isCRI(d) || a.removed[plan.DanglingName(d)] || !a.hadDangling[d] {
+		if a.namesCount(d) || a.removed[plan.DanglingName(d)] || !a.hadDangling[d] {
 			a.restore(ctx, tp.Target)
 		}
 		a.warnings = append(a.warnings, fmt.Sprintf("image %s came into use while the prune ran: it keeps its content", d))
@@ -457,15 +457,16 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 }
 
 // restore gives a target back what counts it, if its content is still
-// there, and reports whether it did: its dangling record, or, for a CRI
-// image, every record the prune removed of it, so that CRI lists it whole
-// and the kubelet finds it by the name its pod gives.
+// there, and reports whether it did: its dangling record, or, where names
+// count, every record the prune removed of it: so that CRI lists an image
+// whole and the kubelet finds it by the name its pod gives, and so that a
+// store without dangling records gets none.
 func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 	if _, err := a.s.stores.Content.Info(ctx, target.Digest); err != nil {
 		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but its content is gone: %v", err)})
 		return false
 	}
-	if a.isCRI(target.Digest) {
+	if a.namesCount(target.Digest) {
 		return a.recreate(ctx, a.removedOf(target.Digest))
 	}
 	if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
@@ -478,6 +479,12 @@ func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 // isCRI reports whether the plan saw target as a CRI image, taken whole.
 func (a *applier) isCRI(target digest.Digest) bool {
 	return plan.IsCRIImage(a.planned[target])
+}
+
+// namesCount reports whether target's names are its refcount, not a
+// dangling record: a CRI image's, or any in a store without them.
+func (a *applier) namesCount(target digest.Digest) bool {
+	return !a.snap.DanglingRecords || a.isCRI(target)
 }
 
 // removedOf are the records of target the prune removed, as the plan saw

@@ -12,16 +12,13 @@ import (
 	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
-// adopt gives every target among records that lacks one its dangling record
-// (plan.Adoptions), so that records other tools made are counted like
-// imgprune's own.
-func (s *Service) adopt(ctx context.Context, records []images.Image) error {
-	for _, r := range plan.Adoptions(records) {
-		if err := s.createDangling(ctx, r); err != nil {
-			return err
-		}
+// keepCounted makes sure target has its dangling record where the store
+// keeps them; elsewhere its names are its refcount, and nothing is written.
+func (s *Service) keepCounted(ctx context.Context, target ocispec.Descriptor, created time.Time) error {
+	if !s.DanglingRecords() {
+		return nil
 	}
-	return nil
+	return s.ensureDangling(ctx, target, created)
 }
 
 // ensureDangling makes sure target has its dangling record, and writes only

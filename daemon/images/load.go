@@ -37,35 +37,32 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	defer release()
-	// The import moves names the archive shares with the store; the targets
-	// they leave must keep their refcount. Their dangling records are
-	// written once the archive was read whole and before any name is: the
-	// import asks for the targets' names in between. An archive that
-	// cannot be read so changes nothing.
+	// The import moves names the archive shares with the store; where
+	// dangling records are the refcount, the targets they leave must keep
+	// theirs. Each is written as the import reads its name, after the
+	// archive was read whole and before any name is written: a load that
+	// fails so changes nothing.
 	records, err := s.listRecords(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load: list images: %w", err)
 	}
 	ictx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var once sync.Once
-	var adoptErr error
-	adopt := func() {
-		once.Do(func() {
-			if adoptErr = s.adopt(ctx, records); adoptErr != nil {
-				// The import's writes fail from here on.
-				cancel(adoptErr)
-			}
-		})
-	}
+	moves := s.nameMoves(ctx, records, cancel)
+	// The import asks, for every manifest and after reading the archive
+	// whole, whether to skip its dangling record, with the name it takes.
 	imported, err := s.client.Import(ictx, archive,
-		client.WithImageRefTranslator(func(name string) string { adopt(); return refName(name) }),
-		client.WithDigestRef(func(d digest.Digest) string { adopt(); return plan.DanglingName(d) }),
+		client.WithImageRefTranslator(refName),
+		client.WithSkipDigestRef(func(name string) bool {
+			moves.adopt(name)
+			// Where names count, a named image gets no dangling record.
+			return name != "" && !s.DanglingRecords()
+		}),
+		// A nameless image's record is its dangling record, in any store:
+		// it has no other name.
+		client.WithDigestRef(plan.DanglingName),
 	)
-	if err == nil {
-		// An archive whose names the import asked for by neither hook.
-		adopt()
-	}
+	adoptErr := moves.err()
 	if adoptErr != nil {
 		return nil, fmt.Errorf("load: %w", adoptErr)
 	}
@@ -93,6 +90,57 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 		}
 	}
 	return loaded, nil
+}
+
+// nameMoves adopts, in a store with dangling records, the targets whose
+// names a load moves: the target a name points at now gets its dangling
+// record before the import points the name elsewhere. The first failure
+// cancels the import.
+type nameMoves struct {
+	s        *Service
+	ctx      context.Context
+	byName   map[string]images.Image
+	byTarget map[digest.Digest][]images.Image
+	cancel   context.CancelCauseFunc
+	mu       sync.Mutex
+	adopted  map[digest.Digest]bool
+	failed   error
+}
+
+func (s *Service) nameMoves(ctx context.Context, records []images.Image, cancel context.CancelCauseFunc) *nameMoves {
+	m := &nameMoves{s: s, ctx: ctx, cancel: cancel, byName: map[string]images.Image{}, byTarget: plan.ByTarget(records), adopted: map[digest.Digest]bool{}}
+	for _, r := range records {
+		m.byName[r.Name] = r
+	}
+	return m
+}
+
+// adopt adopts the target name points at now, once.
+func (m *nameMoves) adopt(name string) {
+	if !m.s.DanglingRecords() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.byName[name]
+	if !ok || m.failed != nil || m.adopted[old.Target.Digest] {
+		return
+	}
+	m.adopted[old.Target.Digest] = true
+	for _, r := range plan.Adoptions(m.byTarget[old.Target.Digest]) {
+		if err := m.s.createDangling(m.ctx, r); err != nil {
+			m.failed = err
+			// The import's writes fail from here on.
+			m.cancel(err)
+			return
+		}
+	}
+}
+
+func (m *nameMoves) err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.failed
 }
 
 // loadedImages are the images a load brought, by name; nameless ones are

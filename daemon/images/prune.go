@@ -223,7 +223,7 @@ func (s *Service) snapshot(ctx context.Context, f plan.Filters) (plan.Snapshot, 
 	if err != nil {
 		return plan.Snapshot{}, nil, fmt.Errorf("list images: %w", err)
 	}
-	snap := plan.Snapshot{Records: records, Containers: ctrs}
+	snap := plan.Snapshot{Records: records, Containers: ctrs, DanglingRecords: s.DanglingRecords()}
 	if len(f.Labels)+len(f.NotLabels) > 0 {
 		if snap.Labels, err = s.configLabels(ctx, records); err != nil {
 			return plan.Snapshot{}, nil, err

@@ -336,14 +336,20 @@ func (s *Service) deleteRecord(ctx context.Context, r images.Image) (bool, error
 	return true, nil
 }
 
-// untagKeeping untags a target a container uses. Its dangling record keeps
-// its content: it is made sure of before the names go and once more after,
+// untagKeeping untags a target a container uses, where a dangling record
+// can keep its content (a store with dangling records; elsewhere it is a
+// Conflict, even forced). Its dangling record keeps its content: it is made sure of before the names go and once more after,
 // since another client may remove it meanwhile. A CRI image keeps its ID
 // records instead, as a prune keeps them: a dangling record would show in
 // `crictl images` as one more digest of the image.
 func (s *Service) untagKeeping(ctx context.Context, r removal) ([]image.DeleteResponse, error) {
 	if len(plan.SortRecords(r.mine).IDs) > 0 {
 		return s.untag(ctx, r.untag)
+	}
+	if !s.DanglingRecords() {
+		// Its names are all that keeps its content here.
+		return nil, errdefs.ErrConflict.WithMessage(fmt.Sprintf("conflict: unable to delete %s - a container uses it, and in namespace %s, which keeps no dangling records, its names are what keeps its content: remove the container first",
+			shortID(r.target.Digest.String()), s.namespace))
 	}
 	safe := context.WithoutCancel(ctx)
 	if err := s.ensureDangling(safe, r.target, entered(r.mine)); err != nil {

@@ -93,6 +93,9 @@ type Service struct {
 	// deletesInFlight is how many deletions (and creations) a prune sends
 	// at once.
 	deletesInFlight int
+	// danglingRecords is set where the store follows Moby's convention: a
+	// dangling record per target is its refcount.
+	danglingRecords *bool
 }
 
 // Opt configures a Service.
@@ -113,6 +116,30 @@ func WithContainerSource(src imgcontainers.Source) Opt {
 // default; 1 deletes in plan order, one after the other.
 func WithDeletesInFlight(n int) Opt {
 	return func(s *Service) { s.deletesInFlight = max(n, 1) }
+}
+
+// MobyNamespace is the namespace of a Docker Engine's image store, where
+// every target has its dangling record.
+const MobyNamespace = "moby"
+
+// WithDanglingRecords sets whether the store follows Moby's convention, a
+// dangling record per target as its refcount, which the service then keeps
+// (creates upfront, adopts for targets other tools named). By default only
+// namespace moby does: in others (nerdctl's and ctr's default, CRI's
+// k8s.io) no tool knows the convention, the names are the refcount, and
+// the service writes no dangling record but for an archive's nameless
+// image, which has no other name.
+func WithDanglingRecords(on bool) Opt {
+	return func(s *Service) { s.danglingRecords = &on }
+}
+
+// DanglingRecords reports whether the service keeps a dangling record per
+// target.
+func (s *Service) DanglingRecords() bool {
+	if s.danglingRecords != nil {
+		return *s.danglingRecords
+	}
+	return s.namespace == MobyNamespace
 }
 
 // WithClient lets the service load and unpack archives through c.

@@ -38,7 +38,7 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 		return images.Image{}, fmt.Errorf("tag %s: %w", source, err)
 	}
 	defer release()
-	if err := s.ensureDangling(ctx, src.Target, src.CreatedAt); err != nil {
+	if err := s.keepCounted(ctx, src.Target, src.CreatedAt); err != nil {
 		return images.Image{}, err
 	}
 	img := images.Image{Name: name, Target: src.Target, Labels: src.Labels}
@@ -53,7 +53,7 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 	if err != nil {
 		return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
 	}
-	if err := s.ensureDangling(ctx, old.Target, old.CreatedAt); err != nil {
+	if err := s.keepCounted(ctx, old.Target, old.CreatedAt); err != nil {
 		return images.Image{}, err
 	}
 	updated, err := s.stores.Images.Update(ctx, img, "target")

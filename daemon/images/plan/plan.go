@@ -26,6 +26,12 @@ type Snapshot struct {
 	// moved onto a new image is as new as the image, though its record was
 	// created long before.
 	Arrived map[digest.Digest]time.Time
+	// DanglingRecords is set where the store follows Moby's convention
+	// (namespace moby): a dangling record per target is its refcount, and
+	// targets that stay without one are adopted. Elsewhere (nerdctl's and
+	// ctr's default, CRI's k8s.io) no tool knows it: the names are the
+	// refcount, none is adopted, and a used target keeps a name.
+	DanglingRecords bool
 }
 
 // Plan is what a prune does. It is a pure function of a Snapshot and Filters.
@@ -102,6 +108,9 @@ func Make(s Snapshot, f Filters) Plan {
 	var group map[string]string
 	for _, target := range slices.Sorted(maps.Keys(byTarget)) {
 		d := decide(byTarget[target], u, kept, f, s.Labels[target])
+		if !s.DanglingRecords {
+			d = namesCount(d, u.Targets[target])
+		}
 		if d.whole && len(d.removeNames) > 0 {
 			if group == nil {
 				group = map[string]string{}
@@ -157,6 +166,20 @@ type decision struct {
 	adopt *images.Image
 	// ensureDangling: a used target loses every name.
 	ensureDangling bool
+}
+
+// namesCount turns d, decided for a store with dangling records, into the
+// decision for one without: nothing is adopted, and a used target that
+// would lose every name keeps its alphabetically last one, which then
+// keeps its content.
+func namesCount(d decision, used bool) decision {
+	d.adopt = nil
+	if d.ensureDangling && used {
+		d.ensureDangling = false
+		d.removeNames = d.removeNames[:len(d.removeNames)-1]
+		d.plan.Untag = d.plan.Untag[:len(d.plan.Untag)-1]
+	}
+	return d
 }
 
 // TargetRecords are the records of one target by kind.

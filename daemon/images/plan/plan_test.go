@@ -353,6 +353,8 @@ func TestMakePlan(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// A Moby-convention store, as a Docker Engine's.
+			tc.snapshot.DanglingRecords = true
 			p := Make(tc.snapshot, tc.filters)
 			assert.Check(t, is.DeepEqual(names(p), tc.wantRemove))
 			var gone []digest.Digest
@@ -448,4 +450,58 @@ func TestAdoptions(t *testing.T) {
 	assert.Assert(t, is.Len(got, 1), "b has its record, c's CRI ID record counts its references")
 	assert.Check(t, is.Equal(got[0].Name, DanglingName(targetA)))
 	assert.Check(t, is.Equal(CreatedAt(got[0]), epoch), "when its earliest name entered")
+}
+
+// TestMakePlanWhereNamesAreTheRefcount: in a store that does not follow
+// Moby's convention (nerdctl's and ctr's default namespace), nothing is
+// adopted and no dangling record is made sure of: a used target that would
+// lose every name keeps its alphabetically last one, which keeps its
+// content; unused targets go as before.
+func TestMakePlanWhereNamesAreTheRefcount(t *testing.T) {
+	all := Filters{}
+	for _, tc := range []struct {
+		name       string
+		snapshot   Snapshot
+		filters    Filters
+		wantRemove []string
+		wantGone   []digest.Digest
+	}{
+		{
+			name: "a container known by its rootfs keeps its target a name",
+			snapshot: Snapshot{
+				Records:    []images.Image{record("docker.io/library/old:1", targetA), record("docker.io/library/old:2", targetA), record("docker.io/library/other:1", targetB)},
+				Containers: []Container{{ID: "c1", Source: "rootfs", Rootfs: &Parent{Snapshotter: "native", Key: "chain-a"}}},
+				Lineage:    Lineage{{Snapshotter: "native", Key: "chain-a"}: {targetA}},
+			},
+			filters:    all,
+			wantRemove: []string{"docker.io/library/old:1", "docker.io/library/other:1"},
+			wantGone:   []digest.Digest{targetB},
+		},
+		{
+			name:       "a target that stays is not adopted",
+			snapshot:   Snapshot{Records: []images.Image{record("docker.io/library/a:1", targetA), record("docker.io/library/b:1", targetB), record("docker.io/library/b:2", targetB, withCreated(epoch.Add(2*time.Hour)))}},
+			filters:    Filters{Until: epoch.Add(time.Hour)},
+			wantRemove: []string{"docker.io/library/a:1", "docker.io/library/b:1"},
+			wantGone:   []digest.Digest{targetA},
+		},
+		{
+			name:     "a dangling-only prune writes nothing",
+			snapshot: Snapshot{Records: []images.Image{record("docker.io/library/a:1", targetA)}},
+			filters:  Filters{DanglingOnly: true},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Make(tc.snapshot, tc.filters)
+			assert.Check(t, is.DeepEqual(names(p), tc.wantRemove))
+			var gone []digest.Digest
+			for _, tp := range p.Targets {
+				if tp.Gone {
+					gone = append(gone, tp.Target.Digest)
+				}
+			}
+			assert.Check(t, is.DeepEqual(gone, tc.wantGone))
+			assert.Check(t, is.Len(p.Adopt, 0))
+			assert.Check(t, is.Len(p.EnsureDangling, 0))
+		})
+	}
 }
