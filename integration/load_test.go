@@ -156,11 +156,12 @@ func TestLoadDockerArchive(t *testing.T) {
 }
 
 // TestLoadKeepsTheTargetItRenames: a load that moves a name another tool
-// made leaves the old target counted, so its content survives.
+// made leaves the old target counted, so its content survives; no other
+// target another tool named is adopted.
 func TestLoadKeepsTheTargetItRenames(t *testing.T) {
 	e := newEnv(t)
-	old := newImage(t, "old", "example.com/app:1")
-	e.write(old)
+	old, bystander := newImage(t, "old", "example.com/app:1"), newImage(t, "bystander", "example.com/other:1")
+	e.write(old, bystander)
 	e.container("c1", old.Target.Digest.String(), nil)
 	newer := newImage(t, "new", "example.com/app:1")
 	var archive bytes.Buffer
@@ -173,24 +174,6 @@ func TestLoadKeepsTheTargetItRenames(t *testing.T) {
 	assert.Check(t, is.Equal(names["example.com/app:1"], newer.Target.Digest))
 	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
 	assert.Check(t, e.hasContent(old), "the renamed target's content was collected")
-}
-
-// TestLoadAdoptsOnlyWhatItRenames: in a Docker Engine's store, a load gives
-// a dangling record to the target whose name it moves, and to no other
-// target that another tool named.
-func TestLoadAdoptsOnlyWhatItRenames(t *testing.T) {
-	e := newEnv(t)
-	old, bystander := newImage(t, "old", "example.com/app:1"), newImage(t, "bystander", "example.com/other:1")
-	e.write(old, bystander)
-	newer := newImage(t, "new", "example.com/app:1")
-	var archive bytes.Buffer
-	assert.NilError(t, testimage.WriteArchive(&archive, newer))
-
-	_, err := e.svc.Load(e.ctx, &archive)
-	assert.NilError(t, err)
-
-	names := e.names()
-	assert.Check(t, is.Equal(names["moby-dangling@"+old.Target.Digest.String()], old.Target.Digest))
 	assert.Check(t, is.Equal(names["moby-dangling@"+newer.Target.Digest.String()], newer.Target.Digest), "a loaded target has its dangling record upfront")
 	_, adopted := names["moby-dangling@"+bystander.Target.Digest.String()]
 	assert.Check(t, !adopted, "a target the load does not touch was adopted")

@@ -54,6 +54,17 @@ func store(records ...images.Image) []images.Image {
 	return records
 }
 
+// goneTargets are the targets p lets go entirely, in report order.
+func goneTargets(p Plan) []digest.Digest {
+	var gone []digest.Digest
+	for _, tp := range p.Targets {
+		if tp.Gone {
+			gone = append(gone, tp.Target.Digest)
+		}
+	}
+	return gone
+}
+
 func names(p Plan) []string {
 	var out []string
 	for _, r := range p.Remove {
@@ -357,13 +368,7 @@ func TestMakePlan(t *testing.T) {
 			tc.snapshot.DanglingRecords = true
 			p := Make(tc.snapshot, tc.filters)
 			assert.Check(t, is.DeepEqual(names(p), tc.wantRemove))
-			var gone []digest.Digest
-			for _, tp := range p.Targets {
-				if tp.Gone {
-					gone = append(gone, tp.Target.Digest)
-				}
-			}
-			assert.Check(t, is.DeepEqual(gone, tc.wantGone))
+			assert.Check(t, is.DeepEqual(goneTargets(p), tc.wantGone))
 			var ensure []digest.Digest
 			for _, d := range p.EnsureDangling {
 				ensure = append(ensure, d.Digest)
@@ -493,13 +498,7 @@ func TestMakePlanWhereNamesAreTheRefcount(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := Make(tc.snapshot, tc.filters)
 			assert.Check(t, is.DeepEqual(names(p), tc.wantRemove))
-			var gone []digest.Digest
-			for _, tp := range p.Targets {
-				if tp.Gone {
-					gone = append(gone, tp.Target.Digest)
-				}
-			}
-			assert.Check(t, is.DeepEqual(gone, tc.wantGone))
+			assert.Check(t, is.DeepEqual(goneTargets(p), tc.wantGone))
 			assert.Check(t, is.Len(p.Adopt, 0))
 			assert.Check(t, is.Len(p.EnsureDangling, 0))
 		})
