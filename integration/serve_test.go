@@ -302,6 +302,37 @@ func TestServeContainers(t *testing.T) {
 	assert.Check(t, is.Equal(pruned.Report.SpaceReclaimed, uint64(list.Items[0].Size)))
 }
 
+// TestServeContainerNames: every free name makes a container, and a name
+// taken is refused with the container that holds it. The name check lists
+// records by runtime and name together: containerd ORs separate filter
+// strings, and read so every record of the server held every name.
+func TestServeContainerNames(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	apiLoad(t, e.ctx, c, newImage(t, "app", "docker.io/library/app:1"))
+	create := func(name string) (string, error) {
+		res, err := c.ContainerCreate(e.ctx, mobyclient.ContainerCreateOptions{Name: name, Config: &container.Config{Image: "app:1", Cmd: []string{"run"}}})
+		return res.ID, err
+	}
+	ids := map[string]string{}
+	for _, name := range []string{"c1", "c2", "c3"} {
+		id, err := create(name)
+		assert.NilError(t, err, name)
+		ids[name] = id
+	}
+	_, err := create("c2")
+	assert.Check(t, errdefs.IsConflict(err), "%v", err)
+	assert.Check(t, is.ErrorContains(err, `The container name "/c2" is already in use by container "`+ids["c2"]+`"`))
+
+	all, err := c.ContainerList(e.ctx, mobyclient.ContainerListOptions{All: true})
+	assert.NilError(t, err)
+	got := map[string]string{}
+	for _, s := range all.Items {
+		got[strings.TrimPrefix(s.Names[0], "/")] = s.ID
+	}
+	assert.Check(t, is.DeepEqual(got, ids))
+}
+
 // TestServePruneDontDeleteUsedDangling is Moby's test of the same name: a
 // dangling image a container uses by its ID is not pruned.
 func TestServePruneDontDeleteUsedDangling(t *testing.T) {

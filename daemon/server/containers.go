@@ -150,11 +150,14 @@ func (s *Server) nameFree(ctx context.Context, name string) error {
 	return nil
 }
 
-// records lists the server's own container records. Those of other
-// creators (the kubelet, nerdctl, a Docker Engine) may belong to running
-// containers: they are not the server's to show as created, nor to remove.
+// records lists the server's own container records that match every one
+// of filters. Those of other creators (the kubelet, nerdctl, a Docker
+// Engine) may belong to running containers: they are not the server's to
+// show as created, nor to remove.
 func (s *Server) records(ctx context.Context, filters ...string) ([]containers.Container, error) {
-	all, err := s.containers.List(ctx, append([]string{fmt.Sprintf("runtime.name==%q", recordRuntime)}, filters...)...)
+	// containerd ORs the filter strings of a List and ANDs only the
+	// comma-separated parts of one: the parts go in one string.
+	all, err := s.containers.List(ctx, strings.Join(append([]string{fmt.Sprintf("runtime.name==%q", recordRuntime)}, filters...), ","))
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
