@@ -227,7 +227,7 @@ func (s *Server) containerSummaries(ctx context.Context, withSize bool) ([]conta
 		out = append(out, container.Summary{
 			ID:      c.ID,
 			Names:   []string{"/" + containerName(c)},
-			Image:   c.Image,
+			Image:   s.shownImage(ctx, c),
 			ImageID: c.Labels[imgcontainers.ImageIDLabel],
 			Command: strings.Join(append(slices.Clone(cfg.Entrypoint), cfg.Cmd...), " "),
 			Created: c.CreatedAt.Unix(),
@@ -241,6 +241,20 @@ func (s *Server) containerSummaries(ctx context.Context, withSize bool) ([]conta
 	}
 	slices.SortStableFunc(out, func(a, b container.Summary) int { return int(b.Created - a.Created) })
 	return out, nil
+}
+
+// shownImage is the image `docker ps` shows for c, as the Engine has it:
+// the reference as typed while it still means the image the container was
+// made from, its image ID once that name went or moved on.
+func (s *Server) shownImage(ctx context.Context, c containers.Container) string {
+	id := c.Labels[imgcontainers.ImageIDLabel]
+	if id == "" || c.Image == id {
+		return c.Image
+	}
+	if target, _, err := s.images.Resolve(ctx, c.Image); err == nil && target.Digest.String() == id {
+		return c.Image
+	}
+	return id
 }
 
 // listContainers answers GET /containers/json: no container runs, so
