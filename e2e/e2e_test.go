@@ -296,6 +296,14 @@ func (r *recorder) step(stdin string, args ...string) {
 	mark := ""
 	if len(args) > 1 && args[0] == "image" && args[1] == "prune" {
 		mark = "prune| "
+		// The Engine reports in the order of a Go map: the names, then
+		// the targets, each sorted.
+		if report := slices.Concat(sortedReport(lines, "untagged: "), sortedReport(lines, "deleted: ")); len(report) > 0 {
+			rest := slices.DeleteFunc(lines, func(l string) bool {
+				return l == "Deleted Images:" || strings.HasPrefix(l, "untagged: ") || strings.HasPrefix(l, "deleted: ")
+			})
+			lines = slices.Concat([]string{"Deleted Images:"}, report, rest)
+		}
 	}
 	r.transcript = append(r.transcript, fmt.Sprintf("$ docker %s (exit %d)", r.normalize(strings.Join(args, " ")), code))
 	for _, l := range lines {
@@ -320,10 +328,27 @@ func (r *recorder) normalize(s string) string {
 		s = strings.ReplaceAll(s, r.dir, "<tmp>")
 	}
 	// Of the containers that use an image, the Engine names any one.
-	return usingContainer.ReplaceAllString(s, "container <container> is using")
+	s = usingContainer.ReplaceAllString(s, "container <container> is using")
+	return stoppedContainer.ReplaceAllString(s, "stopped container <container>")
 }
 
-var usingContainer = regexp.MustCompile(`container <container [^>]+> is using`)
+var (
+	usingContainer   = regexp.MustCompile(`container <container [^>]+> is using`)
+	stoppedContainer = regexp.MustCompile(`stopped container <container [^>]+>`)
+)
+
+// sortedReport are the lines of a prune's report that start with prefix,
+// sorted.
+func sortedReport(lines []string, prefix string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 // scenario is a fixed docker CLI session that runs containers.
 func scenario(t *testing.T, sock string) []string {
@@ -380,7 +405,8 @@ func TestTranscriptThroughTheProxy(t *testing.T) {
 		"$ docker run --rm e2e/app:1 x (exit 0)\nhello from [/app x]",
 		"$ docker run --rm -i e2e/app:1 cat (exit 0)\nhi",
 		"$ docker exec runner /app y (exit 0)\nhello from [/app y]",
-		"$ docker image prune -a -f (exit 0)\nprune| Deleted Images:\nprune| untagged: e2e/old:1\nprune| deleted: " + old.Target.Digest.String(),
+		"$ docker image prune -a -f (exit 0)\nprune| Deleted Images:\nprune| untagged: e2e/old:1\n",
+		"\nprune| deleted: " + old.Target.Digest.String() + "\n",
 		"$ docker images --format {{.Repository}}:{{.Tag}} {{.ID}} (exit 0)\ne2e/app:1 " + app.Target.Digest.Encoded()[:12] + "\n$ docker rm",
 	} {
 		assert.Check(t, is.Contains(joined, want))

@@ -88,6 +88,11 @@ func harnessSession(t *testing.T, sock string, imgs sessionImages) []string {
 	step("rmi", "-f", "e2e/old:1")
 	step("rmi", "e2e/alias:1")
 	step("rmi", "e2e/keep:1", "e2e/nothing:1")
+	step("rmi", hex(imgs.app)[:12])
+	step("tag", "e2e/drop:1", "e2e/drop:2")
+	step("rmi", hex(imgs.drop)[:12])
+	step("images", "--filter", "dangling=true", "--format", "{{.ID}}")
+	step("image", "prune", "-a", "-f", "--filter", "until=1h")
 	step(ps...)
 	step(list...)
 	// Prunes of dangling images, then bad filters, which change nothing.
