@@ -65,10 +65,11 @@ test: containerd docker-cli
 e2e: containerd docker-cli e2e-deps kubelet
 	$(GO) test -p 1 -tags e2e -count=1 ./e2e/...
 
-## unit: fast tests of the packages that need no containerd daemon
+## unit: fast tests of the packages that need no containerd daemon; no
+## examples (daemon/server's harness starts one)
 unit:
 	pkgs="$$($(GO) list ./... | { grep -v $(foreach p,$(INTEGRATION_PKGS),-e '$(p)\(/\|$$\)') || true; })"; \
-	if [[ -n "$$pkgs" ]]; then $(GO) test -short -count=1 $$pkgs; fi
+	if [[ -n "$$pkgs" ]]; then $(GO) test -short -count=1 -run '^(Test|Fuzz)' $$pkgs; fi
 
 ## lint: gofmt, go vet and staticcheck
 lint:

@@ -170,18 +170,31 @@ func writeImages(repo, dir string) error {
 	if err != nil {
 		return err
 	}
-	layer := testimage.FileLayer("app", data)
-	image := func(name, seed string) testimage.Image {
-		return testimage.New(testimage.WithNames(name), testimage.WithEntrypoint("/app"),
-			testimage.WithLayers(layer, testimage.NewLayer("e2e/"+seed, 4096)))
-	}
-	app, old, other = image("docker.io/e2e/app:1", "app"), image("docker.io/e2e/old:1", "old"), image("docker.io/e2e/other:1", "other")
+	appLayer = testimage.FileLayer("app", data)
+	app = runnable("app", testimage.WithNames("docker.io/e2e/app:1"))
+	old = runnable("old", testimage.WithNames("docker.io/e2e/old:1"))
+	other = runnable("other", testimage.WithNames("docker.io/e2e/other:1"))
 	archive = filepath.Join(dir, "images.tar")
-	f, err := os.Create(archive)
+	return writeArchive(archive, app, old, other)
+}
+
+// appLayer holds the program the containers run.
+var appLayer testimage.Layer
+
+// runnable is an image that runs the program, with a layer of its own made
+// from seed.
+func runnable(seed string, opts ...testimage.Opt) testimage.Image {
+	return testimage.New(append([]testimage.Opt{testimage.WithEntrypoint("/app"),
+		testimage.WithLayers(appLayer, testimage.NewLayer("e2e/"+seed, 4096))}, opts...)...)
+}
+
+// writeArchive writes imgs to an archive at path, as docker save does.
+func writeArchive(path string, imgs ...testimage.Image) error {
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := testimage.WriteArchive(f, app, old, other); err != nil {
+	if err := testimage.WriteArchive(f, imgs...); err != nil {
 		f.Close()
 		return err
 	}
@@ -245,11 +258,23 @@ var (
 type recorder struct {
 	cli
 	transcript []string
+	// created names each container the session created with --name by its
+	// ID; the IDs differ from server to server, the names do not.
+	created map[string]string
+	// dir is a folder the session's files are in, shown as <tmp>.
+	dir string
 }
 
 func (r *recorder) step(stdin string, args ...string) {
 	r.t.Helper()
 	stdout, stderr, code := r.exec(stdin, args...)
+	if i := slices.Index(args, "--name"); args[0] == "create" && code == 0 && i >= 0 && i+1 < len(args) {
+		if r.created == nil {
+			r.created = map[string]string{}
+		}
+		r.created[strings.TrimSpace(stdout)] = args[i+1]
+	}
+	stdout, stderr = r.normalize(stdout), r.normalize(stderr)
 	stdout = containerID.ReplaceAllString(stdout, "<container>")
 	lines := strings.Split(strings.TrimRight(stdout, "\n"), "\n")
 	if args[0] == "images" || args[0] == "ps" {
@@ -264,8 +289,16 @@ func (r *recorder) step(stdin string, args ...string) {
 	mark := ""
 	if len(args) > 1 && args[0] == "image" && args[1] == "prune" {
 		mark = "prune| "
+		// The Engine reports in the order of a Go map: the names, then
+		// the targets, each sorted.
+		if report := slices.Concat(sortedReport(lines, "untagged: "), sortedReport(lines, "deleted: ")); len(report) > 0 {
+			rest := slices.DeleteFunc(lines, func(l string) bool {
+				return l == "Deleted Images:" || strings.HasPrefix(l, "untagged: ") || strings.HasPrefix(l, "deleted: ")
+			})
+			lines = slices.Concat([]string{"Deleted Images:"}, report, rest)
+		}
 	}
-	r.transcript = append(r.transcript, fmt.Sprintf("$ docker %s (exit %d)", strings.Join(args, " "), code))
+	r.transcript = append(r.transcript, fmt.Sprintf("$ docker %s (exit %d)", r.normalize(strings.Join(args, " ")), code))
 	for _, l := range lines {
 		r.transcript = append(r.transcript, mark+l)
 	}
@@ -273,6 +306,41 @@ func (r *recorder) step(stdin string, args ...string) {
 		// Errors, not warnings (the engine's about networking).
 		r.transcript = append(r.transcript, mark+"stderr: "+shortContainer.ReplaceAllString(strings.TrimSpace(stderr), "container <container>"))
 	}
+}
+
+// normalize shows the containers the session named by their names, in
+// full and short, and its folder as <tmp>.
+func (r *recorder) normalize(s string) string {
+	for id, name := range r.created {
+		if len(id) == 64 {
+			s = strings.ReplaceAll(s, id, "<container "+name+">")
+			s = strings.ReplaceAll(s, id[:12], "<container "+name+">")
+		}
+	}
+	if r.dir != "" {
+		s = strings.ReplaceAll(s, r.dir, "<tmp>")
+	}
+	// Of the containers that use an image, the Engine names any one.
+	s = usingContainer.ReplaceAllString(s, "container <container> is using")
+	return stoppedContainer.ReplaceAllString(s, "stopped container <container>")
+}
+
+var (
+	usingContainer   = regexp.MustCompile(`container <container [^>]+> is using`)
+	stoppedContainer = regexp.MustCompile(`stopped container <container [^>]+>`)
+)
+
+// sortedReport are the lines of a prune's report that start with prefix,
+// sorted.
+func sortedReport(lines []string, prefix string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // scenario is a fixed docker CLI session that runs containers.
@@ -330,7 +398,8 @@ func TestTranscriptThroughTheProxy(t *testing.T) {
 		"$ docker run --rm e2e/app:1 x (exit 0)\nhello from [/app x]",
 		"$ docker run --rm -i e2e/app:1 cat (exit 0)\nhi",
 		"$ docker exec runner /app y (exit 0)\nhello from [/app y]",
-		"$ docker image prune -a -f (exit 0)\nprune| Deleted Images:\nprune| untagged: e2e/old:1\nprune| deleted: " + old.Target.Digest.String(),
+		"$ docker image prune -a -f (exit 0)\nprune| Deleted Images:\nprune| untagged: e2e/old:1\n",
+		"\nprune| deleted: " + old.Target.Digest.String() + "\n",
 		"$ docker images --format {{.Repository}}:{{.Tag}} {{.ID}} (exit 0)\ne2e/app:1 " + app.Target.Digest.Encoded()[:12] + "\n$ docker rm",
 	} {
 		assert.Check(t, is.Contains(joined, want))

@@ -91,7 +91,7 @@ func TestCLIPrune(t *testing.T) {
 	before := e.names()
 	_, stderr, code := e.run(t, "prune", "-f", "--filter", "dangling=maybe")
 	assert.Check(t, is.Equal(code, 1))
-	assert.Check(t, is.Contains(stderr, "invalid filter 'dangling=maybe,true'"))
+	assert.Check(t, is.Contains(stderr, "invalid filter 'dangling=[maybe true]'"))
 	assert.Check(t, is.DeepEqual(e.names(), before))
 
 	dryOut, _, code := e.run(t, "prune", "-a", "--dry-run", "--format", "json")

@@ -182,7 +182,8 @@ func TestDockerCLIPrune(t *testing.T) {
 	assert.Check(t, is.Equal(code, 0))
 	assert.Check(t, is.Equal(out, "Total reclaimed space: 0B\n"))
 
-	// wrong-args and a filter the engine refuses.
+	// wrong-args, and a filter serve refuses (the engine, deliberately
+	// not: see the README).
 	_, code = docker("", "image", "prune", "--force", "something")
 	assert.Check(t, code != 0)
 	_, code = docker("", "image", "prune", "--force", "--filter", "dangling=maybe")

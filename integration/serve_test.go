@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -213,6 +214,22 @@ func TestServeImages(t *testing.T) {
 	}
 }
 
+// TestServeLoadTellsUnnamedImages: a load tells each name it brought and,
+// by its ID, each image that came without a name, in the archive's order,
+// as the Engine does.
+func TestServeLoadTellsUnnamedImages(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	named := newImage(t, "named", "docker.io/library/named:1")
+	nameless, other := newImage(t, "nameless"), newImage(t, "nameless-too")
+
+	out := apiLoad(t, e.ctx, c, nameless, named, other)
+
+	assert.Check(t, is.Equal(out, `{"stream":"Loaded image ID: `+nameless.Target.Digest.String()+`\n"}`+"\n"+
+		`{"stream":"Loaded image: named:1\n"}`+"\n"+
+		`{"stream":"Loaded image ID: `+other.Target.Digest.String()+`\n"}`+"\n"))
+}
+
 // TestServeContainers: containers are records that keep their images; they
 // are listed, inspected and removed as docker does.
 func TestServeContainers(t *testing.T) {
@@ -300,6 +317,75 @@ func TestServeContainers(t *testing.T) {
 	assert.NilError(t, err)
 	assert.Check(t, is.DeepEqual(pruned.Report.ImagesDeleted, []image.DeleteResponse{{Untagged: "app:1"}, {Deleted: img.Target.Digest.String()}}))
 	assert.Check(t, is.Equal(pruned.Report.SpaceReclaimed, uint64(list.Items[0].Size)))
+}
+
+// TestServeContainerNames: every free name makes a container, and a name
+// taken is refused with the container that holds it. The name check lists
+// records by runtime and name together: containerd ORs separate filter
+// strings, and read so every record of the server held every name.
+func TestServeContainerNames(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	apiLoad(t, e.ctx, c, newImage(t, "app", "docker.io/library/app:1"))
+	create := func(name string) (string, error) {
+		res, err := c.ContainerCreate(e.ctx, mobyclient.ContainerCreateOptions{Name: name, Config: &container.Config{Image: "app:1", Cmd: []string{"run"}}})
+		return res.ID, err
+	}
+	ids := map[string]string{}
+	for _, name := range []string{"c1", "c2", "c3"} {
+		id, err := create(name)
+		assert.NilError(t, err, name)
+		ids[name] = id
+	}
+	_, err := create("c2")
+	assert.Check(t, errdefs.IsConflict(err), "%v", err)
+	assert.Check(t, is.ErrorContains(err, `The container name "/c2" is already in use by container "`+ids["c2"]+`"`))
+
+	all, err := c.ContainerList(e.ctx, mobyclient.ContainerListOptions{All: true})
+	assert.NilError(t, err)
+	got := map[string]string{}
+	for _, s := range all.Items {
+		got[strings.TrimPrefix(s.Names[0], "/")] = s.ID
+	}
+	assert.Check(t, is.DeepEqual(got, ids))
+}
+
+// TestServeListShowsTheImageIDOnceTheNameWent: ps shows the reference a
+// container was made from while it still names the container's image, and
+// the image's ID once that name was removed or moved to another image, as
+// the Engine does; inspect keeps the reference as typed.
+func TestServeListShowsTheImageIDOnceTheNameWent(t *testing.T) {
+	e := newEnv(t)
+	_, c := e.serve(t)
+	app, other := newImage(t, "app", "docker.io/library/app:1"), newImage(t, "other", "docker.io/library/other:1")
+	apiLoad(t, e.ctx, c, app, other)
+	_, err := c.ImageTag(e.ctx, mobyclient.ImageTagOptions{Source: "other:1", Target: "moved:1"})
+	assert.NilError(t, err)
+	short := app.Target.Digest.Encoded()[:12]
+	for name, ref := range map[string]string{"byname": "app:1", "moved": "moved:1", "byid": short, "kept": "other:1"} {
+		_, err := c.ContainerCreate(e.ctx, mobyclient.ContainerCreateOptions{Name: name, Config: &container.Config{Image: ref, Cmd: []string{"run"}}})
+		assert.NilError(t, err, name)
+	}
+	_, err = c.ImageRemove(e.ctx, "app:1", mobyclient.ImageRemoveOptions{Force: true})
+	assert.NilError(t, err)
+	_, err = c.ImageTag(e.ctx, mobyclient.ImageTagOptions{Source: short, Target: "moved:1"})
+	assert.NilError(t, err)
+
+	all, err := c.ContainerList(e.ctx, mobyclient.ContainerListOptions{All: true})
+	assert.NilError(t, err)
+	shown := map[string]string{}
+	for _, s := range all.Items {
+		shown[strings.TrimPrefix(s.Names[0], "/")] = s.Image
+	}
+	assert.Check(t, is.DeepEqual(shown, map[string]string{
+		"byname": app.Target.Digest.String(),
+		"moved":  other.Target.Digest.String(),
+		"byid":   short,
+		"kept":   "other:1",
+	}))
+	inspect, err := c.ContainerInspect(e.ctx, "byname", mobyclient.ContainerInspectOptions{})
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(inspect.Container.Config.Image, "app:1"))
 }
 
 // TestServePruneDontDeleteUsedDangling is Moby's test of the same name: a
@@ -459,20 +545,31 @@ func TestServePruneErrors(t *testing.T) {
 	apiLoad(t, e.ctx, c, img)
 	before := e.names()
 
-	for _, f := range []mobyclient.Filters{
-		make(mobyclient.Filters).Add("dangling", "maybe"),
-		make(mobyclient.Filters).Add("until", "yesterday"),
-		make(mobyclient.Filters).Add("reference", "kept:["),
-		make(mobyclient.Filters).Add("before", "kept"),
+	for _, tc := range []struct {
+		filters mobyclient.Filters
+		want    string
+	}{
+		{make(mobyclient.Filters).Add("dangling", "maybe"), "invalid filter 'dangling=[maybe]'"},
+		{make(mobyclient.Filters).Add("until", "notatime"), `invalid value for 'until' filter: failed to parse value as time or duration: invalid seconds "notatime": invalid syntax`},
+		{make(mobyclient.Filters).Add("reference", "kept:["), "invalid filter 'reference=kept:[': syntax error in pattern"},
+		{make(mobyclient.Filters).Add("before", "kept"), "invalid filter 'before'"},
 	} {
-		_, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: f})
-		assert.Check(t, errdefs.IsInvalidArgument(err), "%v: %v", f, err)
+		_, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{Filters: tc.filters})
+		assert.Check(t, errdefs.IsInvalidArgument(err), "%v: %v", tc.filters, err)
+		assert.Check(t, is.Equal(strings.TrimPrefix(fmt.Sprint(err), "Error response from daemon: "), tc.want))
 	}
+	// The list words them as the Engine does too.
+	for key, value := range map[string]string{"until": "notatime", "dangling": "maybe"} {
+		_, err := c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add(key, value)})
+		assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
+	}
+	_, err := c.ImageList(e.ctx, mobyclient.ImageListOptions{Filters: make(mobyclient.Filters).Add("until", "notatime")})
+	assert.Check(t, is.ErrorContains(err, `invalid value for 'until' filter: failed to parse value as time or duration: invalid seconds "notatime": invalid syntax`))
 	assert.Check(t, is.DeepEqual(e.names(), before))
 
 	// Another prune of the namespace holds the lock.
 	_, release := e.blockedPrune(t)
-	_, err := c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{})
+	_, err = c.ImagePrune(e.ctx, mobyclient.ImagePruneOptions{})
 	assert.Check(t, errdefs.IsConflict(err), "%v", err)
 	assert.Check(t, is.ErrorContains(err, "a prune operation is already running"))
 	assert.Check(t, release())

@@ -57,7 +57,7 @@ func TestPruneRejectsBadInputBeforeConnecting(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{args: []string{"prune", "-f", "--filter", "dangling=maybe"}, wantErr: "invalid filter 'dangling=maybe,true'"},
+		{args: []string{"prune", "-f", "--filter", "dangling=maybe"}, wantErr: "invalid filter 'dangling=[maybe true]'"},
 		{args: []string{"prune", "-f", "--filter", "color=red"}, wantErr: "invalid filter 'color'"},
 		{args: []string{"prune", "-f", "--filter", "until"}, wantErr: "bad format of filter"},
 		{args: []string{"prune", "-f", "--format", "yaml"}, wantErr: `invalid --format "yaml"`},
@@ -96,8 +96,8 @@ func TestPruneDanglingFilterIsDockers(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{args: []string{"-a", "--filter", "dangling=true"}, wantErr: "invalid filter 'dangling=true,false'"},
-		{args: []string{"--filter", "dangling=false"}, wantErr: "invalid filter 'dangling=false,true'"},
+		{args: []string{"-a", "--filter", "dangling=true"}, wantErr: "invalid filter 'dangling=[true false]'"},
+		{args: []string{"--filter", "dangling=false"}, wantErr: "invalid filter 'dangling=[false true]'"},
 	} {
 		_, err := runCLI(t, nil, append([]string{"prune", "-f"}, tc.args...)...)
 		assert.Check(t, is.ErrorContains(err, tc.wantErr))

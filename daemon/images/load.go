@@ -143,19 +143,19 @@ func (m *nameMoves) err() error {
 	return m.failed
 }
 
-// loadedImages are the images a load brought, by name; nameless ones are
-// loaded as dangling images, as docker does.
+// loadedImages are the images a load brought, as the Engine tells them:
+// each name, and the dangling record of each manifest that had none. The
+// import gives every manifest its names, then its dangling record: a
+// dangling record right after a name of its target is that manifest's.
 func loadedImages(imported []images.Image) []images.Image {
-	var named []images.Image
-	for _, img := range imported {
-		if !plan.IsDangling(img.Name) {
-			named = append(named, img)
+	var loaded []images.Image
+	for i, img := range imported {
+		if plan.IsDangling(img.Name) && i > 0 && !plan.IsDangling(imported[i-1].Name) && imported[i-1].Target.Digest == img.Target.Digest {
+			continue
 		}
+		loaded = append(loaded, img)
 	}
-	if len(named) == 0 {
-		return imported
-	}
-	return named
+	return loaded
 }
 
 func describeImages(imgs []images.Image) string {

@@ -150,11 +150,14 @@ func (s *Server) nameFree(ctx context.Context, name string) error {
 	return nil
 }
 
-// records lists the server's own container records. Those of other
-// creators (the kubelet, nerdctl, a Docker Engine) may belong to running
-// containers: they are not the server's to show as created, nor to remove.
+// records lists the server's own container records that match every one
+// of filters. Those of other creators (the kubelet, nerdctl, a Docker
+// Engine) may belong to running containers: they are not the server's to
+// show as created, nor to remove.
 func (s *Server) records(ctx context.Context, filters ...string) ([]containers.Container, error) {
-	all, err := s.containers.List(ctx, append([]string{fmt.Sprintf("runtime.name==%q", recordRuntime)}, filters...)...)
+	// containerd ORs the filter strings of a List and ANDs only the
+	// comma-separated parts of one: the parts go in one string.
+	all, err := s.containers.List(ctx, strings.Join(append([]string{fmt.Sprintf("runtime.name==%q", recordRuntime)}, filters...), ","))
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
@@ -224,7 +227,7 @@ func (s *Server) containerSummaries(ctx context.Context, withSize bool) ([]conta
 		out = append(out, container.Summary{
 			ID:      c.ID,
 			Names:   []string{"/" + containerName(c)},
-			Image:   c.Image,
+			Image:   s.shownImage(ctx, c),
 			ImageID: c.Labels[imgcontainers.ImageIDLabel],
 			Command: strings.Join(append(slices.Clone(cfg.Entrypoint), cfg.Cmd...), " "),
 			Created: c.CreatedAt.Unix(),
@@ -238,6 +241,20 @@ func (s *Server) containerSummaries(ctx context.Context, withSize bool) ([]conta
 	}
 	slices.SortStableFunc(out, func(a, b container.Summary) int { return int(b.Created - a.Created) })
 	return out, nil
+}
+
+// shownImage is the image `docker ps` shows for c, as the Engine has it:
+// the reference as typed while it still means the image the container was
+// made from, its image ID once that name went or moved on.
+func (s *Server) shownImage(ctx context.Context, c containers.Container) string {
+	id := c.Labels[imgcontainers.ImageIDLabel]
+	if id == "" || c.Image == id {
+		return c.Image
+	}
+	if target, _, err := s.images.Resolve(ctx, c.Image); err == nil && target.Digest.String() == id {
+		return c.Image
+	}
+	return id
 }
 
 // listContainers answers GET /containers/json: no container runs, so

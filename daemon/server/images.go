@@ -162,14 +162,12 @@ func (s *Server) imageFilter(ctx context.Context, args map[string][]string, byID
 	labels := plan.Filters{Labels: args["label"], NotLabels: args["label!"]}
 	var tests []func(image.Summary) bool
 	if values := args["dangling"]; len(values) > 0 {
-		var dangling bool
-		switch strings.ToLower(values[0]) {
-		case "true", "1":
-			dangling = true
-		case "false", "0":
-		default:
-			return nil, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid filter 'dangling=%s'", values[0]))
+		// The prune's rules and words are the list's: one of 1/true/0/false.
+		f, err := plan.ParseFilters(map[string][]string{"dangling": values}, time.Now())
+		if err != nil {
+			return nil, err
 		}
+		dangling := f.DanglingOnly
 		// An image is dangling when it has no name, a digest reference
 		// being one: as the Engine and imgprune's prune have it.
 		tests = append(tests, func(sum image.Summary) bool { return (len(sum.RepoTags)+len(sum.RepoDigests) == 0) == dangling })

@@ -1,6 +1,11 @@
 // Package server serves the Docker Engine API over the image service: the
 // images part of it, and containers as records only (nothing runs), so that
 // the docker CLI and moby's Go client work against imgprune unchanged.
+//
+// A test suite serves a private containerd so and, between its tests,
+// removes every container and prunes every image with moby's client
+// (ImagePrune with the filter dangling=false): Example (TestHarness) is the
+// harness to copy.
 package server
 
 import (

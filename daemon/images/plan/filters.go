@@ -5,7 +5,6 @@ import (
 	"maps"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -88,7 +87,7 @@ func ParseFilters(args map[string][]string, now time.Time) (Filters, error) {
 		}
 		until, err := parseTimestamp(values[0], now)
 		if err != nil {
-			return Filters{}, errdefs.ErrInvalidArgument.WithMessage(err.Error())
+			return Filters{}, errdefs.ErrInvalidArgument.WithMessage("invalid value for 'until' filter: " + err.Error())
 		}
 		f.Until = until
 	}
@@ -116,10 +115,12 @@ func (f Filters) CheckPrune() error {
 	return nil
 }
 
+// invalidFilter words a bad filter as Moby does, its values as Go prints
+// a list: invalid filter 'dangling=[maybe]'.
 func invalidFilter(key string, values []string) error {
 	msg := "invalid filter '" + key
 	if values != nil {
-		msg += "=" + strings.Join(values, ",")
+		msg += fmt.Sprintf("=%s", values)
 	}
 	return errdefs.ErrInvalidArgument.WithMessage(msg + "'")
 }
@@ -136,38 +137,6 @@ func parseBool(values []string) (bool, error) {
 		return false, nil
 	}
 	return false, errdefs.ErrInvalidArgument
-}
-
-// parseTimestamp reads until as docker does: a Go duration before now, an
-// RFC 3339 time or date (local time when it has no zone), or Unix seconds.
-func parseTimestamp(value string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(value); value != "0" && err == nil {
-		return now.Add(-d), nil
-	}
-	layouts := []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04Z07:00",
-		"2006-01-02T15:04", "2006-01-02T15Z07:00", "2006-01-02T15", "2006-01-02Z07:00", "2006-01-02"}
-	for _, layout := range layouts {
-		if t, err := time.ParseInLocation(layout, value, now.Location()); err == nil {
-			return t, nil
-		}
-	}
-	if !strings.Contains(value, "-") {
-		sec, frac, hasFrac := strings.Cut(value, ".")
-		s, err := strconv.ParseInt(sec, 10, 64)
-		if err == nil {
-			var nsec int64
-			if hasFrac {
-				if len(frac) > 9 {
-					frac = frac[:9]
-				}
-				nsec, err = strconv.ParseInt(frac+strings.Repeat("0", 9-len(frac)), 10, 64)
-			}
-			if err == nil {
-				return time.Unix(s, nsec), nil
-			}
-		}
-	}
-	return time.Time{}, fmt.Errorf("failed to parse value as time or duration: %q", value)
 }
 
 // MatchLabels applies label and label! as Moby's prune does: every label
