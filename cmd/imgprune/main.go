@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	dockerclient "github.com/moby/moby/client"
@@ -35,6 +36,8 @@ type globalOptions struct {
 	// danglingRecords overrides where the store keeps a dangling record
 	// per target (by default, namespace moby only).
 	danglingRecords optionalBool
+	// phaseTimeout bounds each phase of a prune, removal or check.
+	phaseTimeout time.Duration
 }
 
 // optionalBool is a boolean flag that may be left unset.
@@ -95,6 +98,7 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&opts.root, "root", envOr("CONTAINERD_ROOT", "/var/lib/containerd"), "containerd root directory, to check that freed blobs left the disk when the daemon runs on this host (env CONTAINERD_ROOT)")
 	flags.StringVar(&opts.dockerHost, "docker-host", os.Getenv("DOCKER_HOST"), `Docker Engine whose containers also use the images (env DOCKER_HOST); by default `+defaultDockerSocket+` when it exists; "none" for no engine`)
 	flags.BoolVar(&opts.offline, "offline", false, "open the store under --root in-process instead of through the socket, for hosts where containerd is stopped or cannot start")
+	flags.DurationVar(&opts.phaseTimeout, "phase-timeout", images.DefaultPhaseTimeout, "how long each phase of a prune, rmi or check (listing, deleting, collecting, accounting) may take before it fails: a daemon that stops answering never hangs imgprune")
 	flags.Var(&opts.danglingRecords, "dangling-records", "keep a moby-dangling@ record per image as its refcount, as a Docker Engine's store does (auto: only in namespace moby; elsewhere the names are the refcount, as nerdctl, ctr and CRI have it)")
 	flags.Lookup("dangling-records").NoOptDefVal = "true"
 	flags.StringVar(&opts.snapshotter, "snapshotter", envOr("CONTAINERD_SNAPSHOTTER", images.DefaultSnapshotter), "snapshotter to unpack into (env CONTAINERD_SNAPSHOTTER)")
@@ -122,7 +126,10 @@ func envOr(key, fallback string) string {
 // daemon's socket, or in-process with --offline. The caller closes the
 // returned closer.
 func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer, error) {
-	opts := []images.Opt{images.WithSnapshotter(o.snapshotter)}
+	if o.phaseTimeout <= 0 {
+		return nil, nil, fmt.Errorf("invalid --phase-timeout %v: use a duration above 0", o.phaseTimeout)
+	}
+	opts := []images.Opt{images.WithSnapshotter(o.snapshotter), images.WithPhaseTimeout(o.phaseTimeout)}
 	if o.danglingRecords.set {
 		opts = append(opts, images.WithDanglingRecords(o.danglingRecords.value))
 	}
@@ -187,6 +194,9 @@ const defaultDockerSocket = "/var/run/docker.sock"
 // docker returns the client of the Docker Engine whose containers count, or
 // nil when there is none. A Docker host's engine knows containers containerd
 // does not (created and stopped ones): its images are not pruned blind.
+// engineCallTimeout bounds each call to a Docker Engine.
+const engineCallTimeout = time.Minute
+
 func (o *globalOptions) docker() (*dockerclient.Client, error) {
 	host := o.dockerHost
 	switch {
@@ -198,7 +208,9 @@ func (o *globalOptions) docker() (*dockerclient.Client, error) {
 		}
 		host = "unix://" + defaultDockerSocket
 	}
-	c, err := dockerclient.New(dockerclient.WithHost(host))
+	// Each call to the Engine is bounded: one that stops answering fails
+	// the listing, and nothing changes.
+	c, err := dockerclient.New(dockerclient.WithHost(host), dockerclient.WithTimeout(engineCallTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("docker host %s: %w", host, err)
 	}

@@ -27,6 +27,7 @@ type watchOptions struct {
 	keepLast    int
 	metricsFile string
 	listen      string
+	maxPrune    time.Duration
 }
 
 func newWatchCommand(g *globalOptions) *cobra.Command {
@@ -59,6 +60,7 @@ SIGTERM or SIGINT stops a prune in flight cleanly and exits 0.`,
 	flags.StringArrayVar(&o.filters, "filter", nil, `Limit what a prune may remove, as prune's --filter (e.g. "until=24h")`)
 	flags.IntVar(&o.keepLast, "keep-last", 0, "Keep the N most recent images of each repository, as prune's --keep-last")
 	flags.StringVar(&o.metricsFile, "metrics-file", "", "Add each prune's metrics to this file, in Prometheus text format for a node exporter's textfile collector")
+	flags.DurationVar(&o.maxPrune, "max-prune-duration", watch.DefaultMaxPrune, "The longest a prune may take: past it the prune is stopped, and /healthz fails while it winds down")
 	flags.StringVar(&o.listen, "listen", "", `Serve /metrics and /healthz over HTTP on this address (e.g. ":9110")`)
 	return cmd
 }
@@ -67,7 +69,7 @@ func runWatch(ctx context.Context, g *globalOptions, o watchOptions) error {
 	if g.offline {
 		return fmt.Errorf("invalid --offline: watch follows a running containerd; use its socket (--address)")
 	}
-	w := &watch.Watcher{Interval: o.interval, Namespace: g.namespace}
+	w := &watch.Watcher{Interval: o.interval, Namespace: g.namespace, MaxPrune: o.maxPrune, CallTimeout: min(g.phaseTimeout, watch.DefaultCallTimeout)}
 	var err error
 	if w.High, err = parsePercent("--high", o.high); err != nil {
 		return err

@@ -122,7 +122,8 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	}
 	// What keeps content safe runs to its end even when the prune is
 	// interrupted; deletions stop, also when the daemon goes away.
-	safe := context.WithoutCancel(ctx)
+	safe, cancelSafe := s.finishing(ctx)
+	defer cancelSafe()
 	ctx, a.stop = context.WithCancelCause(ctx)
 	defer a.stop(nil)
 	ensure := map[digest.Digest]ocispec.Descriptor{}
@@ -155,7 +156,7 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	}
 	a.deleteAll(ctx, names, func(ctx context.Context, r images.Image) {
 		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
-			a.ensure(context.WithoutCancel(ctx), t)
+			a.ensure(safe, t)
 			a.ensured[t.Digest] = true
 		}
 	})

@@ -124,6 +124,8 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 		return CheckReport{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("older than %v: a negative age", o.olderThan))
 	}
 	ctx = s.withNamespace(ctx)
+	ctx, cancel := s.phase(ctx)
+	defer cancel()
 	now := time.Now()
 	root := s.diskRoot(ctx)
 	rep := CheckReport{Found: []Found{}}
@@ -472,7 +474,8 @@ func dirSnapshotter(rel string) string {
 func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string, predicted reach.Reclaim) CheckReport {
 	rep.Deleted = true
 	rep.Space = 0
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := s.finishing(ctx)
+	defer cancel()
 	var disk *diskView
 	if root != "" {
 		disk = &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}

@@ -36,7 +36,9 @@ func (s *Service) CreateContainer(ctx context.Context, c containers.Container, t
 	}
 	defer func() {
 		// Not synchronous: the record keeps the snapshot now.
-		if err := s.stores.Leases.Delete(context.WithoutCancel(ctx), l); err != nil {
+		dctx, cancel := s.finishing(ctx)
+		defer cancel()
+		if err := s.stores.Leases.Delete(dctx, l); err != nil {
 			log.G(ctx).WithError(err).Warn("release a lease; it expires by itself")
 		}
 	}()

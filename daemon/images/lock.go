@@ -50,7 +50,9 @@ func (s *Service) lock(ctx context.Context) (held func() error, release func(), 
 		return nil, nil, err
 	}
 	return l.Err, func() {
-		if err := l.Release(context.WithoutCancel(ctx)); err != nil {
+		rctx, cancel := s.finishing(ctx)
+		defer cancel()
+		if err := l.Release(rctx); err != nil {
 			log.G(ctx).WithError(err).Warn("release the prune lock")
 		}
 		s.pruning.Unlock()

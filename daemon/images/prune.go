@@ -57,15 +57,19 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		return Report{}, err
 	}
 	ctx = s.withNamespace(ctx)
+	// The lock, the listings and the plan are one phase: a daemon that
+	// stops answering fails it, and nothing has changed.
+	lctx, cancel := s.phase(ctx)
+	defer cancel()
 	held := func() error { return nil }
 	if !o.dryRun {
 		var unlock func()
 		var err error
-		if held, unlock, err = s.lock(ctx); err != nil {
+		if held, unlock, err = s.lock(lctx); err != nil {
 			return Report{}, err
 		}
 		defer unlock()
-		if err := s.resumeDeadPrune(ctx); err != nil {
+		if err := s.resumeDeadPrune(lctx); err != nil {
 			return Report{}, err
 		}
 	}
@@ -76,10 +80,10 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	var blobs *reach.Graph
 	var g errgroup.Group
 	g.Go(func() (err error) {
-		blobs, err = reach.ListGraph(ctx, s.stores.Content)
+		blobs, err = reach.ListGraph(lctx, s.stores.Content)
 		return err
 	})
-	snap, ctrRecords, err := s.snapshot(ctx, f)
+	snap, ctrRecords, err := s.snapshot(lctx, f)
 	if werr := g.Wait(); err == nil {
 		err = werr
 	}
@@ -87,16 +91,16 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		return Report{}, err
 	}
 	snap.Arrived = arrivals(blobs, snap.Records)
-	before, err := reach.Complete(ctx, s.stores.Reach(), blobs, ctrRecords, s.snapshotter)
+	before, err := reach.Complete(lctx, s.stores.Reach(), blobs, ctrRecords, s.snapshotter)
 	if err != nil {
 		return Report{}, err
 	}
-	if snap.Lineage, err = s.lineage(ctx, before.Content, snap.Records, snap.Containers); err != nil {
+	if snap.Lineage, err = s.lineage(lctx, before.Content, snap.Records, snap.Containers); err != nil {
 		return Report{}, err
 	}
 	end()
 	end = ph.Start(progress.Planning, 0)
-	p, predicted, free, err := s.plan(ctx, snap, f, before, o.goal)
+	p, predicted, free, err := s.plan(lctx, snap, f, before, o.goal)
 	if err != nil {
 		return Report{}, err
 	}
@@ -108,26 +112,31 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		ph.Send(totals(rep, true))
 		return rep, nil
 	}
-	disk := s.viewDisk(ctx, predicted, before)
+	disk := s.viewDisk(lctx, predicted, before)
 	end()
-	stamped := s.stampPrune(ctx, snap.Records, &p)
+	stamped := s.stampPrune(lctx, snap.Records, &p)
 	end = ph.Start(progress.Deleting, len(p.Remove))
-	done := s.apply(ctx, p, snap, before.Content, held, ph)
+	actx, cancelApply := s.phase(ctx)
+	done := s.apply(actx, p, snap, before.Content, held, ph)
+	cancelApply()
 	end()
 	if stamped != nil {
 		done.warnings = append(done.warnings, stamped.Error())
 	}
 	// Interrupted or not, collect what was removed and report it; unless
 	// another prune may run now, whose collection counts it.
-	ctx = context.WithoutCancel(ctx)
 	end = ph.Start(progress.Collecting, 0)
+	cctx, cancelCollect := s.finishing(ctx)
 	if err := held(); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: fmt.Sprintf("not run: %v", err)})
-	} else if err := s.collect(ctx); err != nil {
+	} else if err := s.collect(cctx); err != nil {
 		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: err.Error()})
 	}
+	cancelCollect()
 	end()
 	end = ph.Start(progress.Accounting, 0)
+	ctx, cancelAccount := s.finishing(ctx)
+	defer cancelAccount()
 	rep := s.account(ctx, p, predicted, disk, done)
 	if free != nil {
 		rep.FreeSpace = free

@@ -46,6 +46,8 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) ([]image.D
 		return nil, errdefs.ErrInvalidArgument.WithMessage(err.Error())
 	}
 	ctx = s.withNamespace(ctx)
+	ctx, cancel := s.phase(ctx)
+	defer cancel()
 	held, unlock, err := s.waitLock(ctx)
 	if err != nil {
 		return nil, err
@@ -351,7 +353,8 @@ func (s *Service) untagKeeping(ctx context.Context, r removal) ([]image.DeleteRe
 		return nil, errdefs.ErrConflict.WithMessage(fmt.Sprintf("conflict: unable to delete %s - a container uses it, and in namespace %s, which keeps no dangling records, its names are what keeps its content: remove the container first",
 			shortID(r.target.Digest.String()), s.namespace))
 	}
-	safe := context.WithoutCancel(ctx)
+	safe, cancel := s.finishing(ctx)
+	defer cancel()
 	if err := s.ensureDangling(safe, r.target, entered(r.mine)); err != nil {
 		return nil, err
 	}
@@ -384,7 +387,8 @@ func (s *Service) removeWhole(ctx context.Context, r removal, held func() error)
 		return out, err
 	}
 	// The records are gone: interrupted or not, collect and report.
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := s.finishing(ctx)
+	defer cancel()
 	if err := s.collect(ctx); err != nil {
 		return out, fmt.Errorf("the records of %s are removed, but not yet its content: %w", r.target.Digest, err)
 	}
@@ -422,7 +426,8 @@ func (s *Service) removeRecords(ctx context.Context, r removal, held func() erro
 	if s.exclusive {
 		return out, false, nil
 	}
-	safe := context.WithoutCancel(ctx)
+	safe, cancel := s.finishing(ctx)
+	defer cancel()
 	used, err := s.usedNow(safe, r)
 	if err == nil && !used {
 		return out, false, nil

@@ -6,6 +6,7 @@ package images
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -96,6 +97,8 @@ type Service struct {
 	// danglingRecords is set where the store follows Moby's convention: a
 	// dangling record per target is its refcount.
 	danglingRecords *bool
+	// phaseTimeout bounds each phase of a prune, removal or check.
+	phaseTimeout time.Duration
 }
 
 // Opt configures a Service.
@@ -154,6 +157,7 @@ func New(stores Stores, namespace string, opts ...Opt) *Service {
 		namespace:       namespace,
 		snapshotter:     DefaultSnapshotter,
 		deletesInFlight: deletesInFlight,
+		phaseTimeout:    DefaultPhaseTimeout,
 		sources: []imgcontainers.Source{
 			imgcontainers.Records{},
 			imgcontainers.CRI{},

@@ -34,14 +34,18 @@ const (
 	// stampDelay gathers the events of a burst (a pod's containers, a
 	// pull's records) into one stamping.
 	stampDelay = 100 * time.Millisecond
-	// callTimeout bounds a check's calls to containerd: a daemon that hangs
+	// DefaultCallTimeout bounds a check's calls to containerd: a daemon that hangs
 	// shows as failed checks, not as a watch that is stuck and healthy.
-	callTimeout = 2 * time.Minute
+	DefaultCallTimeout = 2 * time.Minute
 	// unhealthyAfter failed checks in a row, the watch is not doing its job.
 	unhealthyAfter = 3
 	// maxBackoff is the longest a watch waits, after prunes that could not
 	// reach the goal, before it prunes again.
 	maxBackoff = 30 * time.Minute
+	// DefaultMaxPrune is how long a watch's prune may take: every phase of
+	// one is bounded (images.DefaultPhaseTimeout), and a prune of a
+	// hundred thousand images takes minutes.
+	DefaultMaxPrune = time.Hour
 )
 
 // Watcher watches one namespace. Set its fields, then call Run once.
@@ -61,12 +65,20 @@ type Watcher struct {
 	High, Low float64
 	// Filters limit what a prune may remove.
 	Filters plan.Filters
+	// MaxPrune bounds a prune (DefaultMaxPrune when zero): past it the
+	// prune is stopped, as SIGTERM stops it, and the watch is unhealthy
+	// until it returns, since a daemon that stops answering must not keep
+	// a watch alive forever.
+	MaxPrune time.Duration
+	// CallTimeout bounds each call of a check to containerd
+	// (DefaultCallTimeout when zero).
+	CallTimeout time.Duration
 
-	// beat is when the loop last came round, in Unix nanoseconds; busy is
-	// set while it prunes, however long that takes; failures counts the
-	// checks in a row that could not read the disk.
+	// beat is when the loop last came round, and pruning when the prune in
+	// flight started (0 when none runs), in Unix nanoseconds; failures
+	// counts the checks in a row that could not read the disk.
 	beat     atomic.Int64
-	busy     atomic.Bool
+	pruning  atomic.Int64
 	failures atomic.Int32
 	// backoff is how long to wait after a prune that fell short of the
 	// goal, and pruneAfter when the next prune may run.
@@ -84,6 +96,8 @@ func (w *Watcher) Validate() error {
 		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid high mark %v%%: it is above 0 and at most 100", w.High))
 	case w.Low <= 0 || w.Low >= w.High:
 		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid low mark %v%%: it is above 0 and below the high mark, %v%%", w.Low, w.High))
+	case w.MaxPrune < 0:
+		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid maximum prune duration %v: it must be above 0", w.MaxPrune))
 	}
 	return nil
 }
@@ -133,22 +147,38 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// Healthy tells whether the watch does its job: it is pruning, however
-// long that takes, or its loop came round within two intervals and its
-// last checks could read the disk.
+// callTimeout is how long a check's call may take.
+func (w *Watcher) callTimeout() time.Duration {
+	if w.CallTimeout > 0 {
+		return w.CallTimeout
+	}
+	return DefaultCallTimeout
+}
+
+// maxPrune is how long a prune may take.
+func (w *Watcher) maxPrune() time.Duration {
+	if w.MaxPrune > 0 {
+		return w.MaxPrune
+	}
+	return DefaultMaxPrune
+}
+
+// Healthy tells whether the watch does its job: it is pruning for less than
+// the longest a prune may take, or its loop came round within two intervals
+// and its last checks could read the disk.
 func (w *Watcher) Healthy() bool {
-	if w.busy.Load() {
-		return true
+	if started := w.pruning.Load(); started != 0 {
+		return time.Since(time.Unix(0, started)) < w.maxPrune()
 	}
 	last := time.Unix(0, w.beat.Load())
-	return time.Since(last) < 2*w.Interval+callTimeout && w.failures.Load() < unhealthyAfter
+	return time.Since(last) < 2*w.Interval+w.callTimeout() && w.failures.Load() < unhealthyAfter
 }
 
 // check looks at the disk, and prunes when it is fuller than the high mark.
 // Otherwise it stamps the last uses the events did not tell (a Docker
 // Engine's containers, say).
 func (w *Watcher) check(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	cctx, cancel := context.WithTimeout(ctx, w.callTimeout())
 	disk, err := w.Images.ContentDisk(cctx)
 	cancel()
 	if err != nil {
@@ -173,9 +203,11 @@ func (w *Watcher) check(ctx context.Context) {
 		return
 	}
 	l.Info("disk above the high mark: pruning the least recently used images")
-	w.busy.Store(true)
-	rep, err := w.Prune(ctx, w.Filters, images.FreeGoal{Percent: 100 - w.Low})
-	w.busy.Store(false)
+	w.pruning.Store(time.Now().UnixNano())
+	pctx, cancel := context.WithTimeout(ctx, w.maxPrune())
+	rep, err := w.Prune(pctx, w.Filters, images.FreeGoal{Percent: 100 - w.Low})
+	cancel()
+	w.pruning.Store(0)
 	switch {
 	case errors.Is(err, images.ErrPruneRunning):
 		l.WithError(err).Info("another prune runs; checking again at the next interval")
@@ -207,7 +239,7 @@ func (w *Watcher) check(ctx context.Context) {
 
 // stamp records the last use of every image a container uses now.
 func (w *Watcher) stamp(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, w.callTimeout())
 	defer cancel()
 	n, err := w.Images.StampLastUse(ctx)
 	if err != nil && ctx.Err() == nil {

@@ -55,8 +55,12 @@ func TestHealthy(t *testing.T) {
 	assert.Check(t, w.Healthy())
 	w.beat.Store(time.Now().Add(-time.Hour).UnixNano())
 	assert.Check(t, !w.Healthy(), "stuck for an hour")
-	w.busy.Store(true)
+	w.pruning.Store(time.Now().Add(-10 * time.Minute).UnixNano())
 	assert.Check(t, w.Healthy(), "a long prune is no hang")
+	w.pruning.Store(time.Now().Add(-DefaultMaxPrune - time.Second).UnixNano())
+	assert.Check(t, !w.Healthy(), "a prune past the longest a prune may take is a hang")
+	w.MaxPrune = 2 * DefaultMaxPrune
+	assert.Check(t, w.Healthy(), "within a longer maximum")
 }
 
 // fakeImages is a store whose disk the test sets.

@@ -33,7 +33,9 @@ func Hold(ctx context.Context, lm leases.Manager, cs content.Store, d digest.Dig
 		return ctx, nil, err
 	}
 	release := func() {
-		if err := lm.Delete(context.WithoutCancel(ctx), l); err != nil {
+		dctx, cancel := releaseContext(ctx)
+		defer cancel()
+		if err := lm.Delete(dctx, l); err != nil {
 			log.G(ctx).WithError(err).Debug("release a hold; it expires by itself")
 		}
 	}
@@ -58,7 +60,9 @@ func Temporary(ctx context.Context, lm leases.Manager, expiration time.Duration)
 		return ctx, nil, err
 	}
 	release := func() {
-		if err := lm.Delete(context.WithoutCancel(ctx), l, leases.SynchronousDelete); err != nil {
+		dctx, cancel := releaseContext(ctx)
+		defer cancel()
+		if err := lm.Delete(dctx, l, leases.SynchronousDelete); err != nil {
 			log.G(ctx).WithError(err).Warn("release a lease; it expires by itself")
 		}
 	}
@@ -123,7 +127,9 @@ func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ts []o
 		return nil, fmt.Errorf("hold content: %w", err)
 	}
 	release := func() {
-		if err := lm.Delete(context.WithoutCancel(ctx), l); err != nil {
+		dctx, cancel := releaseContext(ctx)
+		defer cancel()
+		if err := lm.Delete(dctx, l); err != nil {
 			log.G(ctx).WithError(err).Warn("release a hold; it expires by itself")
 		}
 	}
@@ -204,3 +210,12 @@ func writeNonce(ctx context.Context, cs content.Ingester, prefix string, opts ..
 // labelRefContent is the prefix of the labels by which the collector
 // follows a blob to the content it references.
 const labelRefContent = "containerd.io/gc.ref.content"
+
+// releaseTimeout bounds the release of a lease, which runs to its end when
+// its caller was cancelled: a daemon that stops answering fails it.
+const releaseTimeout = time.Minute
+
+// releaseContext is ctx without its cancellation, bounded by releaseTimeout.
+func releaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+}

@@ -180,7 +180,9 @@ func (l *Lock) takeOver(ctx context.Context, held leases.Lease) error {
 		return fmt.Errorf("take over the prune lock: %w", err)
 	}
 	defer func() {
-		if err := l.lm.Delete(context.WithoutCancel(ctx), guard); err != nil {
+		dctx, cancel := releaseContext(ctx)
+		defer cancel()
+		if err := l.lm.Delete(dctx, guard); err != nil {
 			log.G(ctx).WithError(err).Debug("delete the takeover lease; it expires by itself")
 		}
 	}()
