@@ -139,7 +139,9 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	// go, and the daemon collects by itself now and then: hold what goes
 	// until the last look has seen no container come to use it.
 	if !s.exclusive {
-		release, err := imgleases.HoldAll(safe, s.stores.Leases, s.stores.Content, a.goneTargets())
+		// The hold is never renewed: it outlasts the deletions and the
+		// last look, each bounded by a phase, with a phase to spare.
+		release, err := imgleases.HoldAll(safe, s.stores.Leases, s.stores.Content, a.goneTargets(), imgleases.HoldFor(max(time.Hour, 3*s.phaseTimeout)))
 		if err != nil {
 			a.fail(Failure{Name: "hold", Error: fmt.Sprintf("nothing is removed: %v", err)})
 			a.leave(p.Remove)

@@ -23,6 +23,22 @@ import (
 // holdExpiry bounds what a process that dies while holding leaks.
 const holdExpiry = time.Hour
 
+// HoldOpt configures a hold.
+type HoldOpt func(*holdOptions)
+
+type holdOptions struct{ expiry time.Duration }
+
+// HoldFor sets when a hold expires by itself (an hour by default): longer
+// than the holder may take, since it is never renewed, and short enough
+// that a holder that died leaks little for long.
+func HoldFor(d time.Duration) HoldOpt {
+	return func(o *holdOptions) {
+		if d > 0 {
+			o.expiry = d
+		}
+	}
+}
+
 // Hold leases the content d for the caller, once it is sure the content is
 // still there, so that a write making a new name for it (a tag) cannot lose
 // it to a collection meanwhile. The returned context carries the lease;
@@ -118,11 +134,15 @@ const holdRefsPerBlob = 20000
 // Its writes do not grow with ts: a lease holds one small blob per 20,000
 // targets, whose reference labels name them, where a lease resource per
 // target would cost one transaction each.
-func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ts []ocispec.Descriptor) (func(), error) {
+func HoldAll(ctx context.Context, lm leases.Manager, cs content.Ingester, ts []ocispec.Descriptor, opts ...HoldOpt) (func(), error) {
 	if len(ts) == 0 {
 		return func() {}, nil
 	}
-	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(holdExpiry), leases.WithLabel(holdLabel, "prune"))
+	o := holdOptions{expiry: holdExpiry}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	l, err := lm.Create(ctx, leases.WithRandomID(), leases.WithExpiration(o.expiry), leases.WithLabel(holdLabel, "prune"))
 	if err != nil {
 		return nil, fmt.Errorf("hold content: %w", err)
 	}

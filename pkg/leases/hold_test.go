@@ -1,0 +1,51 @@
+package leases
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/metadata"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/plugins/content/local"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	bolt "go.etcd.io/bbolt"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+)
+
+// TestHoldAllExpiresWhenAsked: a hold is never renewed, so its holder says
+// how long it may take; an hour by default.
+func TestHoldAllExpiresWhenAsked(t *testing.T) {
+	dir := t.TempDir()
+	cs, err := local.NewStore(filepath.Join(dir, "content"))
+	assert.NilError(t, err)
+	bdb, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, nil)
+	assert.NilError(t, err)
+	t.Cleanup(func() { bdb.Close() })
+	db := metadata.NewDB(bdb, cs, nil)
+	ctx := namespaces.WithNamespace(context.Background(), "test")
+	assert.NilError(t, db.Init(ctx))
+	lm := metadata.NewLeaseManager(db)
+	target := []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("t"), Size: 1}}
+
+	for _, tc := range []struct {
+		opts []HoldOpt
+		want time.Duration
+	}{
+		{want: time.Hour},
+		{opts: []HoldOpt{HoldFor(3 * time.Hour)}, want: 3 * time.Hour},
+	} {
+		release, err := HoldAll(ctx, lm, db.ContentStore(), target, tc.opts...)
+		assert.NilError(t, err)
+		ls, err := lm.List(ctx, "labels."+holdLabel)
+		assert.NilError(t, err)
+		assert.Assert(t, is.Len(ls, 1))
+		exp, ok := expiry(ls[0])
+		assert.Check(t, ok)
+		assert.Check(t, exp.Sub(time.Now()) > tc.want-time.Minute && exp.Sub(time.Now()) <= tc.want, "expires in %v, want %v", exp.Sub(time.Now()), tc.want)
+		release()
+	}
+}
