@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 INTEGRATION_PKGS := /integration /internal/testctrd
 
 .DEFAULT_GOAL := build
-.PHONY: build image containerd docker-cli node-deps kubelet e2e-deps test e2e unit lint demo bench bench-go clean
+.PHONY: build image containerd docker-cli node-deps kubelet e2e-deps test e2e unit race lint demo bench bench-go clean
 
 ## containerd: build the pinned containerd into _output/bin (skipped when present)
 containerd:
@@ -70,6 +70,14 @@ e2e: containerd docker-cli e2e-deps kubelet
 unit:
 	pkgs="$$($(GO) list ./... | { grep -v $(foreach p,$(INTEGRATION_PKGS),-e '$(p)\(/\|$$\)') || true; })"; \
 	if [[ -n "$$pkgs" ]]; then $(GO) test -short -count=1 -run '^(Test|Fuzz)' $$pkgs; fi
+
+## race: the unit packages, and the integration tests that run writers
+## side by side (prunes, loads, removals, the lock), under the race detector
+RACE_INTEGRATION := TestLoadsBesidePrunes|TestTwoPrunesStartedTogether|TestPruneInterruptedWithDeletionsInFlight|TestPruneLooksAgainBeforeContentGoes|TestRemoveWhilePruneRuns|TestServeStopsAPruneCleanly|TestPruneRefusesConcurrentPrune|TestPruneLockIsSharedBetweenServices
+race: containerd
+	pkgs="$$($(GO) list ./... | { grep -v $(foreach p,$(INTEGRATION_PKGS),-e '$(p)\(/\|$$\)') || true; })"; \
+	if [[ -n "$$pkgs" ]]; then $(GO) test -race -short -count=1 -run '^(Test|Fuzz)' $$pkgs; fi
+	$(GO) test -race -count=1 -run '^($(RACE_INTEGRATION))$$' ./integration/
 
 ## lint: gofmt, go vet and staticcheck
 lint:
