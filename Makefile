@@ -52,10 +52,13 @@ image:
 
 ## test: all tests, including those against a private containerd (needs root).
 ## -p 1: packages that start daemons run one at a time (2-core machines).
-## The integration tests run on the native snapshotter, then on overlayfs.
+## The integration tests run on the native snapshotter, then on overlayfs,
+## then with containerd's own collection schedule (the test daemon's
+## collects by itself at most every ~5 s otherwise).
 test: containerd docker-cli
 	$(GO) test -p 1 -count=1 ./...
 	IMGPRUNE_TEST_SNAPSHOTTER=overlayfs $(GO) test -count=1 ./integration/
+	IMGPRUNE_GC=default $(GO) test -count=1 ./integration/
 
 ## e2e: the docker CLI against a real Docker Engine (containerd image store,
 ## private containerd), straight and through `imgprune serve --upstream`;

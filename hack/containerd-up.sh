@@ -41,6 +41,9 @@
 #   IMGPRUNE_CONTAINERD_BIN  containerd binary (default <repo>/_output/bin/containerd)
 #   CONTAINERD_LOG_LEVEL     info (default), debug or trace
 #   CONTAINERD_START_TIMEOUT seconds to wait for the daemon (default 30)
+#   IMGPRUNE_GC              test (default): the daemon schedules its own
+#                            collections at most every ~5 s; default:
+#                            containerd's own schedule, as in production
 #   IMGPRUNE_CRI             1 enables the CRI plugin (default: disabled)
 #   IMGPRUNE_SANDBOX_IMAGE   with IMGPRUNE_CRI=1, required: the pod sandbox
 #                            (pause) image, pinned so that image garbage
@@ -64,6 +67,11 @@ bin="${IMGPRUNE_CONTAINERD_BIN:-${repo_root}/_output/bin/containerd}"
 log_level="${CONTAINERD_LOG_LEVEL:-info}"
 timeout="${CONTAINERD_START_TIMEOUT:-30}"
 cri="${IMGPRUNE_CRI:-}"
+gc="${IMGPRUNE_GC:-test}"
+if [[ "${gc}" != test && "${gc}" != default ]]; then
+	echo "containerd-up: IMGPRUNE_GC must be test or default" >&2
+	exit 2
+fi
 node_bin="${repo_root}/_output/e2e/bin"
 
 if [[ ! "${timeout}" =~ ^[1-9][0-9]*$ ]]; then
@@ -241,13 +249,18 @@ required_plugins = $(toml_list "${required[@]}")
 [plugins]
   [plugins.'io.containerd.image-verifier.v1.bindir']
     bin_dir = '${dir}/image-verifier/bin'
+EOF
+if [[ "${gc}" == test ]]; then
+	cat >>"${config}" <<EOF
   # Collections the daemon schedules itself come at most every ~5 s (the
   # default 0.02 makes it ~250 ms after any deletion), so that what a test
   # finds between two of its steps is what it did; collections asked for
   # (imgprune's, a synchronous lease delete) still run at once.
+  # IMGPRUNE_GC=default keeps containerd's own schedule.
   [plugins.'io.containerd.gc.v1.scheduler']
     pause_threshold = 0.001
 EOF
+fi
 
 if [[ -n "${cri}" ]]; then
 	# The CRI plugin's root and state dirs are <root>/io.containerd.grpc.v1.cri
