@@ -38,12 +38,17 @@ const (
 	specTypeURL   = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 )
 
+// maxConfigBody bounds the body of POST /containers/create.
+const maxConfigBody = 4 << 20
+
 var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 
 // createContainer answers POST /containers/create: `docker create`.
 func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
 	var req container.CreateRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	// A container's config is a few kilobytes: a body past the bound is
+	// refused, not read whole into memory.
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxConfigBody)).Decode(&req); err != nil {
 		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("invalid container config: %v", err))
 	}
 	if req.Config == nil || req.Config.Image == "" {

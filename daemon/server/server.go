@@ -221,9 +221,14 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler, grace time.Durat
 	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	srv := &http.Server{
-		Handler:           h,
-		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:     h,
+		BaseContext: func(net.Listener) context.Context { return base },
+		// A client that sends its headers slowly, or too many, or holds
+		// an idle connection, is dropped; the others are answered all
+		// the while (each connection is served on its own).
 		ReadHeaderTimeout: 30 * time.Second,
+		MaxHeaderBytes:    256 << 10,
+		IdleTimeout:       2 * time.Minute,
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

@@ -235,3 +235,24 @@ func TestParseHolder(t *testing.T) {
 	assert.Check(t, is.DeepEqual(ParseHolder("garbage"), Holder{}))
 	assert.Check(t, is.Equal(ParseHolder("garbage").Describe(), "an unknown process"))
 }
+
+// TestLockFileNeverFollowsAPlantedLink: a symlink another user planted at
+// the lock file's path is not followed, so the file it points at is never
+// truncated nor written; the lease alone still excludes other prunes.
+func TestLockFileNeverFollowsAPlantedLink(t *testing.T) {
+	ctx, lm := newLeases(t)
+	dir := t.TempDir()
+	victim, file := filepath.Join(dir, "victim"), filepath.Join(dir, "imgprune.lock")
+	assert.NilError(t, os.WriteFile(victim, []byte("keep me"), 0o600))
+	assert.NilError(t, os.Symlink(victim, file))
+
+	held, err := LockPrune(ctx, lm, WithLockFile(file))
+	assert.NilError(t, err)
+	defer held.Release(ctx)
+
+	data, err := os.ReadFile(victim)
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(string(data), "keep me"))
+	_, err = LockPrune(ctx, lm, WithLockFile(file))
+	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
+}

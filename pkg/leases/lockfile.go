@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgprune/imgprune/internal/safefile"
 )
 
 // fileLock is a held flock on a lock file. The kernel releases it when its
@@ -23,12 +25,15 @@ type fileLock struct {
 // process holds it, the error is the conflict, saying who holds it as the
 // holder wrote it into the file.
 func lockFile(path string, me Holder) (*fileLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := safefile.OpenOwn(path, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open the prune lock file %s: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		who, _ := os.ReadFile(path)
+		// Read from the file held open: path may point elsewhere by now.
+		buf := make([]byte, 512)
+		n, _ := f.ReadAt(buf, 0)
+		who := buf[:n]
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%w (by %s)", ErrPruneRunning, describeFile(string(who)))

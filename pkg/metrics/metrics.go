@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgprune/imgprune/internal/safefile"
 	"github.com/imgprune/imgprune/pkg/progress"
 )
 
@@ -154,7 +154,7 @@ func (s *Set) load(old map[string]map[[2]string]float64) {
 // path.lock, so that two processes (a timer's prune and a watch) adding to
 // one file lose no count.
 func Write(path string, run Run) error {
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := safefile.OpenOwn(path+".lock", 0o644)
 	if err != nil {
 		return fmt.Errorf("write metrics to %s: %w", path, err)
 	}
@@ -185,7 +185,7 @@ func boolFloat(b bool) float64 {
 // read returns the values of imgprune's metrics in path, by metric name and
 // label values (namespace, then phase): nothing when there is no file.
 func read(path string) (map[string]map[[2]string]float64, error) {
-	f, err := os.Open(path)
+	f, err := safefile.OpenRead(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
