@@ -1,0 +1,86 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/imgprune/imgprune/internal/testimage"
+)
+
+// withEntries is the archive of imgs with extra tar entries after its own.
+func withEntries(t *testing.T, extra []tar.Header, data map[string][]byte, imgs ...testimage.Image) *bytes.Buffer {
+	t.Helper()
+	var valid bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&valid, imgs...))
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	tr := tar.NewReader(&valid)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		assert.NilError(t, err)
+		assert.NilError(t, tw.WriteHeader(h))
+		_, err = io.Copy(tw, tr)
+		assert.NilError(t, err)
+	}
+	for _, h := range extra {
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(data[h.Name]))
+		}
+		assert.NilError(t, tw.WriteHeader(&h))
+		_, err := tw.Write(data[h.Name][:h.Size])
+		assert.NilError(t, err)
+	}
+	assert.NilError(t, tw.Close())
+	return &out
+}
+
+// TestLoadOfHostileArchives: entries that climb out of the archive, absolute
+// paths and links out of the tree are never written or followed: the
+// archive's image loads, and nothing appears outside the store.
+func TestLoadOfHostileArchives(t *testing.T) {
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	assert.NilError(t, os.WriteFile(secret, []byte("not a blob"), 0o600))
+	// A link named as the secret's blob: followed, the store would hold it.
+	secretBlob := "blobs/sha256/" + digest.FromString("not a blob").Encoded()
+	for _, tc := range []struct {
+		name  string
+		entry tar.Header
+	}{
+		{name: "climbs out", entry: tar.Header{Name: "../../../../../../" + outside[1:] + "/climbed", Typeflag: tar.TypeReg, Mode: 0o644}},
+		{name: "absolute", entry: tar.Header{Name: outside + "/absolute", Typeflag: tar.TypeReg, Mode: 0o644}},
+		{name: "symlink out", entry: tar.Header{Name: secretBlob, Typeflag: tar.TypeSymlink, Linkname: secret}},
+		{name: "hard link out", entry: tar.Header{Name: secretBlob, Typeflag: tar.TypeLink, Linkname: secret}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			img := newImage(t, "app", "example.com/app:1")
+			archive := withEntries(t, []tar.Header{tc.entry}, map[string][]byte{tc.entry.Name: []byte("evil")}, img)
+
+			_, err := e.svc.Load(e.ctx, archive)
+
+			assert.NilError(t, err)
+			assert.Check(t, is.Equal(e.names()["example.com/app:1"], img.Target.Digest))
+			entries, err := os.ReadDir(outside)
+			assert.NilError(t, err)
+			assert.Check(t, is.Len(entries, 1), "something was written beside the secret")
+			data, err := os.ReadFile(secret)
+			assert.NilError(t, err)
+			assert.Check(t, is.Equal(string(data), "not a blob"))
+			_, err = e.client.ContentStore().Info(e.nsCtx(), digest.FromString("not a blob"))
+			assert.Check(t, errdefs.IsNotFound(err), "the store took a file outside the archive: %v", err)
+		})
+	}
+}
