@@ -450,6 +450,12 @@ func leftDirs(root string) ([]Found, error) {
 	}
 	var out []Found
 	for _, dir := range dirs {
+		if !insideRoot(root, dir) {
+			// A link out of the tree (planted, or a folder moved
+			// elsewhere): not the snapshotter's to clean, nor ours.
+			log.L.WithField("path", dir).Warn("check: a directory that resolves outside the daemon's root is left alone")
+			continue
+		}
 		rel, err := filepath.Rel(root, dir)
 		if err != nil {
 			return nil, err
@@ -457,6 +463,26 @@ func leftDirs(root string) ([]Found, error) {
 		out = append(out, Found{Kind: KindDir, Name: rel, Size: diskUsage(dir), Why: "left on disk by a snapshot removal that failed"})
 	}
 	return out, nil
+}
+
+// insideRoot tells whether dir is a directory itself, not a link, and
+// resolves below root: what a check removes offline never lies outside the
+// daemon's root, whatever links lie on the way.
+func insideRoot(root, dir string) bool {
+	info, err := os.Lstat(dir)
+	if err != nil || !info.IsDir() {
+		return false
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return false
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return false
+	}
+	rel, err := filepath.Rel(realRoot, realDir)
+	return err == nil && rel != "." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && rel != ".."
 }
 
 // dirSnapshotter is the snapshotter whose state holds a directory, by its
@@ -495,8 +521,13 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 		case KindDir:
 			if s.exclusive {
 				// No daemon runs on the store: the directory is
-				// this process's to remove.
-				err = os.RemoveAll(filepath.Join(root, f.Name))
+				// this process's to remove, once it is sure it is
+				// still below the root.
+				if dir := filepath.Join(root, f.Name); insideRoot(root, dir) {
+					err = os.RemoveAll(dir)
+				} else {
+					err = fmt.Errorf("%s no longer resolves below the daemon's root: left alone", dir)
+				}
 			} else if name := dirSnapshotter(f.Name); !cleaning[name] {
 				cleaning[name] = true
 				if sn := s.stores.Snapshotter(name); sn != nil {
