@@ -187,14 +187,18 @@ func TestLoadKeepsTheTargetItRenames(t *testing.T) {
 
 // TestNoDanglingRecordsWhereNamesCount: in a namespace that does not follow
 // Moby's convention (nerdctl's and ctr's default), load, tag and prune
-// write no moby-dangling@ record; a used target keeps a name of its own,
-// which keeps its content, and a used image's last name is not removed.
+// write no moby-dangling@ record; a used target (known by its rootfs
+// alone) keeps a name of its own, which keeps its content; its last name
+// is neither removed, even forced, nor moved by a tag; a load that moves
+// it gives the image a dangling record, the one rescue of its content.
 func TestNoDanglingRecordsWhereNamesCount(t *testing.T) {
 	e := newEnv(t, imgsvc.WithDanglingRecords(false))
 	used := newImage(t, "used", "example.com/app:1", "example.com/app:2")
 	unused := newImage(t, "unused", "example.com/gone:1")
 	e.write(used, unused)
-	e.container("by-id", used.Target.Digest.String(), nil)
+	key := "rootfs-of-used"
+	e.rootfs(key, e.unpack("example.com/app:1"))
+	e.containerWithRootfs("by-rootfs", "", key)
 	newer := newImage(t, "new", "example.com/new:1")
 	var archive bytes.Buffer
 	assert.NilError(t, testimage.WriteArchive(&archive, newer))
@@ -216,12 +220,29 @@ func TestNoDanglingRecordsWhereNamesCount(t *testing.T) {
 	noDangling("after prune")
 	names := e.names()
 	assert.Check(t, is.Equal(names["example.com/app:2"], used.Target.Digest), "the used target keeps its last name")
+	_, kept := names["example.com/app:1"]
+	assert.Check(t, !kept, "the used target's other name stayed")
 	assert.Check(t, e.hasContent(used))
 	assert.Check(t, e.hasNoContent(unused))
-	// Its last name is what keeps it: even forced, it stays.
+	// Its last name is what keeps it: even forced, it stays, and a tag
+	// does not move it.
 	_, err = e.svc.Remove(e.ctx, "example.com/app:2", true)
 	assert.Check(t, errdefs.IsConflict(err), "%v", err)
+	e.write(newImage(t, "other", "example.com/other:1"))
+	_, err = e.svc.Tag(e.ctx, "example.com/other:1", "example.com/app:2")
+	assert.Check(t, errdefs.IsConflict(err), "%v", err)
 	assert.Check(t, is.Equal(e.names()["example.com/app:2"], used.Target.Digest))
+	// A load that moves it rescues the content with a dangling record.
+	moved := newImage(t, "moved", "example.com/app:2")
+	archive.Reset()
+	assert.NilError(t, testimage.WriteArchive(&archive, moved))
+	_, err = e.svc.Load(e.ctx, &archive)
+	assert.NilError(t, err)
+	names = e.names()
+	assert.Check(t, is.Equal(names["example.com/app:2"], moved.Target.Digest))
+	assert.Check(t, is.Equal(names["moby-dangling@"+used.Target.Digest.String()], used.Target.Digest))
+	e.collect()
+	assert.Check(t, e.hasContent(used))
 }
 
 // TestLoadIndexWithoutThisPlatform: an image index with nothing for this

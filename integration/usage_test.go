@@ -373,7 +373,7 @@ func TestPruneChangesNothingWhenAContainerCannotBeRead(t *testing.T) {
 		{
 			name: "snapshotter",
 			ctr:  containers.Container{ID: "elsewhere", Snapshotter: "no-such-snapshotter", SnapshotKey: "elsewhere"},
-			want: "container elsewhere: its rootfs is in snapshotter no-such-snapshotter, which cannot be read",
+			want: "container elsewhere: its snapshot is in snapshotter no-such-snapshotter, which cannot be read",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -441,4 +441,50 @@ func TestPruneKeepsImagesOfEngineContainersWithoutTheEngine(t *testing.T) {
 			assert.Check(t, is.Equal(e.names()["moby-dangling@"+used.Target.Digest.String()], used.Target.Digest))
 		})
 	}
+}
+
+// stallingStore deletes as its store does, then runs after once the record
+// named at went, and blocks every later delete until its context ends: a
+// daemon that slowed down mid-prune.
+type stallingStore struct {
+	images.Store
+	at      string
+	after   func()
+	stalled *atomic.Bool
+}
+
+func (s stallingStore) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
+	if s.stalled.Load() {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	err := s.Store.Delete(ctx, name, opts...)
+	if name == s.at {
+		s.after()
+		s.stalled.Store(true)
+	}
+	return err
+}
+
+// TestPruneLooksAgainAfterItsDeletionsRanOutOfTime: the deletions use up
+// their phase (a daemon that slowed down) after a container came to use an
+// image the prune let go; the last look still gets a phase of its own, and
+// the image gets its name back and keeps its content.
+func TestPruneLooksAgainAfterItsDeletionsRanOutOfTime(t *testing.T) {
+	e := newEnv(t, imgsvc.WithDanglingRecords(false))
+	a, c, z := newImage(t, "a", "example.com/a:1"), newImage(t, "c", "example.com/c:1"), newImage(t, "z", "example.com/z:1")
+	e.write(a, c, z)
+	stores := imgsvc.StoresFromClient(e.client)
+	stores.Images = stallingStore{Store: stores.Images, at: "example.com/c:1", stalled: &atomic.Bool{},
+		after: func() { e.container("late", c.Target.Digest.String(), nil) }}
+	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(false), imgsvc.WithSnapshotter(snapshotter),
+		imgsvc.WithDeletesInFlight(1), imgsvc.WithPhaseTimeout(2*time.Second))
+
+	rep, err := svc.Prune(e.ctx, plan.Filters{})
+
+	assert.NilError(t, err)
+	assert.Check(t, is.Equal(e.names()["example.com/c:1"], c.Target.Digest), "the late container's image did not get its name back: %v", rep.Failures)
+	assert.Check(t, e.hasContent(c), "the late container's image lost its content")
+	assert.Check(t, e.hasNoContent(a))
+	assert.Check(t, e.hasContent(z), "the record whose delete stalled stays, for the next prune")
 }

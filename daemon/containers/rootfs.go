@@ -89,7 +89,7 @@ func (r Rootfs) leaseHeld(ctx context.Context, w rootfsWalk, recorded map[string
 			}
 			byKey, err := w.walk(ctx, name)
 			if err != nil {
-				return nil, fmt.Errorf("lease %s: %w", l.ID, err)
+				return nil, fmt.Errorf("lease %s (ctr -n <namespace> leases delete %s removes it): %w", l.ID, l.ID, err)
 			}
 			if _, active := byKey[res.ID]; !active {
 				continue
@@ -156,7 +156,7 @@ func (w rootfsWalk) walk(ctx context.Context, name string) (map[string]string, e
 		return byKey, nil
 	}
 	unreadable := func(err error) error {
-		return fmt.Errorf("its rootfs is in snapshotter %s, which cannot be read (%w), so which image it runs is unknown: run containerd with that snapshotter, or remove the container", name, err)
+		return fmt.Errorf("its snapshot is in snapshotter %s, which cannot be read (%w), so which image it runs is unknown: run containerd with that snapshotter, or remove it", name, err)
 	}
 	sn := w.r.Snapshotter(name)
 	if sn == nil {

@@ -64,6 +64,9 @@ type applier struct {
 	stop context.CancelCauseFunc
 	// daemonGone is set once a write found the daemon unavailable.
 	daemonGone bool
+	// keepHold is set when a target could not be given back what counts
+	// it: the hold stays for the next prune.
+	keepHold bool
 }
 
 // deletesInFlight is how many deletions a prune has in flight through a
@@ -151,14 +154,19 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 			// A daemon that went away may be back by now: the hold stays
 			// all the same, for the next prune to give back what it held
 			// (no last look was taken).
-			if !a.gone() {
+			// So does a hold whose targets could not all be given back
+			// what counts them: released, their content would go.
+			if !a.gone() && !a.keepHold {
 				release()
 			}
 		}()
 	}
 	a.deleteAll(ctx, names, func(ctx context.Context, r images.Image) {
 		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
-			a.ensure(safe, t)
+			// ctx carries the batch's transaction, where there is one.
+			ectx, cancel := s.finishing(ctx)
+			a.ensure(ectx, t)
+			cancel()
 			a.ensured[t.Digest] = true
 		}
 	})
@@ -168,7 +176,11 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 		a.leave(dangling)
 		return a.applied
 	}
-	a.ensure(safe, p.EnsureDangling...)
+	// What follows the deletions gets a phase of its own: the deletions
+	// may have used all of theirs.
+	late, cancelLate := s.finishing(ctx)
+	defer cancelLate()
+	a.ensure(late, p.EnsureDangling...)
 	if len(dangling) > 0 {
 		if err := held(); err != nil {
 			a.fail(Failure{Name: "prune lock", Error: fmt.Sprintf("no dangling record is removed: %v", err)})
@@ -183,8 +195,8 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	// The last look gives back the dangling record of a target a container
 	// came to use during the deletions. Without it, every target that lost
 	// a record gets one back.
-	if !a.lookAgain(safe) {
-		a.giveBack(safe)
+	if !a.lookAgain(late) {
+		a.giveBack(late)
 	}
 	return a.applied
 }
@@ -465,18 +477,31 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 // whole and the kubelet finds it by the name its pod gives, and so that a
 // store without dangling records gets none.
 func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
-	if _, err := a.s.stores.Content.Info(ctx, target.Digest); err != nil {
+	_, err := a.s.stores.Content.Info(ctx, target.Digest)
+	switch {
+	case errdefs.IsNotFound(err):
 		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but its content is gone: %v", err)})
 		return false
-	}
-	if a.namesCount(target.Digest) {
-		return a.recreate(ctx, a.removedOf(target.Digest))
-	}
-	if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
-		a.fail(Failure{Name: target.Digest.String(), Error: err.Error()})
+	case err != nil:
+		// Not known gone: the hold keeps it for the next prune.
+		a.keepHold = true
+		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but it cannot be looked at, so the hold keeps it for the next prune: %v", err)})
 		return false
 	}
-	return true
+	ok := false
+	if a.namesCount(target.Digest) {
+		ok = a.recreate(ctx, a.removedOf(target.Digest))
+	} else if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
+		a.fail(Failure{Name: target.Digest.String(), Error: err.Error()})
+	} else {
+		ok = true
+	}
+	if !ok {
+		// The hold keeps what could not be given back, for the next
+		// prune (resumeDeadPrune).
+		a.keepHold = true
+	}
+	return ok
 }
 
 // isCRI reports whether the plan saw target as a CRI image, taken whole.

@@ -44,3 +44,36 @@ func (s *Service) createDangling(ctx context.Context, r images.Image) error {
 	}
 	return nil
 }
+
+// lastNameInUse reports, where names are the refcount (no dangling
+// records), the container that uses target when name is its last record:
+// moving or dropping that name would leave the image's content to the
+// collector. It is "" otherwise, and always in a store with dangling
+// records.
+func (s *Service) lastNameInUse(ctx context.Context, name string, target ocispec.Descriptor) (string, error) {
+	if s.DanglingRecords() {
+		return "", nil
+	}
+	records, err := s.listRecords(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list images: %w", err)
+	}
+	var mine []images.Image
+	for _, r := range records {
+		if r.Target.Digest == target.Digest {
+			mine = append(mine, r)
+		}
+	}
+	if len(mine) != 1 || mine[0].Name != name {
+		return "", nil
+	}
+	ctrs, _, err := s.listContainers(ctx)
+	if err != nil {
+		return "", err
+	}
+	users, err := s.users(ctx, records, selection{target: target, mine: mine}, ctrs)
+	if err != nil || len(users) == 0 {
+		return "", err
+	}
+	return users[0], nil
+}

@@ -115,11 +115,11 @@ func (s *Service) nameMoves(ctx context.Context, records []images.Image, cancel 
 	return m
 }
 
-// adopt adopts the target name points at now, once.
+// adopt adopts the target name points at now, once. Where names are the
+// refcount, only a used target whose last name this is gets a dangling
+// record: the load may move that name, and the record rescues the content
+// a container needs.
 func (m *nameMoves) adopt(name string) {
-	if !m.s.DanglingRecords() {
-		return
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old, ok := m.byName[name]
@@ -127,6 +127,17 @@ func (m *nameMoves) adopt(name string) {
 		return
 	}
 	m.adopted[old.Target.Digest] = true
+	if !m.s.DanglingRecords() {
+		user, err := m.s.lastNameInUse(m.ctx, name, old.Target)
+		if err == nil && user != "" {
+			err = m.s.ensureDangling(m.ctx, old.Target, plan.CreatedAt(old))
+		}
+		if err != nil {
+			m.failed = err
+			m.cancel(err)
+		}
+		return
+	}
 	for _, r := range plan.Adoptions(m.byTarget[old.Target.Digest]) {
 		if err := m.s.createDangling(m.ctx, r); err != nil {
 			m.failed = err

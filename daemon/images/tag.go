@@ -53,6 +53,16 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 	if err != nil {
 		return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
 	}
+	if old.Target.Digest != src.Target.Digest {
+		user, err := s.lastNameInUse(ctx, name, old.Target)
+		if err != nil {
+			return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
+		}
+		if user != "" {
+			return images.Image{}, errdefs.ErrConflict.WithMessage(fmt.Sprintf("conflict: %s is the last name of image %s, which container %s uses, and in namespace %s, which keeps no dangling records, its names are what keeps its content: tag the image with another name first",
+				name, shortID(old.Target.Digest.String()), shortID(user), s.namespace))
+		}
+	}
 	if err := s.keepCounted(ctx, old.Target, old.CreatedAt); err != nil {
 		return images.Image{}, err
 	}
