@@ -1,17 +1,12 @@
 package leases
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/metadata"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 )
@@ -19,15 +14,7 @@ import (
 // TestHoldAllExpiresWhenAsked: a hold is never renewed, so its holder says
 // how long it may take; an hour by default.
 func TestHoldAllExpiresWhenAsked(t *testing.T) {
-	dir := t.TempDir()
-	cs, err := local.NewStore(filepath.Join(dir, "content"))
-	assert.NilError(t, err)
-	bdb, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, nil)
-	assert.NilError(t, err)
-	t.Cleanup(func() { bdb.Close() })
-	db := metadata.NewDB(bdb, cs, nil)
-	ctx := namespaces.WithNamespace(context.Background(), "test")
-	assert.NilError(t, db.Init(ctx))
+	ctx, db := newStore(t)
 	lm := metadata.NewLeaseManager(db)
 	target := []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("t"), Size: 1}}
 

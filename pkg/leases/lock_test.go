@@ -21,6 +21,12 @@ import (
 // newLeases is a lease manager over containerd's own metadata store in a
 // temp dir, as a daemon keeps it.
 func newLeases(t *testing.T) (context.Context, leases.Manager) {
+	ctx, db := newStore(t)
+	return ctx, metadata.NewLeaseManager(db)
+}
+
+// newStore is containerd's own metadata store in a temp dir.
+func newStore(t *testing.T) (context.Context, *metadata.DB) {
 	dir := t.TempDir()
 	cs, err := local.NewStore(filepath.Join(dir, "content"))
 	assert.NilError(t, err)
@@ -30,7 +36,7 @@ func newLeases(t *testing.T) (context.Context, leases.Manager) {
 	db := metadata.NewDB(bdb, cs, nil)
 	ctx := namespaces.WithNamespace(context.Background(), "test")
 	assert.NilError(t, db.Init(ctx))
-	return ctx, metadata.NewLeaseManager(db)
+	return ctx, db
 }
 
 // deadHolder leaves a lock as a holder that died would: its lease, no beat.
