@@ -14,6 +14,9 @@ import (
 	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
+// labelExpire is the label by which a lease expires.
+const labelExpire = "containerd.io/gc.expire"
+
 // maxCommittedHops bounds the walk from a container's snapshot down
 // through committed snapshots that are not an image's layers (a Docker
 // Engine's "<id>-init") to the image's chain.
@@ -75,6 +78,12 @@ func (r Rootfs) leaseHeld(ctx context.Context, w rootfsWalk, recorded map[string
 	}
 	var out []plan.Container
 	for _, l := range ls {
+		if _, expires := l.Labels[labelExpire]; expires {
+			// A writer's lease for the time of a write (a pull, a
+			// load): a container's files are held for good, by a lease
+			// with no expiry (a Docker Engine's) or by its record.
+			continue
+		}
 		resources, err := r.Leases.ListResources(ctx, l)
 		if errdefs.IsNotFound(err) {
 			continue

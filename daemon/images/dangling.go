@@ -49,14 +49,10 @@ func (s *Service) createDangling(ctx context.Context, r images.Image) error {
 // records), the container that uses target when name is its last record:
 // moving or dropping that name would leave the image's content to the
 // collector. It is "" otherwise, and always in a store with dangling
-// records.
-func (s *Service) lastNameInUse(ctx context.Context, name string, target ocispec.Descriptor) (string, error) {
+// records. records are the namespace's, as the caller listed them.
+func (s *Service) lastNameInUse(ctx context.Context, records []images.Image, name string, target ocispec.Descriptor) (string, error) {
 	if s.DanglingRecords() {
 		return "", nil
-	}
-	records, err := s.listRecords(ctx)
-	if err != nil {
-		return "", fmt.Errorf("list images: %w", err)
 	}
 	var mine []images.Image
 	for _, r := range records {

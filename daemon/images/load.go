@@ -101,6 +101,7 @@ type nameMoves struct {
 	ctx      context.Context
 	byName   map[string]images.Image
 	byTarget map[digest.Digest][]images.Image
+	records  []images.Image
 	cancel   context.CancelCauseFunc
 	mu       sync.Mutex
 	adopted  map[digest.Digest]bool
@@ -108,7 +109,7 @@ type nameMoves struct {
 }
 
 func (s *Service) nameMoves(ctx context.Context, records []images.Image, cancel context.CancelCauseFunc) *nameMoves {
-	m := &nameMoves{s: s, ctx: ctx, cancel: cancel, byName: map[string]images.Image{}, byTarget: plan.ByTarget(records), adopted: map[digest.Digest]bool{}}
+	m := &nameMoves{s: s, ctx: ctx, cancel: cancel, records: records, byName: map[string]images.Image{}, byTarget: plan.ByTarget(records), adopted: map[digest.Digest]bool{}}
 	for _, r := range records {
 		m.byName[r.Name] = r
 	}
@@ -128,7 +129,7 @@ func (m *nameMoves) adopt(name string) {
 	}
 	m.adopted[old.Target.Digest] = true
 	if !m.s.DanglingRecords() {
-		user, err := m.s.lastNameInUse(m.ctx, name, old.Target)
+		user, err := m.s.lastNameInUse(m.ctx, m.records, name, old.Target)
 		if err == nil && user != "" {
 			err = m.s.ensureDangling(m.ctx, old.Target, plan.CreatedAt(old))
 		}

@@ -54,7 +54,11 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 		return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
 	}
 	if old.Target.Digest != src.Target.Digest {
-		user, err := s.lastNameInUse(ctx, name, old.Target)
+		records, err := s.listRecords(ctx)
+		if err != nil {
+			return images.Image{}, fmt.Errorf("tag %s as %s: list images: %w", source, name, err)
+		}
+		user, err := s.lastNameInUse(ctx, records, name, old.Target)
 		if err != nil {
 			return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
 		}
