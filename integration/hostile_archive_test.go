@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -83,4 +85,57 @@ func TestLoadOfHostileArchives(t *testing.T) {
 			assert.Check(t, errdefs.IsNotFound(err), "the store took a file outside the archive: %v", err)
 		})
 	}
+}
+
+// TestLoadRefusesLayersThatExpandPastTheLimit: a gzip layer of 64 KiB that
+// expands to 64 MiB (a bomb, to scale) is refused before anything is
+// unpacked or named, and the store is as it was; within the limit it loads,
+// and blobs the store already has do not count again.
+func TestLoadRefusesLayersThatExpandPastTheLimit(t *testing.T) {
+	bomb := testimage.Gzip(testimage.ZeroLayer("zeros", 64<<20))
+	assert.Assert(t, bomb.Desc.Size < 1<<20, "the layer should compress to little, is %d bytes", bomb.Desc.Size)
+	img := testimage.New(testimage.WithNames("example.com/bomb:1"), testimage.WithLayers(bomb))
+	archive := func() *bytes.Buffer {
+		var b bytes.Buffer
+		assert.NilError(t, testimage.WriteArchive(&b, img))
+		return &b
+	}
+	const limit = 16 << 20
+
+	t.Run("past the limit", func(t *testing.T) {
+		e := newEnv(t, imgsvc.WithUnpackLimit(limit))
+		kept := newImage(t, "kept", "example.com/kept:1")
+		e.write(kept)
+		before, snaps := e.names(), e.snapshotCount()
+
+		loaded, err := e.svc.Load(e.ctx, archive())
+
+		assert.Check(t, errdefs.IsResourceExhausted(err), "%v", err)
+		assert.Check(t, is.ErrorContains(err, "expand past 16MiB"))
+		assert.Check(t, is.Len(loaded, 0))
+		assert.Check(t, is.DeepEqual(e.names(), before))
+		assert.Check(t, is.Equal(e.snapshotCount(), snaps))
+		assert.Check(t, e.hasNoContent(img), "the refused archive's blobs stayed")
+	})
+	t.Run("within the limit", func(t *testing.T) {
+		e := newEnv(t, imgsvc.WithUnpackLimit(128<<20))
+
+		_, err := e.svc.Load(e.ctx, archive())
+
+		assert.NilError(t, err)
+		assert.Check(t, is.Equal(e.names()["example.com/bomb:1"], img.Target.Digest))
+		assert.Check(t, e.snapshotCount() > 0, "not unpacked")
+	})
+	t.Run("already in the store", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.svc.Load(e.ctx, archive())
+		assert.NilError(t, err)
+		limited := imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithUnpackLimit(limit))
+		// Blobs count as new for a second of clock slack.
+		time.Sleep(1100 * time.Millisecond)
+
+		_, err = limited.Load(e.ctx, archive())
+
+		assert.NilError(t, err)
+	})
 }

@@ -5,18 +5,24 @@ import (
 	"io"
 	"os"
 
+	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
+	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 func newLoadCommand(g *globalOptions) *cobra.Command {
-	var input string
+	var input, maxUnpacked string
 	cmd := &cobra.Command{
 		Use:   "load [-i FILE]",
 		Short: "Load images from an OCI or Docker archive, unpacked as docker load does",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			limit, err := parseUnpackLimit(maxUnpacked)
+			if err != nil {
+				return err
+			}
 			var r io.Reader = cmd.InOrStdin()
 			if input != "" {
 				f, err := os.Open(input)
@@ -26,7 +32,11 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 				defer f.Close()
 				r = f
 			}
-			svc, c, err := g.connect(cmd.Context())
+			var opts []images.Opt
+			if limit != 0 {
+				opts = append(opts, images.WithUnpackLimit(limit))
+			}
+			svc, c, err := g.connect(cmd.Context(), opts...)
 			if err != nil {
 				return err
 			}
@@ -43,5 +53,22 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&input, "input", "i", "", "Read from an archive file instead of standard input")
+	cmd.Flags().StringVar(&maxUnpacked, "max-unpacked-size", "", `Most the archive's new compressed layers may expand to, all together, such as 20GiB; "none" for no limit (default: the free space of --root's filesystem when the daemon's root is on this host)`)
 	return cmd
+}
+
+// parseUnpackLimit reads --max-unpacked-size: 0 for the default, -1 for
+// none.
+func parseUnpackLimit(v string) (int64, error) {
+	switch v {
+	case "":
+		return 0, nil
+	case "none":
+		return -1, nil
+	}
+	n, err := units.RAMInBytes(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf(`invalid --max-unpacked-size %q: use a size above 0, such as 20GiB, or "none"`, v)
+	}
+	return n, nil
 }

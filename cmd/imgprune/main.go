@@ -124,12 +124,12 @@ func envOr(key, fallback string) string {
 
 // connect opens the image service of the chosen namespace: through the
 // daemon's socket, or in-process with --offline. The caller closes the
-// returned closer.
-func (o *globalOptions) connect(ctx context.Context) (*images.Service, io.Closer, error) {
+// returned closer. more adds a command's own options.
+func (o *globalOptions) connect(ctx context.Context, more ...images.Opt) (*images.Service, io.Closer, error) {
 	if o.phaseTimeout <= 0 {
 		return nil, nil, fmt.Errorf("invalid --phase-timeout %v: use a duration above 0", o.phaseTimeout)
 	}
-	opts := []images.Opt{images.WithSnapshotter(o.snapshotter), images.WithPhaseTimeout(o.phaseTimeout)}
+	opts := append([]images.Opt{images.WithSnapshotter(o.snapshotter), images.WithPhaseTimeout(o.phaseTimeout)}, more...)
 	if o.danglingRecords.set {
 		opts = append(opts, images.WithDanglingRecords(o.danglingRecords.value))
 	}

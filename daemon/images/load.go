@@ -49,11 +49,16 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	ictx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	moves := s.nameMoves(ctx, records, cancel)
+	bound := s.newExpansion(ctx)
 	// The import asks, for every manifest and after reading the archive
 	// whole, whether to skip its dangling record, with the name it takes.
 	imported, err := s.client.Import(ictx, archive,
 		client.WithImageRefTranslator(refName),
 		client.WithSkipDigestRef(func(name string) bool {
+			if err := bound.check(ctx); err != nil {
+				cancel(err)
+				return true
+			}
 			moves.adopt(name)
 			// Where names count, a named image gets no dangling record.
 			return name != "" && !s.DanglingRecords()
@@ -62,6 +67,9 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 		// it has no other name.
 		client.WithDigestRef(plan.DanglingName),
 	)
+	if bound.err != nil {
+		return nil, fmt.Errorf("load: %w", bound.err)
+	}
 	adoptErr := moves.err()
 	if adoptErr != nil {
 		return nil, fmt.Errorf("load: %w", adoptErr)

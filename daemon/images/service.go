@@ -94,6 +94,9 @@ type Service struct {
 	// deletesInFlight is how many deletions (and creations) a prune sends
 	// at once.
 	deletesInFlight int
+	// unpackLimit bounds what a load's compressed blobs expand to; nil is
+	// the free space of the daemon's root.
+	unpackLimit *int64
 	// danglingRecords is set where the store follows Moby's convention: a
 	// dangling record per target is its refcount.
 	danglingRecords *bool

@@ -53,6 +53,10 @@ type Layer struct {
 	Blob []byte
 	// Desc describes Blob: media type, digest and size.
 	Desc ocispec.Descriptor
+	// DiffID is the digest of the uncompressed tar, for a compressed
+	// layer (Gzip); empty for an uncompressed one, whose diff ID is its
+	// digest.
+	DiffID digest.Digest
 }
 
 // NewLayer returns a deterministic tar layer holding one regular file (path
@@ -277,8 +281,7 @@ func (img *Image) build() {
 	}
 	layerDescs := make([]ocispec.Descriptor, 0, len(img.Layers))
 	for i, l := range img.Layers {
-		// Uncompressed layers: the diff ID is the blob digest.
-		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.Desc.Digest)
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.diffID())
 		cfg.History = append(cfg.History, ocispec.History{
 			Created:   &created,
 			CreatedBy: fmt.Sprintf("testimage layer %d", i),

@@ -1,0 +1,143 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/docker/go-units"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+)
+
+// WithUnpackLimit sets the most the compressed blobs a load brings may
+// expand to, in bytes, all together: a gzip or zstd layer of a few
+// kilobytes can expand to fill the disk. By default it is the free space
+// of the daemon root's filesystem when that is this host's, and no limit
+// otherwise. A negative n is no limit.
+func WithUnpackLimit(n int64) Opt {
+	return func(s *Service) { s.unpackLimit = &n }
+}
+
+// limitOf is the expansion a load may bring: the set limit, or the free
+// space of the daemon's root.
+func (s *Service) limitOf(ctx context.Context) int64 {
+	if s.unpackLimit != nil {
+		if *s.unpackLimit < 0 {
+			return math.MaxInt64
+		}
+		return *s.unpackLimit
+	}
+	root := s.diskRoot(ctx)
+	if root == "" {
+		return math.MaxInt64
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		log.G(ctx).WithError(err).Warn("load: free space unknown; layers unbounded")
+		return math.MaxInt64
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// expansion bounds a load's layers before anything is unpacked or named.
+// Its check runs on the import's first question, when the archive is in
+// the content store whole and no name is written yet: a refusal there
+// leaves the store as it was.
+type expansion struct {
+	s     *Service
+	since time.Time
+	limit int64
+	once  sync.Once
+	err   error
+}
+
+func (s *Service) newExpansion(ctx context.Context) *expansion {
+	// Blobs the store had before the load may have their snapshots
+	// already; only new ones are counted. A second of slack covers a
+	// daemon clock a little behind this one's: counting more is safe.
+	return &expansion{s: s, since: time.Now().Add(-time.Second), limit: s.limitOf(ctx)}
+}
+
+// check decompresses, once, every compressed blob the load's lease holds
+// that is new to the store, and fails past the limit.
+func (e *expansion) check(ctx context.Context) error {
+	e.once.Do(func() { e.err = e.measure(ctx) })
+	return e.err
+}
+
+func (e *expansion) measure(ctx context.Context) error {
+	if e.limit == math.MaxInt64 {
+		return nil
+	}
+	id, ok := leases.FromContext(ctx)
+	if !ok {
+		return fmt.Errorf("check layer sizes: the load holds no lease: %w", errdefs.ErrFailedPrecondition)
+	}
+	res, err := e.s.stores.Leases.ListResources(ctx, leases.Lease{ID: id})
+	if err != nil {
+		return fmt.Errorf("check layer sizes: %w", err)
+	}
+	var total int64
+	for _, r := range res {
+		if r.Type != "content" {
+			continue
+		}
+		dgst, err := digest.Parse(r.ID)
+		if err != nil {
+			continue
+		}
+		info, err := e.s.stores.Content.Info(ctx, dgst)
+		if err != nil {
+			return fmt.Errorf("check layer sizes: %w", err)
+		}
+		if info.CreatedAt.Before(e.since) {
+			continue
+		}
+		n, err := expandedSize(ctx, e.s.stores.Content, info, e.limit-total)
+		if err != nil {
+			return fmt.Errorf("check layer sizes: blob %s: %w", dgst, err)
+		}
+		total += n
+		if total > e.limit {
+			return fmt.Errorf("refusing the archive: its layers expand past %s (blob %s of %s reached it); nothing was loaded: %w",
+				units.BytesSize(float64(e.limit)), dgst, units.BytesSize(float64(info.Size)), errdefs.ErrResourceExhausted)
+		}
+	}
+	return nil
+}
+
+// expandedSize is what a compressed blob expands to, read up to one byte
+// past max; 0 for a blob that is not compressed, which takes no more room
+// unpacked than it does stored.
+func expandedSize(ctx context.Context, p content.Provider, info content.Info, max int64) (int64, error) {
+	ra, err := p.ReaderAt(ctx, ocispec.Descriptor{Digest: info.Digest, Size: info.Size})
+	if err != nil {
+		return 0, err
+	}
+	defer ra.Close()
+	ds, err := compression.DecompressStream(content.NewReader(ra))
+	if err != nil {
+		return 0, err
+	}
+	defer ds.Close()
+	if ds.GetCompression() == compression.Uncompressed {
+		return 0, nil
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(ds, max+1))
+	if err != nil {
+		// What does not decode is the unpack's to refuse, with the
+		// digest check it makes; it cannot expand past what decoded.
+		log.G(ctx).WithError(err).WithField("blob", info.Digest).Debug("load: blob does not decompress")
+	}
+	return n, nil
+}
