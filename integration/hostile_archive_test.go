@@ -3,6 +3,7 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
@@ -138,4 +140,51 @@ func TestLoadRefusesLayersThatExpandPastTheLimit(t *testing.T) {
 
 		assert.NilError(t, err)
 	})
+}
+
+// claiming rewrites img's manifest so that its config's or its first
+// layer's descriptor claims size bytes, or its own descriptor in the index
+// does.
+func claiming(t *testing.T, img testimage.Image, what string, size int64) testimage.Image {
+	t.Helper()
+	var m ocispec.Manifest
+	assert.NilError(t, json.Unmarshal(img.Manifest, &m))
+	switch what {
+	case "config":
+		m.Config.Size = size
+	case "layer":
+		m.Layers[0].Size = size
+	}
+	b, err := json.Marshal(m)
+	assert.NilError(t, err)
+	img.Manifest = b
+	img.Target = ocispec.Descriptor{MediaType: m.MediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}
+	if what == "manifest" {
+		img.Target.Size = size
+	}
+	return img
+}
+
+// TestLoadOfDescriptorsClaimingHugeSizes: a descriptor whose size is not its
+// blob's is refused with a clear error before any name is written; nothing
+// is allocated by the claim.
+func TestLoadOfDescriptorsClaimingHugeSizes(t *testing.T) {
+	for _, what := range []string{"config", "layer", "manifest"} {
+		t.Run(what, func(t *testing.T) {
+			e := newEnv(t)
+			kept := newImage(t, "kept", "example.com/kept:1")
+			e.write(kept)
+			before := e.names()
+			img := claiming(t, newImage(t, "huge", "example.com/huge:1"), what, 1<<50)
+			var b bytes.Buffer
+			assert.NilError(t, testimage.WriteArchive(&b, img))
+
+			_, err := e.svc.Load(e.ctx, &b)
+
+			assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
+			assert.Check(t, is.ErrorContains(err, "is 1125899906842624 bytes; it is"))
+			assert.Check(t, is.DeepEqual(e.names(), before))
+			assert.Check(t, e.hasNoContent(img), "the refused archive's blobs stayed")
+		})
+	}
 }

@@ -2,6 +2,7 @@ package images
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -49,10 +50,11 @@ func (s *Service) limitOf(ctx context.Context) int64 {
 	return int64(st.Bavail) * st.Bsize
 }
 
-// expansion bounds a load's layers before anything is unpacked or named.
-// Its check runs on the import's first question, when the archive is in
-// the content store whole and no name is written yet: a refusal there
-// leaves the store as it was.
+// expansion checks a load's blobs before anything is unpacked or named:
+// that the layers' expansion fits the limit and that no manifest or index
+// claims a size its blob does not have. It runs on the import's first
+// question, when the archive is in the content store whole and no name is
+// written yet: a refusal there leaves the store as it was.
 type expansion struct {
 	s     *Service
 	since time.Time
@@ -68,49 +70,90 @@ func (s *Service) newExpansion(ctx context.Context) *expansion {
 	return &expansion{s: s, since: time.Now().Add(-time.Second), limit: s.limitOf(ctx)}
 }
 
-// check decompresses, once, every compressed blob the load's lease holds
-// that is new to the store, and fails past the limit.
+// check runs, once, over every blob the load's lease holds that is new to
+// the store.
 func (e *expansion) check(ctx context.Context) error {
 	e.once.Do(func() { e.err = e.measure(ctx) })
 	return e.err
 }
 
 func (e *expansion) measure(ctx context.Context) error {
-	if e.limit == math.MaxInt64 {
-		return nil
-	}
 	id, ok := leases.FromContext(ctx)
 	if !ok {
-		return fmt.Errorf("check layer sizes: the load holds no lease: %w", errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("check the archive: the load holds no lease: %w", errdefs.ErrFailedPrecondition)
 	}
 	res, err := e.s.stores.Leases.ListResources(ctx, leases.Lease{ID: id})
 	if err != nil {
-		return fmt.Errorf("check layer sizes: %w", err)
+		return fmt.Errorf("check the archive: %w", err)
 	}
+	cs := e.s.stores.Content
 	var total int64
 	for _, r := range res {
-		if r.Type != "content" {
-			continue
-		}
 		dgst, err := digest.Parse(r.ID)
-		if err != nil {
+		if r.Type != "content" || err != nil {
 			continue
 		}
-		info, err := e.s.stores.Content.Info(ctx, dgst)
+		info, err := cs.Info(ctx, dgst)
 		if err != nil {
-			return fmt.Errorf("check layer sizes: %w", err)
+			return fmt.Errorf("check the archive: %w", err)
 		}
 		if info.CreatedAt.Before(e.since) {
 			continue
 		}
-		n, err := expandedSize(ctx, e.s.stores.Content, info, e.limit-total)
+		if err := checkClaims(ctx, cs, info); err != nil {
+			return fmt.Errorf("refusing the archive; nothing was loaded: %w", err)
+		}
+		if e.limit == math.MaxInt64 {
+			continue
+		}
+		n, err := expandedSize(ctx, cs, info, e.limit-total)
 		if err != nil {
-			return fmt.Errorf("check layer sizes: blob %s: %w", dgst, err)
+			return fmt.Errorf("check the archive: blob %s: %w", dgst, err)
 		}
 		total += n
 		if total > e.limit {
 			return fmt.Errorf("refusing the archive: its layers expand past %s (blob %s of %s reached it); nothing was loaded: %w",
 				units.BytesSize(float64(e.limit)), dgst, units.BytesSize(float64(info.Size)), errdefs.ErrResourceExhausted)
+		}
+	}
+	return nil
+}
+
+// maxManifestSize is the largest blob read as a manifest or index: what
+// registries accept (distribution's limit is 4 MiB).
+const maxManifestSize = 4 << 20
+
+// checkClaims fails when info's blob is a manifest or an index whose
+// descriptors claim sizes other than their blobs': containerd trusts the
+// blob, and a claim of petabytes would be what every reader of the
+// descriptor sees. Children not in the store are another platform's.
+func checkClaims(ctx context.Context, cs content.Store, info content.Info) error {
+	if info.Size > maxManifestSize {
+		return nil
+	}
+	b, err := content.ReadBlob(ctx, cs, ocispec.Descriptor{Digest: info.Digest, Size: info.Size})
+	if err != nil || len(b) == 0 || b[0] != '{' {
+		return nil
+	}
+	var m struct {
+		Config    *ocispec.Descriptor  `json:"config"`
+		Layers    []ocispec.Descriptor `json:"layers"`
+		Manifests []ocispec.Descriptor `json:"manifests"`
+	}
+	if json.Unmarshal(b, &m) != nil {
+		return nil
+	}
+	children := append(m.Manifests, m.Layers...)
+	if m.Config != nil {
+		children = append(children, *m.Config)
+	}
+	for _, c := range children {
+		ci, err := cs.Info(ctx, c.Digest)
+		if err != nil {
+			continue
+		}
+		if c.Size != ci.Size {
+			return fmt.Errorf("%s claims that %s is %d bytes; it is %d: %w", info.Digest, c.Digest, c.Size, ci.Size, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
