@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -187,4 +188,28 @@ func TestLoadOfDescriptorsClaimingHugeSizes(t *testing.T) {
 			assert.Check(t, e.hasNoContent(img), "the refused archive's blobs stayed")
 		})
 	}
+}
+
+// TestLoadOfAnIndexOfAHundredThousandManifests: an archive whose index
+// lists 10^5 manifests (one image under as many names) is refused with a
+// clear error before any of its names is written.
+func TestLoadOfAnIndexOfAHundredThousandManifests(t *testing.T) {
+	e := newEnv(t)
+	kept := newImage(t, "kept", "example.com/kept:1")
+	e.write(kept)
+	before := e.names()
+	names := make([]string, 100_000)
+	for i := range names {
+		names[i] = fmt.Sprintf("example.com/flood:%d", i)
+	}
+	img := newImage(t, "flood", names...)
+	var b bytes.Buffer
+	assert.NilError(t, testimage.WriteArchive(&b, img))
+
+	_, err := e.svc.Load(e.ctx, &b)
+
+	assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
+	assert.Check(t, is.ErrorContains(err, "lists more than 10000 manifests"))
+	assert.Check(t, is.DeepEqual(e.names(), before))
+	assert.Check(t, e.hasNoContent(img), "the refused archive's blobs stayed")
 }

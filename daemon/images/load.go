@@ -49,13 +49,13 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	ictx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	moves := s.nameMoves(ctx, records, cancel)
-	bound := s.newExpansion(ctx)
+	checked := s.newArchiveCheck(ctx)
 	// The import asks, for every manifest and after reading the archive
 	// whole, whether to skip its dangling record, with the name it takes.
 	imported, err := s.client.Import(ictx, archive,
 		client.WithImageRefTranslator(refName),
 		client.WithSkipDigestRef(func(name string) bool {
-			if err := bound.check(ctx); err != nil {
+			if err := checked.question(ctx); err != nil {
 				cancel(err)
 				return true
 			}
@@ -67,8 +67,8 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 		// it has no other name.
 		client.WithDigestRef(plan.DanglingName),
 	)
-	if bound.err != nil {
-		return nil, fmt.Errorf("load: %w", bound.err)
+	if checked.err != nil {
+		return nil, fmt.Errorf("load: %w", checked.err)
 	}
 	adoptErr := moves.err()
 	if adoptErr != nil {

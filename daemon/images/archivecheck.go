@@ -50,34 +50,45 @@ func (s *Service) limitOf(ctx context.Context) int64 {
 	return int64(st.Bavail) * st.Bsize
 }
 
-// expansion checks a load's blobs before anything is unpacked or named:
-// that the layers' expansion fits the limit and that no manifest or index
-// claims a size its blob does not have. It runs on the import's first
-// question, when the archive is in the content store whole and no name is
-// written yet: a refusal there leaves the store as it was.
-type expansion struct {
-	s     *Service
-	since time.Time
-	limit int64
-	once  sync.Once
-	err   error
+// maxArchiveManifests is the most manifests an archive may list: a docker
+// save of a thousand images lists about as many; an index of a hundred
+// thousand would flood the store with records, one commit each.
+const maxArchiveManifests = 10000
+
+// archiveCheck checks a load's archive before anything is unpacked or
+// named: that it lists at most maxArchiveManifests manifests, that its
+// layers' expansion fits the limit and that no manifest or index claims a
+// size its blob does not have. It runs on the import's questions, when the
+// archive is in the content store whole and no name is written yet: a
+// refusal there leaves the store as it was.
+type archiveCheck struct {
+	s         *Service
+	since     time.Time
+	limit     int64
+	manifests int
+	once      sync.Once
+	err       error
 }
 
-func (s *Service) newExpansion(ctx context.Context) *expansion {
+func (s *Service) newArchiveCheck(ctx context.Context) *archiveCheck {
 	// Blobs the store had before the load may have their snapshots
 	// already; only new ones are counted. A second of slack covers a
 	// daemon clock a little behind this one's: counting more is safe.
-	return &expansion{s: s, since: time.Now().Add(-time.Second), limit: s.limitOf(ctx)}
+	return &archiveCheck{s: s, since: time.Now().Add(-time.Second), limit: s.limitOf(ctx)}
 }
 
-// check runs, once, over every blob the load's lease holds that is new to
-// the store.
-func (e *expansion) check(ctx context.Context) error {
-	e.once.Do(func() { e.err = e.measure(ctx) })
+// question answers the import's question about one manifest: the first
+// one checks every blob the load's lease holds that is new to the store.
+// The import asks one question at a time.
+func (e *archiveCheck) question(ctx context.Context) error {
+	e.once.Do(func() { e.err = e.blobs(ctx) })
+	if e.manifests++; e.err == nil && e.manifests > maxArchiveManifests {
+		e.err = fmt.Errorf("refusing the archive: it lists more than %d manifests; nothing was loaded: %w", maxArchiveManifests, errdefs.ErrInvalidArgument)
+	}
 	return e.err
 }
 
-func (e *expansion) measure(ctx context.Context) error {
+func (e *archiveCheck) blobs(ctx context.Context) error {
 	id, ok := leases.FromContext(ctx)
 	if !ok {
 		return fmt.Errorf("check the archive: the load holds no lease: %w", errdefs.ErrFailedPrecondition)
