@@ -345,7 +345,10 @@ func targets(results []result) []target {
 		switch {
 		case w.dryOnly:
 			x := r.runs[cDry]
-			out = append(out, target{fmt.Sprintf("%v: dry run under 5 s, peak RSS under 1 GiB", w), fmt.Sprintf("%.2f s, %d MiB", x.wall.Seconds(), x.rss>>20), x.wall < 5*time.Second && x.rss < 1<<30})
+			out = append(out, target{fmt.Sprintf("%v: dry run under 3 s, peak RSS under 600 MiB", w), fmt.Sprintf("%.2f s, %d MiB", x.wall.Seconds(), x.rss>>20), x.wall < 3*time.Second && x.rss < 600<<20})
+			if g, ok := r.runs[cGoal]; ok {
+				out = append(out, target{fmt.Sprintf("%v: a goal no prune reaches searched within 1.5× the dry run, peak RSS under 600 MiB", w), fmt.Sprintf("%.1f× (%.2f s), %d MiB", g.wall.Seconds()/x.wall.Seconds(), g.wall.Seconds(), g.rss>>20), g.wall.Seconds() <= 1.5*x.wall.Seconds() && g.rss < 600<<20})
+			}
 			continue
 		case w.cri:
 			if prune, ok := r.ratio(cCRIPrune); ok {
@@ -365,9 +368,8 @@ func targets(results []result) []target {
 				out = append(out, target{fmt.Sprintf("%v: dry run within 10 %% of the floor's time", w), fmt.Sprintf("%.0f %%", 100*dry), dry <= 0.10})
 				rss := r.runs[cPrune].rss
 				out = append(out, target{fmt.Sprintf("%v: prune -a peak RSS under 150 MiB", w), fmt.Sprintf("%d MiB", rss>>20), rss < 150<<20})
-				off := r.runs[cOffline].wall
-				speed := r.runs[cFloor].wall.Seconds() / off.Seconds()
-				out = append(out, target{fmt.Sprintf("%v: --offline at least 10× faster than the floor", w), fmt.Sprintf("%.1f× (%.2f s)", speed, off.Seconds()), speed >= 10})
+				// --offline has no speed target: its worth is pruning a
+				// stopped daemon's full disk. Its figure is in the table.
 			}
 		}
 		if w.unpacked {
