@@ -186,32 +186,48 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 		return p, r, err
 	}
 	needed := free.Goal - disk.Free
-	lo, hi := 0, len(order)
-	if needed > 0 {
-		// The fewest k that free enough: what k frees grows with k, as
-		// every target of k-1 goes with k too.
-		for lo < hi {
-			mid := (lo + hi) / 2
-			_, r, err := try(mid)
-			if err != nil {
-				return plan.Plan{}, reach.Reclaim{}, free, err
-			}
-			if same.freed(r) >= needed {
-				hi = mid
-			} else {
-				lo = mid + 1
-			}
-		}
-	} else {
-		hi = 0
+	k, err := fewestToFree(len(order), needed, func(k int) (int64, error) {
+		_, r, err := try(k)
+		return same.freed(r), err
+	})
+	if err != nil {
+		return plan.Plan{}, reach.Reclaim{}, free, err
 	}
-	p, r, err := try(hi)
+	p, r, err := try(k)
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, free, err
 	}
 	free.After = disk.Free + same.freed(r)
 	free.Reached = free.After >= free.Goal
 	return p, r, free, nil
+}
+
+// fewestToFree finds the fewest of n candidates, taken in order, whose
+// removal frees needed bytes, as freed(k) counts them; all n when even they
+// do not. What k frees grows with k, as every target of k-1 goes with k
+// too. All n are tried first: a goal out of reach costs one try, not a
+// search.
+func fewestToFree(n int, needed int64, freed func(k int) (int64, error)) (int, error) {
+	if needed <= 0 {
+		return 0, nil
+	}
+	if all, err := freed(n); err != nil || all < needed {
+		return n, err
+	}
+	lo, hi := 0, n
+	for lo < hi {
+		mid := (lo + hi) / 2
+		got, err := freed(mid)
+		if err != nil {
+			return 0, err
+		}
+		if got >= needed {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return hi, nil
 }
 
 // shortOf warns when the goal is not reached: removing every image the

@@ -78,3 +78,41 @@ func TestLeastRecentlyUsed(t *testing.T) {
 	got := leastRecentlyUsed(records, targets)
 	assert.Check(t, is.DeepEqual(got, []digest.Digest{old.Digest, young.Digest, usedLong.Digest, usedLately.Digest}))
 }
+
+func TestFewestToFree(t *testing.T) {
+	// Ten candidates of 10 bytes each, but the third frees nothing (its
+	// layers stay with another image).
+	sizes := []int64{10, 10, 0, 10, 10, 10, 10, 10, 10, 10}
+	for _, tc := range []struct {
+		name   string
+		needed int64
+		want   int
+		// tries is how many counts the search makes at most.
+		tries int
+	}{
+		{name: "nothing needed", needed: 0, want: 0, tries: 0},
+		{name: "the first frees enough", needed: 5, want: 1, tries: 5},
+		{name: "a candidate that frees nothing is not taken last", needed: 30, want: 4, tries: 5},
+		{name: "exactly all", needed: 90, want: 10, tries: 5},
+		{name: "out of reach: one try", needed: 91, want: 10, tries: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tries := 0
+			got, err := fewestToFree(len(sizes), tc.needed, func(k int) (int64, error) {
+				tries++
+				var n int64
+				for _, s := range sizes[:k] {
+					n += s
+				}
+				return n, nil
+			})
+			assert.NilError(t, err)
+			assert.Equal(t, got, tc.want)
+			assert.Assert(t, tries <= tc.tries, "%d tries", tries)
+		})
+	}
+	t.Run("an error stops the search", func(t *testing.T) {
+		_, err := fewestToFree(len(sizes), 30, func(int) (int64, error) { return 0, errdefs.ErrUnavailable })
+		assert.Assert(t, errdefs.IsUnavailable(err))
+	})
+}
