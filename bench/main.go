@@ -122,6 +122,10 @@ type result struct {
 	// agree tells whether the dry run reported the same removals and bytes
 	// as the prune.
 	agree string
+	// probes are what another writer saw beside each contender, in
+	// probeOrder.
+	probes     map[string]probeRun
+	probeOrder []string
 }
 
 func (r *result) add(name string, x run) {
@@ -221,7 +225,10 @@ func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (
 			return res, err
 		}
 	}
-	return res, nil
+	if len(s.names) >= probeMin {
+		res.probes, res.probeOrder, err = measureProbe(ctx, bin, s, gone, runs)
+	}
+	return res, err
 }
 
 // contender is one way to remove the names, measured.
@@ -290,7 +297,15 @@ func (r result) print(w io.Writer) {
 	if r.agree != "" {
 		fmt.Fprintf(w, "  dry run agrees with the prune: %s\n", r.agree)
 	}
+	for _, name := range r.probeOrder {
+		p := r.probes[name]
+		fmt.Fprintf(w, "  probe beside %-36s %5d writes, p99 %v, longest %v, longest between collections %v; %d collections, last %v, longest %v, blocking %v\n",
+			name, len(p.waits), ms(p.p99()), ms(p.longest()), ms(p.longestBetween()), len(p.gcs), ms(p.last), ms(p.longestCollection()), ms(p.blocking()))
+	}
 }
+
+// ms rounds d for a table.
+func ms(d time.Duration) time.Duration { return d.Round(100 * time.Microsecond) }
 
 // markdown renders the results with the machine and the versions.
 func markdown(ctx context.Context, results []result) string {
@@ -324,6 +339,7 @@ func markdown(ctx context.Context, results []result) string {
 		}
 		fmt.Fprintf(&b, "| %v | %d blobs, %d snapshots, %d containers | %s |\n", r.w, r.s.blobs, r.s.snaps, r.s.ctrs, agree)
 	}
+	writeProbes(&b, results)
 	b.WriteString("\n## Targets\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range targets(results) {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.name, t.measured, yes(t.met))
@@ -377,6 +393,7 @@ func targets(results []result) []target {
 			cost := (with - without).Seconds() / with.Seconds()
 			out = append(out, target{fmt.Sprintf("%v: the disk check costs at most 10 %% of the prune", w), fmt.Sprintf("%.0f %%", 100*cost), cost <= 0.10})
 		}
+		out = append(out, probeTargets(r)...)
 		if x, ok := r.runs[cPerName]; ok && w.names == 1000 && !w.unpacked {
 			speed := x.wall.Seconds() / r.runs[cPrune].wall.Seconds()
 			out = append(out, target{fmt.Sprintf("%v: at least 20× faster than the per-name pattern", w), fmt.Sprintf("%.1f×", speed), speed >= 20})

@@ -237,29 +237,31 @@ func perName(ctx context.Context, s seeded, names []string) (run, error) {
 // deleteEach times the deletion of names, inFlight at once, each with its
 // own collection or all followed by one.
 func deleteEach(ctx context.Context, s seeded, names []string, collectEach bool, inFlight int) (run, error) {
+	var r run
+	err := daemonOn(ctx, s, func(_ *testctrd.Daemon, c *client.Client) error {
+		start := time.Now()
+		err := deleteNames(ctx, c, names, collectEach, inFlight)
+		r.wall = time.Since(start)
+		return err
+	})
+	return r, err
+}
+
+// deleteNames deletes names from the workload's namespace, inFlight at
+// once, each with its own synchronous collection or all followed by one.
+func deleteNames(ctx context.Context, c *client.Client, names []string, collectEach bool, inFlight int) error {
 	var opts []images.DeleteOpt
 	if collectEach {
 		opts = append(opts, images.SynchronousDelete())
 	}
-	var r run
-	err := daemonOn(ctx, s, func(_ *testctrd.Daemon, c *client.Client) error {
-		ctx := namespaces.WithNamespace(ctx, namespace)
-		start := time.Now()
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(inFlight)
-		for _, n := range names {
-			g.Go(func() error { return c.ImageService().Delete(gctx, n, opts...) })
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-		if !collectEach {
-			if err := (imgleases.Collector{Leases: c.LeasesService()}).Collect(ctx); err != nil {
-				return err
-			}
-		}
-		r.wall = time.Since(start)
-		return nil
-	})
-	return r, err
+	ctx = namespaces.WithNamespace(ctx, namespace)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(inFlight)
+	for _, n := range names {
+		g.Go(func() error { return c.ImageService().Delete(gctx, n, opts...) })
+	}
+	if err := g.Wait(); err != nil || collectEach {
+		return err
+	}
+	return (imgleases.Collector{Leases: c.LeasesService()}).Collect(ctx)
 }

@@ -118,8 +118,9 @@ func WithContainerSource(src imgcontainers.Source) Opt {
 	return func(s *Service) { s.sources = append(s.sources, src) }
 }
 
-// WithDeletesInFlight sets how many deletions a prune sends at once: 16 by
-// default; 1 deletes in plan order, one after the other.
+// WithDeletesInFlight sets how many deletions a prune sends at once: 4 by
+// default; 1 deletes in plan order, one after the other. More go faster
+// and make the daemon's other writers wait longer.
 func WithDeletesInFlight(n int) Opt {
 	return func(s *Service) { s.deletesInFlight = max(n, 1) }
 }
