@@ -13,7 +13,7 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
@@ -234,7 +234,7 @@ func printReport(w io.Writer, report images.Report, dryRun bool) {
 // confirm asks as docker does. Without a terminal there is nobody to ask, so
 // it refuses rather than guess.
 func confirm(in io.Reader, out io.Writer, warning string) (bool, error) {
-	if f, ok := in.(*os.File); ok && !isTerminal(f) {
+	if f, ok := in.(*os.File); ok && !term.IsTerminal(int(f.Fd())) {
 		return false, fmt.Errorf("refusing to prune without confirmation: standard input is not a terminal; pass --force to prune")
 	}
 	fmt.Fprintf(out, "%s\nAre you sure you want to continue? [y/N] ", warning)
@@ -245,10 +245,5 @@ func confirm(in io.Reader, out io.Writer, warning string) (bool, error) {
 
 func isTerminalWriter(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	return ok && isTerminal(f)
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return ok && term.IsTerminal(int(f.Fd()))
 }

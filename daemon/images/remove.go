@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -14,6 +13,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/distribution/reference"
 	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/client/pkg/stringid"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -139,7 +139,7 @@ func (s *Service) planRemoval(ctx context.Context, ref string, force bool) (remo
 	case len(users) > 0 && !force:
 		return removal{}, sel.usedConflict(users[0])
 	case sel.byID && len(names) > 1 && !force:
-		return removal{}, deleteConflict(shortID(sel.target.Digest.String()), "image is referenced in multiple repositories")
+		return removal{}, deleteConflict(stringid.TruncateID(sel.target.Digest.String()), "image is referenced in multiple repositories")
 	}
 	r.untag, r.used, r.whole = names, len(users) > 0, len(users) == 0
 	return r, nil
@@ -351,7 +351,7 @@ func (s *Service) untagKeeping(ctx context.Context, r removal) ([]image.DeleteRe
 	if !s.DanglingRecords() {
 		// Its names are all that keeps its content here.
 		return nil, errdefs.ErrConflict.WithMessage(fmt.Sprintf("conflict: unable to delete %s - a container uses it, and in namespace %s, which keeps no dangling records, its names are what keeps its content: remove the container first",
-			shortID(r.target.Digest.String()), s.namespace))
+			stringid.TruncateID(r.target.Digest.String()), s.namespace))
 	}
 	safe, cancel := s.finishing(ctx)
 	defer cancel()
@@ -470,9 +470,9 @@ func entered(records []images.Image) time.Time {
 // imgprune's containers never run.
 func (sel selection) usedConflict(ctrID string) error {
 	if sel.named != "" {
-		return deleteConflict(sel.named, fmt.Sprintf("container %s is using its referenced image %s", shortID(ctrID), shortID(sel.target.Digest.String())))
+		return deleteConflict(sel.named, fmt.Sprintf("container %s is using its referenced image %s", stringid.TruncateID(ctrID), stringid.TruncateID(sel.target.Digest.String())))
 	}
-	return deleteConflict(shortID(sel.target.Digest.String()), "image is being used by stopped container "+shortID(ctrID))
+	return deleteConflict(stringid.TruncateID(sel.target.Digest.String()), "image is being used by stopped container "+stringid.TruncateID(ctrID))
 }
 
 // deleteConflict is Moby's soft imageDeleteConflict: one force overrides.
@@ -490,13 +490,4 @@ func noSuchImage(ref string) error {
 		parsed = reference.TagNameOnly(named)
 	}
 	return errdefs.ErrNotFound.WithMessage("No such image: " + reference.FamiliarString(parsed))
-}
-
-// shortID is Moby's stringid.TruncateID: an ID without its algorithm, cut to
-// 12 characters.
-func shortID(id string) string {
-	if _, hex, ok := strings.Cut(id, ":"); ok {
-		id = hex
-	}
-	return id[:min(len(id), 12)]
 }

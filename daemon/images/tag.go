@@ -8,9 +8,9 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	"github.com/moby/moby/client/pkg/stringid"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
-
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -64,7 +64,7 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 		}
 		if user != "" {
 			return images.Image{}, errdefs.ErrConflict.WithMessage(fmt.Sprintf("conflict: %s is the last name of image %s, which container %s uses, and in namespace %s, which keeps no dangling records, its names are what keeps its content: tag the image with another name first",
-				name, shortID(old.Target.Digest.String()), shortID(user), s.namespace))
+				name, stringid.TruncateID(old.Target.Digest.String()), stringid.TruncateID(user), s.namespace))
 		}
 	}
 	if err := s.keepCounted(ctx, old.Target, old.CreatedAt); err != nil {

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -18,6 +16,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client/pkg/stringid"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
@@ -70,7 +69,7 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 	if err := mergeImageConfig(req.Config, imageConfig); err != nil {
 		return err
 	}
-	id := randomID()
+	id := stringid.GenerateRandomID()
 	if name == "" {
 		name = "imgprune_" + id[:12]
 	}
@@ -135,12 +134,6 @@ func mergeImageConfig(cfg *container.Config, raw []byte) error {
 		cfg.Labels = labels
 	}
 	return nil
-}
-
-func randomID() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // nameFree refuses a name another container has, as the Engine does.

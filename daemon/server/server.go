@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errhttp"
 	"github.com/containerd/log"
+	"github.com/moby/moby/client/pkg/versions"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imgprune/imgprune/daemon/images"
@@ -127,33 +127,15 @@ func versioned(next http.Handler) http.Handler {
 			}
 		}
 		switch {
-		case versionLess(version, MinAPIVersion):
+		case versions.LessThan(version, MinAPIVersion):
 			writeError(w, r, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("client version %s is too old. Minimum supported API version is %s, please upgrade your client to a newer version", version, MinAPIVersion)))
 			return
-		case versionLess(APIVersion, version):
+		case versions.LessThan(APIVersion, version):
 			writeError(w, r, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("client version %s is too new. Maximum supported API version is %s", version, APIVersion)))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), versionKey{}, version)))
 	})
-}
-
-// versionLess compares two "major.minor" versions.
-func versionLess(a, b string) bool {
-	pa, pb := strings.SplitN(a, ".", 2), strings.SplitN(b, ".", 2)
-	for i := range 2 {
-		var x, y int
-		if i < len(pa) {
-			x, _ = strconv.Atoi(pa[i])
-		}
-		if i < len(pb) {
-			y, _ = strconv.Atoi(pb[i])
-		}
-		if x != y {
-			return x < y
-		}
-	}
-	return false
 }
 
 // wrap runs h in the namespace of the service and writes the error it

@@ -10,21 +10,6 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 )
 
-func TestVersionLess(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want bool
-	}{
-		{"1.24", "1.56", true},
-		{"1.9", "1.24", true},
-		{"1.56", "1.56", false},
-		{"2.0", "1.56", false},
-		{"1.100", "1.56", false},
-	} {
-		assert.Check(t, is.Equal(versionLess(tc.a, tc.b), tc.want), "%s < %s", tc.a, tc.b)
-	}
-}
-
 func TestVersioned(t *testing.T) {
 	var seen, version string
 	h := versioned(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {

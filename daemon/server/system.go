@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/system"
+	"github.com/moby/moby/client/pkg/versions"
 )
 
 func (s *Server) ping(_ context.Context, w http.ResponseWriter, r *http.Request) error {
@@ -89,7 +90,7 @@ func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.R
 		return errdefs.ErrInvalidArgument.WithMessage(err.Error())
 	}
 	wantImages, wantContainers := true, true
-	if types, ok := r.Form["type"]; ok && !versionLess(apiVersion(ctx), "1.42") {
+	if types, ok := r.Form["type"]; ok && !versions.LessThan(apiVersion(ctx), "1.42") {
 		wantImages, wantContainers = false, false
 		for _, t := range types {
 			switch system.DiskUsageObject(t) {
@@ -135,7 +136,7 @@ func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.R
 		du.ContainerUsage = cu
 	}
 	version := apiVersion(ctx)
-	verbose := !versionLess(version, "1.52") && boolValue(r, "verbose")
+	verbose := !versions.LessThan(version, "1.52") && boolValue(r, "verbose")
 	var legacy legacyDiskUsage
 	if !verbose {
 		legacy.Volumes, legacy.BuildCache = []any{}, []any{}
@@ -149,7 +150,7 @@ func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.R
 		}
 	}
 	switch {
-	case versionLess(version, "1.52"):
+	case versions.LessThan(version, "1.52"):
 		return writeJSON(w, http.StatusOK, legacy)
 	case verbose:
 		return writeJSON(w, http.StatusOK, du)
