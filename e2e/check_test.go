@@ -13,6 +13,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	"github.com/imgprune/imgprune/internal/testcmd"
+	"github.com/imgprune/imgprune/internal/testengine"
 )
 
 // imgprune runs imgprune against the engine's containerd and returns its
@@ -71,15 +72,15 @@ func TestOfflinePruneKeepsAStoppedEnginesContainers(t *testing.T) {
 	dir, err := os.MkdirTemp("", "e2e-offline")
 	assert.NilError(t, err)
 	defer os.RemoveAll(dir)
-	eng, err := startEngine(e2eBin, dir)
+	eng, err := testengine.Start(dir)
 	assert.NilError(t, err)
 	running := true
 	defer func() {
 		if running {
-			eng.stop()
+			eng.Stop()
 		}
 	}()
-	c := newCLI(t, eng.sock)
+	c := newCLI(t, eng.Sock)
 	c.ok("load", "-i", archive)
 	c.ok("create", "--name", "off-created", "e2e/app:1", "keep", "/kept", "created")
 	assert.Check(t, is.Equal(c.ok("run", "--name", "off-stopped", "e2e/app:1", "keep", "/kept", "stopped"), "stopped\n"))
@@ -88,17 +89,17 @@ func TestOfflinePruneKeepsAStoppedEnginesContainers(t *testing.T) {
 	// The tag moves: only the containers' files tell their image.
 	c.ok("tag", "e2e/other:1", "e2e/app:1")
 
-	assert.NilError(t, eng.stopKeepingStore())
+	assert.NilError(t, eng.StopKeepingStore())
 	running = false
-	stdout, stderr, code, err := testcmd.Run(exec.Command(imgpruneBin, "--offline", "--root", filepath.Join(eng.ctrd.Dir, "root"),
+	stdout, stderr, code, err := testcmd.Run(exec.Command(imgpruneBin, "--offline", "--root", filepath.Join(eng.Ctrd.Dir, "root"),
 		"--namespace", "moby", "prune", "-a", "-f"))
 	assert.NilError(t, err)
 	assert.Check(t, is.Equal(code, 0), "%s%s", stdout, stderr)
 	t.Logf("offline prune:\n%s%s", stdout, stderr)
-	assert.NilError(t, eng.start())
+	assert.NilError(t, eng.Restart())
 	running = true
 
-	c = newCLI(t, eng.sock)
+	c = newCLI(t, eng.Sock)
 	assert.Check(t, is.Equal(c.ok("start", "-a", "off-stopped"), "stopped\n"))
 	assert.Check(t, is.Equal(c.ok("start", "-a", "off-created"), "created\n"))
 	c.ok("start", "off-running")

@@ -8,14 +8,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 
 	"github.com/imgprune/imgprune/internal/testcmd"
 	"github.com/imgprune/imgprune/internal/testctrd"
+	"github.com/imgprune/imgprune/internal/testengine"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -32,8 +31,6 @@ import (
 var (
 	engineSock, proxySock, standaloneSock string
 	dockerBin                             string
-	// e2eBin holds dockerd, runc and the shim.
-	e2eBin string
 	// imgpruneBin runs against the engine's containerd with imgpruneArgs.
 	imgpruneBin     string
 	imgpruneArgs    []string
@@ -61,29 +58,22 @@ func setUp(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	bin := filepath.Join(repo, "_output", "e2e", "bin")
-	if _, err := os.Stat(filepath.Join(bin, "dockerd")); err != nil {
-		return 0, fmt.Errorf("no dockerd in %s: run make e2e (hack/install-e2e.sh builds it)", bin)
-	}
 	if dockerBin, err = testcmd.DockerCLI(); err != nil {
 		return 0, err
 	}
-	// containerd finds its runc shim, and dockerd its runc, on PATH.
-	os.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	dir, err := os.MkdirTemp("", "imgprune-e2e")
 	if err != nil {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
 
-	e2eBin = bin
-	engine, err := startEngine(bin, dir)
+	engine, err := testengine.Start(dir)
 	if err != nil {
 		return 0, err
 	}
-	defer engine.stop()
-	engineSock = engine.sock
-	ctrd := engine.ctrd
+	defer engine.Stop()
+	engineSock = engine.Sock
+	ctrd := engine.Ctrd
 
 	imgprune := filepath.Join(dir, "imgprune")
 	if out, err := exec.Command("go", "build", "-o", imgprune, filepath.Join(repo, "cmd", "imgprune")).CombinedOutput(); err != nil {
@@ -91,7 +81,7 @@ func setUp(m *testing.M) (int, error) {
 	}
 	imgpruneBin, imgpruneArgs = imgprune, []string{"--address", ctrd.Address, "--namespace", "moby", "--root", filepath.Join(ctrd.Dir, "root")}
 	proxySock = filepath.Join(dir, "proxy.sock")
-	stopProxy, err := start(proxySock, filepath.Join(dir, "imgprune.log"), imgprune,
+	stopProxy, err := testengine.Serve(proxySock, filepath.Join(dir, "imgprune.log"), imgprune,
 		"--address", ctrd.Address, "--namespace", "moby", "--root", filepath.Join(ctrd.Dir, "root"),
 		"serve", "--socket", proxySock, "--upstream", "unix://"+engineSock)
 	if err != nil {
@@ -99,7 +89,7 @@ func setUp(m *testing.M) (int, error) {
 	}
 	defer stopProxy()
 	standaloneSock = filepath.Join(dir, "standalone.sock")
-	stopStandalone, err := start(standaloneSock, filepath.Join(dir, "standalone.log"), imgprune,
+	stopStandalone, err := testengine.Serve(standaloneSock, filepath.Join(dir, "standalone.log"), imgprune,
 		"--address", ctrd.Address, "--namespace", "standalone", "--root", filepath.Join(ctrd.Dir, "root"), "--docker-host", "none",
 		"serve", "--socket", standaloneSock)
 	if err != nil {
@@ -111,50 +101,6 @@ func setUp(m *testing.M) (int, error) {
 		return 0, err
 	}
 	return m.Run(), nil
-}
-
-// start starts a server that listens on sock, logging to logPath, and
-// waits until it answers; the returned func stops it with SIGTERM.
-func start(sock, logPath, bin string, args ...string) (func(), error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		logFile.Close()
-	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return stop, nil
-		}
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("%s exited: %v: %s", filepath.Base(bin), err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			stop()
-			log, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("%s does not listen on %s: %s", filepath.Base(bin), sock, log)
-		}
-	}
 }
 
 // writeImages builds the program the containers run and writes an archive
