@@ -96,11 +96,15 @@ demo: containerd build
 	bash hack/demo.sh
 
 ## bench: seed stores into a private containerd and time imgprune against
-## the floor and the per-name pattern, and on a Kubernetes node's store
-## against crictl rmi --prune; writes bench/RESULTS.md (needs root).
+## the floor and the per-name pattern, on a Kubernetes node's store against
+## crictl rmi --prune, and on a Docker Engine's store (kind docker: dockerd of
+## e2e-deps, the docker CLI) against docker image prune -a; writes
+## bench/RESULTS.md (needs root). The Engine's store is measured at 1,000
+## images; BENCH_FLAGS='-names 1000,3000 -kinds docker' adds 3,000 (its seeding
+## and docker's prune take minutes) and rewrites only the file's Engine section.
 ## BENCH_FLAGS=-huge adds the 100,000-name dry run.
 BENCH_FLAGS ?=
-bench: containerd node-deps build
+bench: containerd node-deps e2e-deps docker-cli build
 	$(GO) run ./bench $(BENCH_FLAGS)
 
 ## bench-go: the Go benchmarks of the packages

@@ -6,9 +6,13 @@
 // with and without the disk check, its dry run and its offline prune, the
 // floor (the names imgprune removed, deleted one by one, then one
 // collection) and, up to 1,000 names, the per-name pattern (a synchronous
-// collection per name). It needs root and the containerd of make containerd.
+// collection per name). On a Kubernetes node's store (kind cri) it times
+// imgprune against crictl rmi --prune, and on a Docker Engine's (kind
+// docker, up to 3,000 images) against docker image prune -a. It needs root,
+// the containerd of make containerd, and for those two kinds the tools of
+// make node-deps and make e2e-deps.
 //
-//	go run ./bench [-names 1000,10000] [-kinds content,unpacked] [-huge] [-o bench/RESULTS.md]
+//	go run ./bench [-names 1000,10000] [-kinds content,unpacked,cri,docker] [-huge] [-o bench/RESULTS.md]
 package main
 
 import (
@@ -50,7 +54,7 @@ func main() {
 	}
 	var (
 		names   = flag.String("names", "1000,10000", "workload sizes, in image names; empty for none")
-		kinds   = flag.String("kinds", "content,unpacked,cri", "content (blobs only), unpacked (into overlayfs), cri (a Kubernetes node's store, up to 1,000 images), any of them")
+		kinds   = flag.String("kinds", "content,unpacked,cri,docker", "content (blobs only), unpacked (into overlayfs), cri (a Kubernetes node's store, up to 1,000 images), docker (a Docker Engine's store, up to 3,000 images), any of them")
 		huge    = flag.Bool("huge", false, "also time the dry run over 100,000 names")
 		out     = flag.String("o", "bench/RESULTS.md", "where to write the results")
 		binary  = flag.String("imgprune", "_output/bin/imgprune", "the imgprune binary to measure")
@@ -70,12 +74,14 @@ func main() {
 		}
 		for _, k := range strings.Split(*kinds, ",") {
 			switch {
-			case k != "content" && k != "unpacked" && k != "cri":
-				fatalf("invalid -kinds %q: want content, unpacked, cri or some of them", *kinds)
+			case k != "content" && k != "unpacked" && k != "cri" && k != "docker":
+				fatalf("invalid -kinds %q: want content, unpacked, cri, docker or some of them", *kinds)
 			case k == "cri" && size > criMax:
 				continue // crictl's prune of 10,000 images takes too long to repeat
+			case k == "docker" && size > dockerMax:
+				continue // so do seeding an Engine and its prune
 			}
-			ws = append(ws, workload{names: size, unpacked: k == "unpacked", cri: k == "cri"})
+			ws = append(ws, workload{names: size, unpacked: k == "unpacked", cri: k == "cri", docker: k == "docker"})
 		}
 	}
 	if *huge {
@@ -99,7 +105,10 @@ func main() {
 		results = append(results, r)
 		r.print(os.Stdout)
 	}
-	md := markdown(ctx, results)
+	md, err := render(ctx, results, *out)
+	if err != nil {
+		fatalf("%v", err)
+	}
 	fmt.Println(md)
 	if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
 		fatalf("%v", err)
@@ -126,6 +135,9 @@ type result struct {
 	// probeOrder.
 	probes     map[string]probeRun
 	probeOrder []string
+	// same tells, on an Engine's store, whether imgprune's prune left the
+	// images docker's did, every container's image among them.
+	same string
 }
 
 func (r *result) add(name string, x run) {
@@ -139,7 +151,7 @@ func (r *result) add(name string, x run) {
 // seeded on disk: the snapshotter records each snapshot's usage as the
 // disk under it counts it. Each contender's copy is on disk.
 func seedDir(w workload) string {
-	if w.unpacked || w.cri {
+	if w.unpacked || w.cri || w.docker {
 		return ""
 	}
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && unix.Access("/dev/shm", unix.W_OK) == nil {
@@ -181,6 +193,13 @@ func measure(ctx context.Context, bin string, w workload, keep bool, runs int) (
 			cn.reg.Stop()
 		}
 		res.agree = agree(res.runs[cCRIDry].report, res.runs[cCRIPrune].report)
+		return res, err
+	}
+	if w.docker {
+		es, err := measureDocker(ctx, bin, w, step, dir)
+		res.s = es.seeded
+		res.agree = agree(res.runs[cDockerDry].report, res.runs[cDockerPrune].report)
+		res.same = sameLeft(res.runs[cDocker], res.runs[cDockerPrune])
 		return res, err
 	}
 	s, err := w.seed(ctx, dir)
@@ -266,12 +285,15 @@ func agree(dry, done report) string {
 	return fmt.Sprintf("yes: %d entries, %d bytes", len(done.ImagesDeleted), done.SpaceReclaimed)
 }
 
-// ratio is a run's time over the baseline's: the floor's, or on a CRI
-// node crictl's prune.
+// ratio is a run's time over the baseline's: the floor's, on a CRI node
+// crictl's prune, on an Engine's store the Engine's prune.
 func (r result) ratio(name string) (float64, bool) {
 	base := cFloor
-	if r.w.cri {
+	switch {
+	case r.w.cri:
 		base = cCrictl
+	case r.w.docker:
+		base = cDocker
 	}
 	f, ok := r.runs[base]
 	x, ok2 := r.runs[name]
@@ -302,6 +324,9 @@ func (r result) print(w io.Writer) {
 		fmt.Fprintf(w, "  probe beside %-36s %5d writes, p99 %v, longest %v, longest between collections %v; %d collections, last %v, longest %v, blocking %v\n",
 			name, len(p.waits), ms(p.p99()), ms(p.longest()), ms(p.longestBetween()), len(p.gcs), ms(p.last), ms(p.longestCollection()), ms(p.blocking()))
 	}
+	if r.same != "" {
+		fmt.Fprintf(w, "  docker and imgprune leave the same images: %s\n", r.same)
+	}
 }
 
 // ms rounds d for a table.
@@ -309,6 +334,7 @@ func ms(d time.Duration) time.Duration { return d.Round(100 * time.Microsecond) 
 
 // markdown renders the results with the machine and the versions.
 func markdown(ctx context.Context, results []result) string {
+	results, engines := splitEngines(results)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmark results\n\nWritten by `make bench` (`go run ./bench`) on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- Machine: %s, %d cores, %s, kernel %s\n", cpuModel(), runtime.NumCPU(), memTotal(), command("uname", "-r"))
@@ -344,6 +370,9 @@ func markdown(ctx context.Context, results []result) string {
 	for _, t := range targets(results) {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.name, t.measured, yes(t.met))
 	}
+	if len(engines) > 0 {
+		b.WriteString("\n" + engineSection(engines))
+	}
 	return b.String()
 }
 
@@ -364,6 +393,13 @@ func targets(results []result) []target {
 			out = append(out, target{fmt.Sprintf("%v: dry run under 3 s, peak RSS under 600 MiB", w), fmt.Sprintf("%.2f s, %d MiB", x.wall.Seconds(), x.rss>>20), x.wall < 3*time.Second && x.rss < 600<<20})
 			if g, ok := r.runs[cGoal]; ok {
 				out = append(out, target{fmt.Sprintf("%v: a goal no prune reaches searched within 1.5× the dry run, peak RSS under 600 MiB", w), fmt.Sprintf("%.1f× (%.2f s), %d MiB", g.wall.Seconds()/x.wall.Seconds(), g.wall.Seconds(), g.rss>>20), g.wall.Seconds() <= 1.5*x.wall.Seconds() && g.rss < 600<<20})
+			}
+			continue
+		case w.docker:
+			if prune, ok := r.ratio(cDockerPrune); ok {
+				if want, ok := dockerTargets[w.names]; ok {
+					out = append(out, target{fmt.Sprintf("%v: prune -a at least %d× faster than docker image prune -a", w, want), fmt.Sprintf("%.1f×", 1/prune), 1/prune >= float64(want)})
+				}
 			}
 			continue
 		case w.cri:

@@ -32,6 +32,9 @@ type run struct {
 	usage  childUsage
 	// removed are the records the run removed.
 	removed []string
+	// left are the images an Engine lists after the run, and lost the IDs
+	// of its containers' images it no longer has.
+	left, lost []string
 }
 
 // report is the part of imgprune's JSON report the benchmark checks.
@@ -130,9 +133,12 @@ func exe(ctx context.Context, bin string, args []string) (run, error) {
 
 // exeIn runs imgprune and reads its report. It runs it through this program
 // started again as a small process (measureChild): a child forked from
-// this big one would count its pages in its own peak RSS.
+// this big one would count its pages in its own peak RSS. Unless args name
+// an Engine, imgprune asks none (not the host's, if it has one).
 func exeIn(ctx context.Context, bin string, args []string) (run, error) {
-	args = append([]string{"--docker-host", "none"}, args...)
+	if !slices.Contains(args, "--docker-host") {
+		args = append([]string{"--docker-host", "none"}, args...)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return run{}, err

@@ -46,11 +46,17 @@ type workload struct {
 	// through containerd's CRI plugin (three records each), measured
 	// against crictl's prune.
 	cri bool
+	// docker workloads are a Docker Engine's store: names images loaded
+	// with docker load, measured against docker image prune -a.
+	docker bool
 }
 
 func (w workload) String() string {
 	if w.cri {
 		return fmt.Sprintf("%d images, CRI node", w.names)
+	}
+	if w.docker {
+		return fmt.Sprintf("%d images, Docker Engine", w.names)
 	}
 	kind := "content"
 	if w.unpacked {
