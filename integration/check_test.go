@@ -255,7 +255,7 @@ func TestCheckFindsDirectoriesSnapshotRemovalsLeft(t *testing.T) {
 	store, err := embedded.Open(e.ctx, root, embedded.CreateStore())
 	assert.NilError(t, err)
 	defer store.Close()
-	rep, err = store.Service("default").Check(e.ctx, imgsvc.DeleteFound())
+	rep, err = imgsvc.NewOffline(store.Stores(), store.Root(), "default").Check(e.ctx, imgsvc.DeleteFound())
 	assert.NilError(t, err)
 	assert.Check(t, rep.Err())
 	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"directory " + rel}))

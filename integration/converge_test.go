@@ -17,12 +17,13 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
 // countingCollector counts the garbage collections a prune asks for.
 type countingCollector struct {
-	imgsvc.Collector
+	store.Collector
 	collections *atomic.Int32
 }
 
@@ -38,7 +39,7 @@ func TestPruneCollectsOnce(t *testing.T) {
 	set := testimage.NewSet(testimage.SetOptions{Count: 20, SharedRate: 0.5, Seed: t.Name(), NamePrefix: "example.com/once/app"})
 	e.write(set...)
 	var n atomic.Int32
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Collector = countingCollector{Collector: stores.Collector, collections: &n}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
@@ -93,7 +94,7 @@ func TestInterruptedPruneConverges(t *testing.T) {
 			e.container("c1", used.Target.Digest.Encoded()[:12], nil)
 			var left atomic.Int32
 			left.Store(after)
-			stores := imgsvc.StoresFromClient(e.client)
+			stores := store.FromClient(e.client)
 			stores.Images = interruptingStore{Store: stores.Images, left: &left}
 			interrupted := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
@@ -145,7 +146,7 @@ func TestPruneLeavesRepointedRecordAlone(t *testing.T) {
 	used := newImage(t, "used", "example.com/used:1")
 	e.write(old, used)
 	e.container("c1", "example.com/used:1", nil)
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	usedRec, err := stores.Images.Get(e.nsCtx(), "example.com/used:1")
 	assert.NilError(t, err)
 	stores.Images = repointingStore{Store: stores.Images, name: "example.com/app:1", to: usedRec}
@@ -195,7 +196,7 @@ func (e *env) interruptedPrune(t *testing.T, await bool) (testimage.Image, testi
 	e.write(a, b)
 	ctx, cancel := context.WithCancel(e.ctx)
 	t.Cleanup(cancel)
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = cancellingStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel, await: await}
 	return a, b, ctx, imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithDeletesInFlight(1))
 }
@@ -239,7 +240,7 @@ func TestInterruptedPruneWithUntilConverges(t *testing.T) {
 	assert.Check(t, is.Len(e.names(), 4))
 	var left atomic.Int32
 	left.Store(2) // both names go, no dangling record does
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = interruptingStore{Store: stores.Images, left: &left}
 	args, err := plan.ParseFilterFlags([]string{"until=" + until})
 	assert.NilError(t, err)
@@ -299,7 +300,7 @@ func TestPruneKeepsUsedContentWhenDanglingRecordVanishes(t *testing.T) {
 	img := newImage(t, "a", "example.com/a:1")
 	e.write(img)
 	e.container("c1", "example.com/gone:1", map[string]string{imgcontainers.ImageIDLabel: img.Target.Digest.String()})
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = danglingRemovingStore{Store: stores.Images, name: "example.com/a:1", dangling: "moby-dangling@" + img.Target.Digest.String()}
 
 	rep, err := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true)).Prune(e.ctx, plan.Filters{})
@@ -318,7 +319,7 @@ func TestPruneFailedNameDoesNotStopItsSiblings(t *testing.T) {
 	e := newEnv(t)
 	img := newImage(t, "a", "example.com/a:1", "example.com/a:2", "example.com/a:3")
 	e.write(img)
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/a:1"}
 
 	rep, err := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true)).Prune(e.ctx, plan.Filters{})
@@ -362,7 +363,7 @@ func TestPruneInterruptedWithDeletionsInFlight(t *testing.T) {
 	}
 	e.write(imgs...)
 	ctx, cancel := context.WithCancel(e.ctx)
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = heldStore{Store: stores.Images, name: "example.com/a:1", cancel: cancel, cancelled: make(chan struct{})}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 

@@ -20,6 +20,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -80,7 +81,7 @@ func TestPruneDoesNotCountBlobLeftOnDisk(t *testing.T) {
 // unsticking makes a blob removable again right after the collection that
 // failed to unlink it, as a transient failure would.
 type unsticking struct {
-	imgsvc.Collector
+	store.Collector
 	t    *testing.T
 	path string
 	once *sync.Once
@@ -100,7 +101,7 @@ func TestPruneSweepsBlobLeftOnDisk(t *testing.T) {
 	img := testimage.New(testimage.WithNames("example.com/stuck:1"), testimage.WithLayers(stuck))
 	e.write(img)
 	chattr(t, "+i", blobFile(stuck))
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Collector = unsticking{Collector: stores.Collector, t: t, path: blobFile(stuck), once: &sync.Once{}}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
 
@@ -228,7 +229,7 @@ func TestPruneDiskCheckBesideTheDaemonsCollection(t *testing.T) {
 	e.unpack("example.com/unused:1")
 	// Another client removes a name; the daemon collects later.
 	assert.NilError(t, e.client.ImageService().Delete(e.nsCtx(), "example.com/garbage:1"))
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	snapshotterOf, once := stores.Snapshotter, &sync.Once{}
 	stores.Snapshotter = func(name string) snapshots.Snapshotter {
 		return collectingSnapshotter{Snapshotter: snapshotterOf(name), once: once, collect: func() {

@@ -27,6 +27,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -175,7 +176,7 @@ func TestPruneWhenContainerdDies(t *testing.T) {
 					restarted <- err
 				}()
 			}
-			stores := imgsvc.StoresFromClient(e.client)
+			stores := store.FromClient(e.client)
 			if at > 0 {
 				stores.Images = killingStore{Store: stores.Images, at: at, n: new(int), mu: &sync.Mutex{}, crash: crash}
 			} else {
@@ -219,7 +220,7 @@ func TestPruneWhenContainerdDies(t *testing.T) {
 
 // killingCollector kills the daemon as the prune asks for its collection.
 type killingCollector struct {
-	imgsvc.Collector
+	store.Collector
 	crash func()
 }
 

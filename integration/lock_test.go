@@ -24,6 +24,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -207,7 +208,7 @@ func TestPruneThatLostItsLockLetsNoContentGo(t *testing.T) {
 	e.write(img)
 	e.prune(nil) // adopts the target: it has its dangling record
 	ttl := 200 * time.Millisecond
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = stealingStore{Store: stores.Images, e: e, wait: ttl, once: &sync.Once{}}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter), imgsvc.WithPruneLockTTL(ttl))
 

@@ -19,8 +19,8 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
-	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -278,7 +278,7 @@ func (e *env) keeps(m *storeModel, i int, name string) bool {
 // in time.
 func (e *env) collect() {
 	e.t.Helper()
-	assert.NilError(e.t, imgsvc.StoresFromClient(e.client).Collector.Collect(e.nsCtx()))
+	assert.NilError(e.t, store.FromClient(e.client).Collector.Collect(e.nsCtx()))
 }
 
 // prune prunes the store and moves the model to where the rules say. Of a

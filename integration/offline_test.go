@@ -49,7 +49,7 @@ func TestOfflinePruneOfDaemonStore(t *testing.T) {
 	root := filepath.Join(d.Dir, "root")
 	store, err := embedded.Open(context.Background(), root)
 	assert.NilError(t, err)
-	rep, err := store.Service("moby", imgsvc.WithSnapshotter("native")).Prune(context.Background(), plan.Filters{})
+	rep, err := imgsvc.NewOffline(store.Stores(), store.Root(), "moby", imgsvc.WithSnapshotter("native")).Prune(context.Background(), plan.Filters{})
 	assert.NilError(t, err)
 	assert.NilError(t, store.Close())
 

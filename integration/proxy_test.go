@@ -24,6 +24,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/server"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // engine stands in for a Docker Engine on a unix socket: imgprune's own
@@ -43,7 +44,7 @@ func startEngine(t *testing.T, e *env) *engine {
 	assert.NilError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	eng := &engine{sock: filepath.Join(dir, "docker.sock"), release: make(chan struct{})}
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Containers = elsewhere{Store: stores.Containers, ns: e.ns + "-engine-containers"}
 	api := server.New(imgsvc.New(stores, e.ns+"-engine", imgsvc.WithClient(e.client), imgsvc.WithSnapshotter(snapshotter)))
 	mux := http.NewServeMux()

@@ -19,6 +19,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -260,7 +261,7 @@ func TestPrunePartialFailure(t *testing.T) {
 	b := newImage(t, "b", "example.com/b:1")
 	c := newImage(t, "c", "example.com/c:1")
 	e.write(a, b, c)
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = failingStore{Store: stores.Images, fail: "example.com/b:1"}
 	failing := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 
@@ -307,7 +308,7 @@ func (s blockingStore) List(ctx context.Context, filters ...string) ([]images.Im
 // go on; that func returns the prune's error.
 func (e *env) blockedPrune(t *testing.T) (*imgsvc.Service, func() error) {
 	t.Helper()
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	blocking := blockingStore{Store: stores.Images, entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
 	stores.Images = blocking
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true))

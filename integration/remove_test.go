@@ -21,6 +21,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
@@ -59,7 +60,7 @@ func (s recordingStore) Delete(ctx context.Context, name string, opts ...images.
 // watchedService is the test's service, watched.
 func (e *env) watchedService() (*imgsvc.Service, *watched) {
 	w := &watched{}
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Collector = countingCollector{Collector: stores.Collector, collections: &w.collections}
 	stores.Images = recordingStore{Store: stores.Images, w: w}
 	return imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter)), w
@@ -633,7 +634,7 @@ func TestRemoveLooksAgainBeforeContentGoes(t *testing.T) {
 			if !tc.asLeft {
 				e.prune(nil)
 			}
-			stores := imgsvc.StoresFromClient(e.client)
+			stores := store.FromClient(e.client)
 			stores.Images = creatingStore{Store: stores.Images, e: e, after: tc.after(img), collect: true, ref: img.Target.Digest.String(), deletes: &atomic.Int32{}}
 			svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithSnapshotter(snapshotter))
 

@@ -26,6 +26,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/server"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -730,7 +731,7 @@ func (s imageTaking) Create(ctx context.Context, c containers.Container) (contai
 // left.
 func TestServeCreateWhoseImageWent(t *testing.T) {
 	e := newEnv(t)
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Containers = imageTaking{Store: stores.Containers, e: e}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(true), imgsvc.WithClient(e.client), imgsvc.WithSnapshotter(snapshotter))
 	_, c := e.serveService(t, svc)

@@ -23,6 +23,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
@@ -275,7 +276,7 @@ func TestPruneLooksAgainBeforeContentGoes(t *testing.T) {
 				e.prune(nil) // adopts all three: each has its dangling record
 			}
 			var deletes atomic.Int32
-			stores := imgsvc.StoresFromClient(e.client)
+			stores := store.FromClient(e.client)
 			// Deletes go a:1, b:1, c:1, then the dangling records by digest.
 			wrapped := creatingStore{Store: stores.Images, e: e, at: tc.at, collect: tc.collect, ref: c.Target.Digest.String(), deletes: &deletes}
 			if tc.after != nil {
@@ -313,7 +314,7 @@ func TestPruneGivesACRIImageItsNamesBack(t *testing.T) {
 	chain := e.unpack("docker.io/library/c:1")
 	before := e.names()
 	var deletes atomic.Int32
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	// The first deletion is one of a's records: c's records all go after
 	// it, one at a time.
 	stores.Images = creatingStore{Store: stores.Images, e: e, at: 1, deletes: &deletes,
@@ -474,7 +475,7 @@ func TestPruneLooksAgainAfterItsDeletionsRanOutOfTime(t *testing.T) {
 	e := newEnv(t, imgsvc.WithDanglingRecords(false))
 	a, c, z := newImage(t, "a", "example.com/a:1"), newImage(t, "c", "example.com/c:1"), newImage(t, "z", "example.com/z:1")
 	e.write(a, c, z)
-	stores := imgsvc.StoresFromClient(e.client)
+	stores := store.FromClient(e.client)
 	stores.Images = stallingStore{Store: stores.Images, at: "example.com/c:1", stalled: &atomic.Bool{},
 		after: func() { e.container("late", c.Target.Digest.String(), nil) }}
 	svc := imgsvc.New(stores, e.ns, imgsvc.WithDanglingRecords(false), imgsvc.WithSnapshotter(snapshotter),

@@ -148,7 +148,7 @@ func (o *globalOptions) connect(ctx context.Context, more ...images.Opt) (*image
 			open.Close()
 			return nil, nil, err
 		}
-		return e.Service(o.namespace, opts...), append(open, e), nil
+		return images.NewOffline(e.Stores(), e.Root(), o.namespace, opts...), append(open, e), nil
 	}
 	c, err := client.New(o.address, client.WithDefaultNamespace(o.namespace))
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -233,14 +234,14 @@ func (s *Service) modelCollection(ctx context.Context, ctrRecords []containers.C
 	if err != nil {
 		return c, fmt.Errorf("list images: %w", err)
 	}
-	predict := func(st reach.Stores) (reach.Reclaim, error) {
+	predict := func(st store.Stores) (reach.Reclaim, error) {
 		g, err := reach.Take(ctx, st, ctrRecords, s.snapshotter)
 		if err != nil {
 			return reach.Reclaim{}, err
 		}
 		return reach.Predict(ctx, st, g, records)
 	}
-	if c.unreached, err = predict(s.stores.Reach()); err != nil {
+	if c.unreached, err = predict(s.stores); err != nil {
 		return c, err
 	}
 	if len(stale) == 0 {
@@ -250,7 +251,7 @@ func (s *Service) modelCollection(ctx context.Context, ctrRecords []containers.C
 	for _, l := range stale {
 		hidden[l.ID] = true
 	}
-	st := s.stores.Reach()
+	st := s.stores
 	st.Leases = hidingLeases{Manager: st.Leases, hidden: hidden}
 	without, err := predict(st)
 	if err != nil {
@@ -559,7 +560,7 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 			rep.Space += f.Size
 		}
 	}
-	after, err := reach.ListPresent(ctx, s.stores.Reach(), predicted.Snapshotters())
+	after, err := reach.ListPresent(ctx, s.stores, predicted.Snapshotters())
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what the collection freed, so none of it is counted: %v", err)})
 		return rep

@@ -174,7 +174,7 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 	free := FreeSpace{Goal: goal.bytes(disk.Size), Before: disk.Free, Size: disk.Size}
 	order := leastRecentlyUsed(snap.Records, plan.Make(snap, f).Targets)
 	// The probes of the search ask each snapshot's usage once.
-	predictor := reach.NewPredictor(s.stores.Reach(), g)
+	predictor := reach.NewPredictor(s.stores, g)
 	try := func(k int) (plan.Plan, reach.Reclaim, error) {
 		narrow := f
 		narrow.Targets = map[digest.Digest]bool{}

@@ -91,7 +91,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		return Report{}, err
 	}
 	snap.Arrived = arrivals(blobs, snap.Records)
-	before, err := reach.Complete(lctx, s.stores.Reach(), blobs, ctrRecords, s.snapshotter)
+	before, err := reach.Complete(lctx, s.stores, blobs, ctrRecords, s.snapshotter)
 	if err != nil {
 		return Report{}, err
 	}
@@ -164,7 +164,7 @@ func (s *Service) plan(ctx context.Context, snap plan.Snapshot, f plan.Filters, 
 		return p, r, &free, err
 	}
 	p := plan.Make(snap, f)
-	r, err := reach.Predict(ctx, s.stores.Reach(), g, keptRoots(snap.Records, p))
+	r, err := reach.Predict(ctx, s.stores, g, keptRoots(snap.Records, p))
 	return p, r, nil, err
 }
 

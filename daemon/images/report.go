@@ -71,7 +71,7 @@ func (r Report) Err() error {
 // costs the byte count, never the record of what was removed.
 func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Reclaim, disk *diskView, done applied) Report {
 	rep := Report{Failures: done.failures, Warnings: append(slices.Clone(p.Warnings), done.warnings...)}
-	after, err := reach.ListPresent(ctx, s.stores.Reach(), predicted.Snapshotters())
+	after, err := reach.ListPresent(ctx, s.stores, predicted.Snapshotters())
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
 	}
@@ -134,7 +134,7 @@ func (s *Service) freed(ctx context.Context, predicted reach.Reclaim, after *rea
 	}
 	var failures []Failure
 	// A namespace may have taken a blob in since the prediction.
-	if err := reach.DropShared(ctx, s.stores.Reach(), freed.Content); err != nil {
+	if err := reach.DropShared(ctx, s.stores, freed.Content); err != nil {
 		failures = append(failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell which blobs other namespaces hold, so no content is counted: %v", err)})
 		clear(freed.Content)
 	}

@@ -10,74 +10,21 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/events"
-	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/containerd/v2/core/sandbox"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
-	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // DefaultSnapshotter is the snapshotter images are unpacked into.
 const DefaultSnapshotter = "overlayfs"
 
-// Stores are the containerd interfaces the service works over: a daemon's
-// through its client, or an embedded metadata store's.
-type Stores struct {
-	Images      images.Store
-	Content     content.Store
-	Leases      leases.Manager
-	Containers  containers.Store
-	Sandboxes   sandbox.Store
-	Namespaces  NamespaceLister
-	Snapshotter func(name string) snapshots.Snapshotter
-	// Collector runs the garbage collection a prune ends with.
-	Collector Collector
-	// Batch, when set, runs fn with one transaction in its context, so that
-	// a prune's deletions commit at once: an embedded store's. A daemon's
-	// API has none: each write commits on its own.
-	Batch func(ctx context.Context, fn func(context.Context) error) error
-}
-
-// NamespaceLister lists the namespaces of a store, to tell content other
-// namespaces hold.
-type NamespaceLister interface {
-	List(ctx context.Context) ([]string, error)
-}
-
-// Collector runs containerd's garbage collection once and waits for it.
-type Collector interface {
-	Collect(ctx context.Context) error
-}
-
-// Reach is what the model of the collector lists.
-func (s Stores) Reach() reach.Stores {
-	return reach.Stores{Content: s.Content, Leases: s.Leases, Sandboxes: s.Sandboxes, Snapshotter: s.Snapshotter, Namespaces: s.Namespaces}
-}
-
-// StoresFromClient returns the stores of a containerd daemon.
-func StoresFromClient(c *client.Client) Stores {
-	return Stores{
-		Images:      c.ImageService(),
-		Content:     c.ContentStore(),
-		Leases:      c.LeasesService(),
-		Containers:  c.ContainerService(),
-		Sandboxes:   c.SandboxStore(),
-		Namespaces:  c.NamespaceService(),
-		Snapshotter: c.SnapshotService,
-		Collector:   imgleases.Collector{Leases: c.LeasesService()},
-	}
-}
-
 // Service is the image service of one containerd namespace. It is safe for
 // concurrent use; prunes run one at a time.
 type Service struct {
-	stores      Stores
+	stores      store.Stores
 	client      *client.Client
 	namespace   string
 	snapshotter string
@@ -155,7 +102,7 @@ func WithClient(c *client.Client) Opt {
 }
 
 // New returns the service for namespace over stores.
-func New(stores Stores, namespace string, opts ...Opt) *Service {
+func New(stores store.Stores, namespace string, opts ...Opt) *Service {
 	s := &Service{
 		stores:          stores,
 		namespace:       namespace,
@@ -174,9 +121,16 @@ func New(stores Stores, namespace string, opts ...Opt) *Service {
 	return s
 }
 
+// NewOffline returns the service of namespace over a store this process
+// has alone (daemon/store/embedded's), checking the disk below root. A
+// prune lock found in such a store was left by a prune that died.
+func NewOffline(stores store.Stores, root, namespace string, opts ...Opt) *Service {
+	return New(stores, namespace, append([]Opt{WithContainerdRoot(root), WithExclusiveStore()}, opts...)...)
+}
+
 // NewFromClient returns the service for namespace of a containerd daemon.
 func NewFromClient(c *client.Client, namespace string, opts ...Opt) *Service {
-	return New(StoresFromClient(c), namespace, append([]Opt{WithClient(c)}, opts...)...)
+	return New(store.FromClient(c), namespace, append([]Opt{WithClient(c)}, opts...)...)
 }
 
 // Namespace is the containerd namespace the service works in.

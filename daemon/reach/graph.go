@@ -12,26 +12,12 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/containerd/v2/core/sandbox"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
-)
 
-// Stores are what the model lists.
-type Stores struct {
-	Content content.Store
-	Leases  leases.Manager
-	// Sandboxes, when set, are listed for the references their labels hold.
-	Sandboxes sandbox.Store
-	// Snapshotter returns a snapshotter by name, or nil when there is none.
-	Snapshotter func(name string) snapshots.Snapshotter
-	// Namespaces, when set, tells which blobs other namespaces hold.
-	Namespaces interface {
-		List(ctx context.Context) ([]string, error)
-	}
-}
+	"github.com/imgprune/imgprune/daemon/store"
+)
 
 // node is an object of the namespace the collector marks.
 type node struct {
@@ -117,7 +103,7 @@ func listContent(ctx context.Context, cs content.Store, withRefs bool) (*Graph, 
 
 // ListPresent lists the namespace's content and the snapshots of
 // snapshotters: what a prune's accounting needs after its collection.
-func ListPresent(ctx context.Context, st Stores, snapshotters map[string]bool) (*Graph, error) {
+func ListPresent(ctx context.Context, st store.Stores, snapshotters map[string]bool) (*Graph, error) {
 	g, err := ListContent(ctx, st.Content)
 	if err != nil {
 		return nil, err
@@ -137,7 +123,7 @@ func ListPresent(ctx context.Context, st Stores, snapshotters map[string]bool) (
 // cannot see that edge, so a dry run may count such a blob (one being
 // written into this namespace while it is unreferenced here) as freed. ctrs are the namespace's container records;
 // snapshotter is always walked.
-func Take(ctx context.Context, st Stores, ctrs []containers.Container, snapshotter string) (*Graph, error) {
+func Take(ctx context.Context, st store.Stores, ctrs []containers.Container, snapshotter string) (*Graph, error) {
 	g, err := ListGraph(ctx, st.Content)
 	if err != nil {
 		return nil, err
@@ -148,7 +134,7 @@ func Take(ctx context.Context, st Stores, ctrs []containers.Container, snapshott
 // Complete adds to g, a graph of the namespace's content alone
 // (ListGraph), everything else Take lists: a caller may list the content
 // while it lists other things.
-func Complete(ctx context.Context, st Stores, g *Graph, ctrs []containers.Container, snapshotter string) (*Graph, error) {
+func Complete(ctx context.Context, st store.Stores, g *Graph, ctrs []containers.Container, snapshotter string) (*Graph, error) {
 	snapshotters := map[string]bool{snapshotter: true}
 	note := func(r Refs) {
 		for _, s := range r.Snapshots {
@@ -209,7 +195,7 @@ func (g *Graph) addBackRefs(n node, labels map[string]string) {
 
 // leaseRoots adds what unexpired leases hold: kept, and, unless the lease
 // is flat, what it references.
-func (g *Graph) leaseRoots(ctx context.Context, st Stores, snapshotters map[string]bool) error {
+func (g *Graph) leaseRoots(ctx context.Context, st store.Stores, snapshotters map[string]bool) error {
 	ls, err := st.Leases.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list leases: %w", err)
@@ -248,7 +234,7 @@ func (g *Graph) leaseRoots(ctx context.Context, st Stores, snapshotters map[stri
 }
 
 // sandboxRoots adds what sandboxes' labels reference: roots to containerd.
-func (g *Graph) sandboxRoots(ctx context.Context, st Stores, snapshotters map[string]bool) error {
+func (g *Graph) sandboxRoots(ctx context.Context, st store.Stores, snapshotters map[string]bool) error {
 	if st.Sandboxes == nil {
 		return nil
 	}
@@ -269,7 +255,7 @@ func (g *Graph) sandboxRoots(ctx context.Context, st Stores, snapshotters map[st
 	return nil
 }
 
-func (g *Graph) walkSnapshots(ctx context.Context, st Stores, name string) error {
+func (g *Graph) walkSnapshots(ctx context.Context, st store.Stores, name string) error {
 	if st.Snapshotter == nil {
 		return nil
 	}

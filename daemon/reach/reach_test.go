@@ -21,8 +21,8 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
-	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/reach"
+	imgstore "github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/daemon/store/embedded"
 )
 
@@ -31,7 +31,7 @@ import (
 type store struct {
 	t   *testing.T
 	ctx context.Context
-	st  imgsvc.Stores
+	st  imgstore.Stores
 	sn  snapshots.Snapshotter
 }
 
@@ -161,7 +161,7 @@ func TestPredictMatchesGarbageCollection(t *testing.T) {
 	s.lease(leases.Resource{ID: "flat-snap", Type: "snapshots/native"}, leases.WithLabel(reach.LabelFlat, "1"))
 	s.lease(leases.Resource{ID: "expired, leased", Type: "images"})
 
-	rs := e.Stores().Reach()
+	rs := e.Stores()
 	before, err := reach.Take(ctx, rs, []containers.Container{ctr}, "native")
 	assert.NilError(t, err)
 	records, err := s.st.Images.List(ctx)
@@ -232,7 +232,7 @@ func TestPredictorAsksOnce(t *testing.T) {
 		cfg := s.blob(n+" config", map[string]string{reach.LabelRefSnapshot + "native": "chain-" + n})
 		records = append(records, s.record(n+":1", s.blob(n+" manifest", map[string]string{reach.LabelRefContent + ".config": cfg.Digest.String()}), nil))
 	}
-	rs := e.Stores().Reach()
+	rs := e.Stores()
 	asked := new(atomic.Int32)
 	counted := rs
 	counted.Snapshotter = func(name string) snapshots.Snapshotter {

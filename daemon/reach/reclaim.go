@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 )
@@ -66,7 +67,7 @@ func (r Reclaim) SnapshotBytes(snapshotter string) int64 {
 // namespace of ctx: content and snapshots nothing keeps, less blobs another
 // namespace holds. It asks the usage of the snapshots that go, and nothing
 // of those that stay.
-func Predict(ctx context.Context, st Stores, g *Graph, records []images.Image) (Reclaim, error) {
+func Predict(ctx context.Context, st store.Stores, g *Graph, records []images.Image) (Reclaim, error) {
 	return NewPredictor(st, g).Predict(ctx, records)
 }
 
@@ -74,7 +75,7 @@ func Predict(ctx context.Context, st Stores, g *Graph, records []images.Image) (
 // as Predict does: it asks a snapshot's usage, and the other namespaces'
 // content, once for all its predictions. Safe for concurrent use.
 type Predictor struct {
-	st Stores
+	st store.Stores
 	g  *Graph
 
 	mu    sync.Mutex
@@ -84,7 +85,7 @@ type Predictor struct {
 }
 
 // NewPredictor returns a Predictor over g.
-func NewPredictor(st Stores, g *Graph) *Predictor {
+func NewPredictor(st store.Stores, g *Graph) *Predictor {
 	return &Predictor{st: st, g: g, usage: map[Snapshot]int64{}}
 }
 
@@ -155,7 +156,7 @@ func (p *Predictor) sharedContent(ctx context.Context) (map[digest.Digest]bool, 
 const usageInFlight = 8
 
 // usages asks the size of each snapshot.
-func usages(ctx context.Context, st Stores, keys []Snapshot) ([]int64, error) {
+func usages(ctx context.Context, st store.Stores, keys []Snapshot) ([]int64, error) {
 	sizes := make([]int64, len(keys))
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(usageInFlight)
@@ -174,7 +175,7 @@ func usages(ctx context.Context, st Stores, keys []Snapshot) ([]int64, error) {
 
 // DropShared removes from blobs those another namespace than ctx's holds:
 // they stay on disk whatever this namespace does.
-func DropShared(ctx context.Context, st Stores, blobs map[digest.Digest]int64) error {
+func DropShared(ctx context.Context, st store.Stores, blobs map[digest.Digest]int64) error {
 	if len(blobs) == 0 {
 		return nil
 	}
@@ -189,7 +190,7 @@ func DropShared(ctx context.Context, st Stores, blobs map[digest.Digest]int64) e
 }
 
 // sharedContent lists the content namespaces other than ctx's hold.
-func sharedContent(ctx context.Context, st Stores) (map[digest.Digest]bool, error) {
+func sharedContent(ctx context.Context, st store.Stores) (map[digest.Digest]bool, error) {
 	shared := map[digest.Digest]bool{}
 	if st.Namespaces == nil {
 		return shared, nil

@@ -17,6 +17,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testnode"
 )
 
@@ -53,7 +54,7 @@ func TestPodCreatedWhilePruning(t *testing.T) {
 	c, err := client.New(n.Daemon.Address)
 	assert.NilError(t, err)
 	defer c.Close()
-	stores := imgsvc.StoresFromClient(c)
+	stores := store.FromClient(c)
 	var ctrID string
 	var createErr error
 	stores.Images = onFirstDelete{Store: stores.Images, once: &sync.Once{}, do: func() {

@@ -24,7 +24,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // Store is a containerd store opened in-process from a daemon's root.
@@ -163,8 +163,8 @@ func exists(path string) bool {
 }
 
 // Stores returns the store's interfaces for an image service.
-func (e *Store) Stores() images.Stores {
-	return images.Stores{
+func (e *Store) Stores() store.Stores {
+	return store.Stores{
 		Images:      metadata.NewImageStore(e.db),
 		Content:     e.db.ContentStore(),
 		Leases:      metadata.NewLeaseManager(e.db),
@@ -225,11 +225,4 @@ func (n namespaceList) List(ctx context.Context) ([]string, error) {
 		return err
 	})
 	return out, err
-}
-
-// Service returns the image service of namespace over the store, checking
-// the disk below its root. The store is this process's alone, so a prune
-// lock found in it was left by a prune that died.
-func (e *Store) Service(namespace string, opts ...images.Opt) *images.Service {
-	return images.New(e.Stores(), namespace, append([]images.Opt{images.WithContainerdRoot(e.Root()), images.WithExclusiveStore()}, opts...)...)
 }

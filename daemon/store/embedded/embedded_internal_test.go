@@ -19,6 +19,7 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -67,7 +68,7 @@ func TestEmbeddedPruneCommitsInBatches(t *testing.T) {
 	f, err := plan.ParseFilters(map[string][]string{"dangling": {"false"}}, time.Now())
 	assert.NilError(t, err)
 
-	rep, err := e.Service("moby").Prune(ctx, f)
+	rep, err := imgsvc.NewOffline(e.Stores(), e.Root(), "moby").Prune(ctx, f)
 	assert.NilError(t, err)
 	assert.NilError(t, rep.Err())
 	assert.Check(t, is.Len(rep.ImagesDeleted, 2*n))

@@ -14,6 +14,7 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
+	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testimage"
@@ -51,7 +52,7 @@ func TestEmbeddedPrune(t *testing.T) {
 		Spec:    &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: []byte("{}")},
 	})
 	assert.NilError(t, err)
-	svc := e.Service("moby")
+	svc := imgsvc.NewOffline(e.Stores(), e.Root(), "moby")
 
 	rep, err := svc.Prune(context.Background(), plan.Filters{})
 	assert.NilError(t, err)
