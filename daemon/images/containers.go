@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -21,6 +22,20 @@ import (
 // source says of the images they use.
 func (s *Service) listContainers(ctx context.Context) ([]plan.Container, []containers.Container, error) {
 	return imgcontainers.List(ctx, s.stores.Containers, s.sources...)
+}
+
+// listUsed lists the containers, then the image records. Containers first:
+// what cannot know them changes nothing.
+func (s *Service) listUsed(ctx context.Context) ([]plan.Container, []containers.Container, []images.Image, error) {
+	ctrs, ctrRecords, err := s.listContainers(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	records, err := s.listRecords(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list images: %w", err)
+	}
+	return ctrs, ctrRecords, records, nil
 }
 
 // CreateContainer records c, a container of target, as a real container

@@ -3,7 +3,6 @@ package images
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -67,13 +66,9 @@ type inUse struct {
 // listInUse lists the namespace's records, content and containers, and
 // resolves which targets the containers use.
 func (s *Service) listInUse(ctx context.Context) (inUse, error) {
-	ctrs, _, err := s.listContainers(ctx)
+	ctrs, _, records, err := s.listUsed(ctx)
 	if err != nil {
 		return inUse{}, err
-	}
-	records, err := s.listRecords(ctx)
-	if err != nil {
-		return inUse{}, fmt.Errorf("list images: %w", err)
 	}
 	// Sizes and lineage need the content alone, not the collector's roots.
 	inv, err := reach.ListContent(ctx, s.stores.Content)

@@ -223,14 +223,9 @@ func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim, before 
 // snapshot lists what a plan decides on. It writes nothing: records other
 // tools made are adopted by the plan, and only for targets that stay.
 func (s *Service) snapshot(ctx context.Context, f plan.Filters) (plan.Snapshot, []containers.Container, error) {
-	// Containers first: a prune that cannot know them changes nothing.
-	ctrs, ctrRecords, err := s.listContainers(ctx)
+	ctrs, ctrRecords, records, err := s.listUsed(ctx)
 	if err != nil {
 		return plan.Snapshot{}, nil, err
-	}
-	records, err := s.listRecords(ctx)
-	if err != nil {
-		return plan.Snapshot{}, nil, fmt.Errorf("list images: %w", err)
 	}
 	snap := plan.Snapshot{Records: records, Containers: ctrs, DanglingRecords: s.DanglingRecords()}
 	if len(f.Labels)+len(f.NotLabels) > 0 {

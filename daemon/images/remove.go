@@ -112,14 +112,9 @@ type removal struct {
 
 // planRemoval decides what removing ref does. It writes nothing.
 func (s *Service) planRemoval(ctx context.Context, ref string, force bool) (removal, error) {
-	// Containers first: a removal that cannot know them changes nothing.
-	ctrs, _, err := s.listContainers(ctx)
+	ctrs, _, records, err := s.listUsed(ctx)
 	if err != nil {
 		return removal{}, err
-	}
-	records, err := s.listRecords(ctx)
-	if err != nil {
-		return removal{}, fmt.Errorf("list images: %w", err)
 	}
 	sel, err := selectRecords(records, ref)
 	if err != nil {
