@@ -322,7 +322,7 @@ func (r result) print(w io.Writer) {
 	for _, name := range r.probeOrder {
 		p := r.probes[name]
 		fmt.Fprintf(w, "  probe beside %-36s %5d writes, p99 %v, longest %v, longest between collections %v; %d collections, last %v, longest %v, blocking %v\n",
-			name, len(p.waits), ms(p.p99()), ms(p.longest()), ms(p.longestBetween()), len(p.gcs), ms(p.last), ms(p.longestCollection()), ms(p.blocking()))
+			name, len(p.waits), ms(p.p99()), ms(p.longest()), ms(p.longestBetween()), len(p.gcs), ms(p.last()), ms(p.longestCollection()), ms(p.blocking()))
 	}
 	if r.same != "" {
 		fmt.Fprintf(w, "  docker and imgprune leave the same images: %s\n", r.same)

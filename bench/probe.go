@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -52,26 +53,33 @@ type probeRun struct {
 	// how long each held the metadata store's write lock, during which no
 	// write anywhere in the daemon commits.
 	gcs []time.Duration
-	// last is the collection that finished last while the contender ran:
-	// imgprune's own, which it asks for after its deletions.
-	last time.Duration
 	// names is how many names the contender removed, and all how many the
 	// whole pattern would: per name, its blocking scales by all/names.
 	names, all int
 }
 
-func (p probeRun) longest() time.Duration { return slices.Max(p.waits) }
+func (p probeRun) longest() time.Duration { return longestOf(p.waits) }
 
 func (p probeRun) p99() time.Duration { return p99(p.waits) }
 
 // longestBetween is the longest wait that overlapped no collection.
-func (p probeRun) longestBetween() time.Duration {
-	return slices.Max(append([]time.Duration{0}, p.between...))
-}
+func (p probeRun) longestBetween() time.Duration { return longestOf(p.between) }
 
 // longestCollection is the longest hold of the write lock.
-func (p probeRun) longestCollection() time.Duration {
-	return slices.Max(append([]time.Duration{0}, p.gcs...))
+func (p probeRun) longestCollection() time.Duration { return longestOf(p.gcs) }
+
+// last is the hold of the collection that finished last while the
+// contender ran: imgprune's own, which it asks for after its deletions.
+func (p probeRun) last() time.Duration {
+	if len(p.gcs) == 0 {
+		return 0
+	}
+	return p.gcs[len(p.gcs)-1]
+}
+
+// longestOf is the longest of ds, 0 for none.
+func longestOf(ds []time.Duration) time.Duration {
+	return slices.Max(append([]time.Duration{0}, ds...))
 }
 
 func p99(waits []time.Duration) time.Duration {
@@ -96,10 +104,10 @@ func (p probeRun) blocking() time.Duration {
 	return sum
 }
 
-// probeEnv is the daemon the probe runs on: containerd's own collection
+// probeDaemon is the daemon the probe runs on: containerd's own collection
 // schedule, as in production, and the trace log in which it writes how
 // long each collection held the write lock.
-var probeEnv = map[string]string{"IMGPRUNE_GC": "default", "CONTAINERD_LOG_LEVEL": "trace"}
+var probeDaemon = []testctrd.Option{testctrd.WithOwnCollections(), testctrd.WithTraceLog()}
 
 // probeContender is what the probe runs beside, on a daemon.
 type probeContender struct {
@@ -110,15 +118,6 @@ type probeContender struct {
 // measureProbe runs the probe beside an idle daemon, imgprune's prune and
 // the per-name pattern over a sample of gone, each on its own copy of s.
 func measureProbe(ctx context.Context, bin string, s seeded, gone []string, runs int) (map[string]probeRun, []string, error) {
-	for k, v := range probeEnv {
-		old, had := os.LookupEnv(k)
-		os.Setenv(k, v)
-		if had {
-			defer os.Setenv(k, old)
-		} else {
-			defer os.Unsetenv(k)
-		}
-	}
 	sample := gone[:min(perNameSample, len(gone))]
 	perName := fmt.Sprintf(cProbePerName, len(sample))
 	contenders := []probeContender{
@@ -129,8 +128,8 @@ func measureProbe(ctx context.Context, bin string, s seeded, gone []string, runs
 		}},
 		{perName, func(_ *testctrd.Daemon, c *client.Client) error { return deleteNames(ctx, c, sample, true, 1) }},
 	}
-	// The floor's deletions, as many in flight as imgprune's and fewer:
-	// what a prune's writes alone make another writer wait.
+	// The floor's deletions, 16 in flight and 4 (imgprune's): what a
+	// prune's writes alone make another writer wait.
 	for _, n := range []int{16, 4} {
 		contenders = append(contenders, probeContender{fmt.Sprintf(cInFlight, n), func(_ *testctrd.Daemon, c *client.Client) error { return deleteNames(ctx, c, gone, false, n) }})
 	}
@@ -145,7 +144,7 @@ func measureProbe(ctx context.Context, bin string, s seeded, gone []string, runs
 				var err error
 				p, err = probeBeside(ctx, d, func() error { return ct.f(d, c) })
 				return err
-			})
+			}, probeDaemon...)
 			if err != nil {
 				return nil, nil, fmt.Errorf("probe beside %s: %w", ct.name, err)
 			}
@@ -155,7 +154,7 @@ func measureProbe(ctx context.Context, bin string, s seeded, gone []string, runs
 			xs = append(xs, p)
 		}
 		// The run whose longest wait is the median.
-		slices.SortFunc(xs, func(a, b probeRun) int { return int(a.longest() - b.longest()) })
+		slices.SortFunc(xs, func(a, b probeRun) int { return cmp.Compare(a.longest(), b.longest()) })
 		out[ct.name] = xs[len(xs)/2]
 		order = append(order, ct.name)
 	}
@@ -209,9 +208,6 @@ func probeBeside(ctx context.Context, d *testctrd.Daemon, f func() error) (probe
 		if !slices.ContainsFunc(gcs, w.overlaps) {
 			p.between = append(p.between, w.took)
 		}
-	}
-	if len(gcs) > 0 {
-		p.last = gcs[len(gcs)-1].held
 	}
 	return p, nil
 }
@@ -358,7 +354,7 @@ func writeProbes(b *strings.Builder, results []result) {
 				blocking = fmt.Sprintf("%v (%d names)", p.blocking().Round(time.Second), p.all)
 			}
 			fmt.Fprintf(b, "| %v | %s | %d | %v | %v | %v | %d | %v | %v | %s |\n", r.w, name, len(p.waits), ms(p.p99()), ms(p.longest()),
-				ms(p.longestBetween()), len(p.gcs), ms(p.last), ms(p.longestCollection()), blocking)
+				ms(p.longestBetween()), len(p.gcs), ms(p.last()), ms(p.longestCollection()), blocking)
 		}
 	}
 }
@@ -377,8 +373,8 @@ func probeTargets(r result) []target {
 	commit := pr.longestBetween()
 	out := []target{{
 		fmt.Sprintf("%v: another writer's longest wait during prune -a no longer than its one collection and one commit", r.w),
-		fmt.Sprintf("%v against %v + %v", ms(pr.longest()), ms(pr.last), ms(commit)),
-		pr.last > 0 && pr.longest() <= pr.last+commit,
+		fmt.Sprintf("%v against %v + %v", ms(pr.longest()), ms(pr.last()), ms(commit)),
+		pr.last() > 0 && pr.longest() <= pr.last()+commit,
 	}}
 	for _, name := range r.probeOrder {
 		pn := r.probes[name]

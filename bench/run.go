@@ -47,21 +47,21 @@ type report struct {
 	Failures       []struct{ Name, Error string }
 }
 
-// daemonOn starts a daemon on a copy of s, runs f against it and removes
-// the copy.
-func daemonOn(ctx context.Context, s seeded, f func(d *testctrd.Daemon, c *client.Client) error) error {
+// daemonOn starts a daemon (with opts) on a copy of s, runs f against it
+// and removes the copy.
+func daemonOn(ctx context.Context, s seeded, f func(d *testctrd.Daemon, c *client.Client) error, opts ...testctrd.Option) error {
 	dir, err := copyStore(s)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	return withDaemon(ctx, dir, f)
+	return withDaemon(ctx, dir, f, opts...)
 }
 
-// withDaemon starts a daemon on the store in dir, runs f against it and
-// stops it.
-func withDaemon(ctx context.Context, dir string, f func(d *testctrd.Daemon, c *client.Client) error) error {
-	d, err := testctrd.Start(dir)
+// withDaemon starts a daemon (with opts) on the store in dir, runs f
+// against it and stops it.
+func withDaemon(ctx context.Context, dir string, f func(d *testctrd.Daemon, c *client.Client) error, opts ...testctrd.Option) error {
+	d, err := testctrd.Start(dir, opts...)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,8 @@ const RuncEnv = "IMGPRUNE_RUNC"
 const (
 	criEnv          = "IMGPRUNE_CRI"
 	sandboxImageEnv = "IMGPRUNE_SANDBOX_IMAGE"
+	gcEnv           = "IMGPRUNE_GC"
+	logLevelEnv     = "CONTAINERD_LOG_LEVEL"
 )
 
 // scriptTimeout bounds each run of the up/down scripts; the scripts have
@@ -80,6 +82,20 @@ type Option func(*options)
 type options struct {
 	cri          bool
 	sandboxImage string
+	// env are the script's settings an option gives, over the process's.
+	env []string
+}
+
+// WithOwnCollections keeps containerd's own collection schedule, as in
+// production, whatever $IMGPRUNE_GC says (hack/containerd-up.sh).
+func WithOwnCollections() Option {
+	return func(o *options) { o.env = append(o.env, gcEnv+"=default") }
+}
+
+// WithTraceLog makes the daemon log at trace level: among others, how long
+// each collection took.
+func WithTraceLog() Option {
+	return func(o *options) { o.env = append(o.env, logLevelEnv+"=trace") }
 }
 
 // WithCRI enables containerd's CRI plugin, so that the daemon is a
@@ -173,6 +189,7 @@ func Start(dir string, opts ...Option) (*Daemon, error) {
 	if o.cri {
 		env = append(env, criEnv+"=1", sandboxImageEnv+"="+o.sandboxImage)
 	}
+	env = append(env, o.env...)
 	// The script prints the resolved socket path (symlinks evaluated).
 	out, err := runScript(repo, "containerd-up.sh", dir, env...)
 	if err != nil {

@@ -22,11 +22,11 @@ import (
 
 // startDaemon starts a daemon in a fresh short temporary directory and stops
 // it when the test ends.
-func startDaemon(t *testing.T) *Daemon {
+func startDaemon(t *testing.T, opts ...Option) *Daemon {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ctrd")
 	assert.NilError(t, err)
-	d, err := Start(dir)
+	d, err := Start(dir, opts...)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		t.Fatal(err)
@@ -245,6 +245,29 @@ func TestStartIgnoresCRIEnv(t *testing.T) {
 		_, ok := loaded[p[0]+"."+p[1]]
 		assert.Check(t, !ok, "plugin %s.%s loaded", p[0], p[1])
 	}
+}
+
+// TestStartWithOwnCollectionsAndTraceLog checks that the options win over
+// the environment: containerd's own collection schedule, and a trace log
+// with the collections' times in it.
+func TestStartWithOwnCollectionsAndTraceLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Setenv(gcEnv, "test")
+	t.Setenv(logLevelEnv, "info")
+	d := startDaemon(t, WithOwnCollections(), WithTraceLog())
+	config, err := os.ReadFile(filepath.Join(d.Dir, "config.toml"))
+	assert.NilError(t, err)
+	assert.Check(t, !strings.Contains(string(config), "pause_threshold"), "the test schedule is in the config:\n%s", config)
+
+	c := newClient(t, ctx, d)
+	ctx = namespaces.WithNamespace(ctx, "testctrd")
+	_, err = c.ImageService().Create(ctx, testImage())
+	assert.NilError(t, err)
+	assert.NilError(t, c.ImageService().Delete(ctx, testImage().Name, images.SynchronousDelete()))
+	log, err := os.ReadFile(filepath.Join(d.Dir, "containerd.log"))
+	assert.NilError(t, err)
+	assert.Check(t, cmp.Contains(string(log), `msg="garbage collected"`))
 }
 
 func TestStartWithoutBinary(t *testing.T) {
