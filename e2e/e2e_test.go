@@ -30,7 +30,9 @@ import (
 // tests load.
 var (
 	engineSock, proxySock, standaloneSock string
-	dockerBin                             string
+	// ctrdAddress is the socket of the engine's containerd.
+	ctrdAddress string
+	dockerBin   string
 	// imgpruneBin runs against the engine's containerd with imgpruneArgs.
 	imgpruneBin     string
 	imgpruneArgs    []string
@@ -74,6 +76,7 @@ func setUp(m *testing.M) (int, error) {
 	defer engine.Stop()
 	engineSock = engine.Sock
 	ctrd := engine.Ctrd
+	ctrdAddress = ctrd.Address
 
 	imgprune := filepath.Join(dir, "imgprune")
 	if out, err := exec.Command("go", "build", "-o", imgprune, filepath.Join(repo, "cmd", "imgprune")).CombinedOutput(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/moby/moby/api/types/container"
 	dockerclient "github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
@@ -19,6 +20,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
 // fakeEngine answers the Docker Engine API calls imgprune makes: the
@@ -112,31 +114,61 @@ func TestPruneRefusesWhenDockerCannotBeAsked(t *testing.T) {
 	assert.Check(t, e.hasContent(img))
 }
 
-// flakyEngine lists its containers answers times, then fails, as an engine
-// that stops answering while a prune runs.
-type flakyEngine struct {
-	imgcontainers.DockerClient
+// flakySource lists no container answers times, then fails, as a source
+// of containers that stops answering while a prune runs.
+type flakySource struct {
 	answers int32
 	listed  *atomic.Int32
 }
 
-func (f flakyEngine) ContainerList(ctx context.Context, opts dockerclient.ContainerListOptions) (dockerclient.ContainerListResult, error) {
+func (f flakySource) Containers(context.Context, []containers.Container) ([]plan.Container, error) {
 	if f.listed.Add(1) > f.answers {
-		return dockerclient.ContainerListResult{}, errors.New("engine is down")
+		return nil, errors.New("the source is down")
 	}
-	return f.DockerClient.ContainerList(ctx, opts)
+	return nil, nil
 }
 
-// envListingOnce is an env whose Docker Engine lists its containers once,
+// envListingOnce is an env with a source of containers that lists once,
 // and fails from then on, until listed is reset.
 func envListingOnce(t *testing.T) (*env, *atomic.Int32) {
 	t.Helper()
+	listed := &atomic.Int32{}
+	return newEnv(t, imgsvc.WithContainerSource(flakySource{answers: 1, listed: listed})), listed
+}
+
+// countingEngine counts the Engine's container listings.
+type countingEngine struct {
+	imgcontainers.DockerClient
+	listed *atomic.Int32
+}
+
+func (c countingEngine) ContainerList(ctx context.Context, opts dockerclient.ContainerListOptions) (dockerclient.ContainerListResult, error) {
+	c.listed.Add(1)
+	return c.DockerClient.ContainerList(ctx, opts)
+}
+
+// TestPruneAsksTheEngineOnce: a prune lists a Docker Engine's containers
+// once, when it plans, since that listing costs the Engine about
+// containers × images; its last look reads what the Engine created since
+// from the leases, and an Engine that stopped answering after the first
+// listing stops nothing.
+func TestPruneAsksTheEngineOnce(t *testing.T) {
 	host := fakeEngine(t, nil, http.StatusOK, nil, nil)
 	docker, err := dockerclient.New(dockerclient.WithHost(host))
 	assert.NilError(t, err)
 	t.Cleanup(func() { docker.Close() })
 	listed := &atomic.Int32{}
-	return newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: flakyEngine{DockerClient: docker, answers: 1, listed: listed}})), listed
+	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: countingEngine{DockerClient: docker, listed: listed}}))
+	img := newImage(t, "a", "example.com/a:1")
+	e.write(img)
+
+	rep := e.prune([]string{"dangling=false"})
+
+	assert.Check(t, rep.Err())
+	assert.Check(t, is.Len(rep.ImagesDeleted, 2))
+	assert.Check(t, is.Len(e.names(), 0))
+	assert.Check(t, e.hasNoContent(img))
+	assert.Check(t, is.Equal(listed.Load(), int32(1)))
 }
 
 // TestPruneKeepsDanglingRecordsWhenContainersCannotBeListedAgain: when the

@@ -6,6 +6,7 @@ package containers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/containerd/containerd/v2/core/containers"
 
@@ -38,4 +39,50 @@ func List(ctx context.Context, store containers.Store, sources ...Source) ([]pla
 		out = append(out, more...)
 	}
 	return out, records, nil
+}
+
+// Recalled is implemented by a source whose second listing may be taken
+// from its first: every container it makes after a listing, the Rootfs
+// source finds too (a Docker Engine prepares a container's writable
+// snapshot, under a lease named after it, before it registers the
+// container), and its own listing is dear (an Engine's costs about
+// containers × images).
+type Recalled interface {
+	Source
+	// Recall returns the containers of first that the source reported.
+	Recall(first []plan.Container) []plan.Container
+}
+
+// Again returns the sources of a second listing, after first: a Recalled
+// source answers from first when a Rootfs source that reads the leases is
+// among sources; without one, every source lists again.
+func Again(first []plan.Container, sources ...Source) []Source {
+	if !slices.ContainsFunc(sources, readsLeases) {
+		return sources
+	}
+	out := make([]Source, len(sources))
+	for i, s := range sources {
+		out[i] = s
+		if r, ok := s.(Recalled); ok {
+			out[i] = recalled{source: r, first: first}
+		}
+	}
+	return out
+}
+
+// readsLeases reports whether s finds containers by the writable snapshots
+// their leases hold.
+func readsLeases(s Source) bool {
+	r, ok := s.(Rootfs)
+	return ok && r.Snapshotter != nil && r.Leases != nil
+}
+
+// recalled answers a second listing from the first.
+type recalled struct {
+	source Recalled
+	first  []plan.Container
+}
+
+func (r recalled) Containers(context.Context, []containers.Container) ([]plan.Container, error) {
+	return r.source.Recall(r.first), nil
 }

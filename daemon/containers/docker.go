@@ -37,7 +37,7 @@ func (d Docker) Containers(ctx context.Context, _ []containers.Container) ([]pla
 	}
 	out := make([]plan.Container, 0, len(res.Items))
 	for _, c := range res.Items {
-		ctr := plan.Container{ID: c.ID, Source: "docker", Image: c.Image}
+		ctr := plan.Container{ID: c.ID, Source: dockerSource, Image: c.Image}
 		if id, err := digest.Parse(c.ImageID); err == nil {
 			ctr.ImageID = id
 		}
@@ -53,6 +53,22 @@ func (d Docker) Containers(ctx context.Context, _ []containers.Container) ([]pla
 		out = append(out, ctr)
 	}
 	return out, nil
+}
+
+// dockerSource names the containers Docker reports.
+const dockerSource = "docker"
+
+// Recall implements Recalled: a container the Engine creates has its
+// writable snapshot and lease before the Engine lists it, so a second look
+// that reads the leases sees it without asking the Engine again.
+func (Docker) Recall(first []plan.Container) []plan.Container {
+	var out []plan.Container
+	for _, c := range first {
+		if c.Source == dockerSource {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // listedByID reports whether the engine listed a container's image by its

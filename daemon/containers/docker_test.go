@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
@@ -18,11 +20,13 @@ import (
 // engine answers as a Docker Engine's API would.
 type engine struct {
 	list      []container.Summary
+	listings  int
 	typed     map[string]string
 	inspected []string
 }
 
 func (e *engine) ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error) {
+	e.listings++
 	return client.ContainerListResult{Items: e.list}, nil
 }
 
@@ -68,4 +72,53 @@ func TestDockerInspectFailures(t *testing.T) {
 	// Any other failure fails the listing: a prune must know the containers.
 	_, err = Docker{Client: &engine{list: listed, typed: map[string]string{"c1": ""}}}.Containers(context.Background(), nil)
 	assert.Check(t, is.ErrorContains(err, "inspect Docker container c1"))
+}
+
+// leaseManager stands for a store's leases where a test only needs a
+// Rootfs that would read them.
+type leaseManager struct{ leases.Manager }
+
+// TestAgainRecallsTheEngine: a second listing takes the Engine's
+// containers from the first only where the rootfs source reads the leases,
+// which show what the Engine created since.
+func TestAgainRecallsTheEngine(t *testing.T) {
+	web := digest.FromString("web")
+	first := []plan.Container{
+		{ID: "web", Source: "docker", Image: "web:1", ImageID: web},
+		{ID: "pod", Source: "cri", Image: "pause:3"},
+	}
+	snapshotter := func(string) snapshots.Snapshotter { return nil }
+	for _, tc := range []struct {
+		name     string
+		rootfs   []Source
+		want     []plan.Container
+		listings int
+	}{
+		{
+			name:   "the rootfs source reads the leases",
+			rootfs: []Source{Rootfs{Snapshotter: snapshotter, Leases: leaseManager{}}},
+			want:   first[:1],
+		},
+		{
+			name:     "the rootfs source reads no leases",
+			rootfs:   []Source{Rootfs{Snapshotter: snapshotter}},
+			want:     []plan.Container{{ID: "new", Source: "docker", Image: "new:1"}},
+			listings: 1,
+		},
+		{
+			name:     "no rootfs source",
+			want:     []plan.Container{{ID: "new", Source: "docker", Image: "new:1"}},
+			listings: 1,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &engine{list: []container.Summary{{ID: "new", Image: "new:1"}}}
+			sources := Again(first, append([]Source{Docker{Client: e}}, tc.rootfs...)...)
+			assert.Assert(t, is.Len(sources, 1+len(tc.rootfs)))
+			got, err := sources[0].Containers(context.Background(), nil)
+			assert.NilError(t, err)
+			assert.Check(t, is.DeepEqual(got, tc.want))
+			assert.Check(t, is.Equal(e.listings, tc.listings))
+		})
+	}
 }

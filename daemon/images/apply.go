@@ -442,12 +442,13 @@ func (a *applier) delete(ctx context.Context, r images.Image) {
 	}
 }
 
-// lookAgain lists every source of containers again: containers are created
-// while a prune runs. A target the plan lets go that a container uses now
-// keeps, or gets back, its dangling record. It reports whether it could
-// look: not when the containers cannot be listed.
+// lookAgain lists the containers again: containers are created while a
+// prune runs. A target the plan lets go that a container uses now keeps, or
+// gets back, its dangling record. A Docker Engine is not asked again: what
+// it made since, the rootfs source sees. It reports whether it could look:
+// not when the containers cannot be listed.
 func (a *applier) lookAgain(ctx context.Context) bool {
-	ctrs, _, err := a.s.listContainers(ctx)
+	ctrs, err := a.s.listContainersAgain(ctx, a.snap.Containers)
 	if err == nil {
 		// A new container's rootfs may sit on a chain no label names.
 		a.snap.Lineage, err = a.s.lineage(ctx, a.blobs, a.snap.Records, ctrs)

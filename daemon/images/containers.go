@@ -24,6 +24,13 @@ func (s *Service) listContainers(ctx context.Context) ([]plan.Container, []conta
 	return imgcontainers.List(ctx, s.stores.Containers, s.sources...)
 }
 
+// listContainersAgain lists the containers a second time, after first: a
+// source that may answers from first (imgcontainers.Again).
+func (s *Service) listContainersAgain(ctx context.Context, first []plan.Container) ([]plan.Container, error) {
+	ctrs, _, err := imgcontainers.List(ctx, s.stores.Containers, imgcontainers.Again(first, s.sources...)...)
+	return ctrs, err
+}
+
 // listUsed lists the containers, then the image records. Containers first:
 // what cannot know them changes nothing.
 func (s *Service) listUsed(ctx context.Context) ([]plan.Container, []containers.Container, []images.Image, error) {
