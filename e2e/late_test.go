@@ -5,12 +5,10 @@ package e2e
 import (
 	"context"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/images"
 	dockerclient "github.com/moby/moby/client"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
@@ -19,32 +17,9 @@ import (
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/store"
+	"github.com/imgprune/imgprune/internal/testengine"
+	"github.com/imgprune/imgprune/internal/testimage"
 )
-
-// onFirstDelete runs do once, with the name deleted, right after the
-// prune's first deletion.
-type onFirstDelete struct {
-	images.Store
-	once *sync.Once
-	do   func(name string)
-}
-
-func (s onFirstDelete) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
-	err := s.Store.Delete(ctx, name, opts...)
-	s.once.Do(func() { s.do(name) })
-	return err
-}
-
-// countingEngine counts the Engine's container listings.
-type countingEngine struct {
-	imgcontainers.DockerClient
-	listed *atomic.Int32
-}
-
-func (c countingEngine) ContainerList(ctx context.Context, opts dockerclient.ContainerListOptions) (dockerclient.ContainerListResult, error) {
-	c.listed.Add(1)
-	return c.DockerClient.ContainerList(ctx, opts)
-}
 
 // TestEngineContainerCreatedWhilePruning: docker creates a container on an
 // image the prune planned to remove, after the prune's first deletion and
@@ -70,7 +45,7 @@ func TestEngineContainerCreatedWhilePruning(t *testing.T) {
 	listed := &atomic.Int32{}
 	stores := store.FromClient(ctrd)
 	var late, createErr string
-	stores.Images = onFirstDelete{Store: stores.Images, once: &sync.Once{}, do: func(deleted string) {
+	stores.Images = testimage.OnFirstDelete(stores.Images, func(deleted string) {
 		late = "docker.io/e2e/other:1"
 		if deleted == late {
 			late = "docker.io/e2e/app:1"
@@ -79,10 +54,10 @@ func TestEngineContainerCreatedWhilePruning(t *testing.T) {
 		if _, stderr, code := c.exec("", "create", "--name", "late", late); code != 0 {
 			createErr = stderr
 		}
-	}}
+	})
 	// One deletion at a time, so that "after the first" is one point.
 	svc := imgsvc.New(stores, imgsvc.MobyNamespace, imgsvc.WithDeletesInFlight(1),
-		imgsvc.WithContainerSource(imgcontainers.Docker{Client: countingEngine{DockerClient: docker, listed: listed}}))
+		imgsvc.WithContainerSource(imgcontainers.Docker{Client: testengine.CountingClient{DockerClient: docker, Listed: listed}}))
 
 	rep, err := svc.Prune(ctx, plan.Filters{})
 

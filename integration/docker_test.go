@@ -21,6 +21,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/internal/testengine"
 )
 
 // fakeEngine answers the Docker Engine API calls imgprune makes: the
@@ -136,17 +137,6 @@ func envListingOnce(t *testing.T) (*env, *atomic.Int32) {
 	return newEnv(t, imgsvc.WithContainerSource(flakySource{answers: 1, listed: listed})), listed
 }
 
-// countingEngine counts the Engine's container listings.
-type countingEngine struct {
-	imgcontainers.DockerClient
-	listed *atomic.Int32
-}
-
-func (c countingEngine) ContainerList(ctx context.Context, opts dockerclient.ContainerListOptions) (dockerclient.ContainerListResult, error) {
-	c.listed.Add(1)
-	return c.DockerClient.ContainerList(ctx, opts)
-}
-
 // TestPruneAsksTheEngineOnce: a prune lists a Docker Engine's containers
 // once, when it plans, since that listing costs the Engine about
 // containers × images; its last look reads what the Engine created since
@@ -158,7 +148,7 @@ func TestPruneAsksTheEngineOnce(t *testing.T) {
 	assert.NilError(t, err)
 	t.Cleanup(func() { docker.Close() })
 	listed := &atomic.Int32{}
-	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: countingEngine{DockerClient: docker, listed: listed}}))
+	e := newEnv(t, imgsvc.WithContainerSource(imgcontainers.Docker{Client: testengine.CountingClient{DockerClient: docker, Listed: listed}}))
 	img := newImage(t, "a", "example.com/a:1")
 	e.write(img)
 

@@ -6,33 +6,19 @@ import (
 	"context"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/images"
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/store"
+	"github.com/imgprune/imgprune/internal/testimage"
 	"github.com/imgprune/imgprune/internal/testnode"
 )
-
-// onFirstDelete runs do once, right after the prune's first deletion.
-type onFirstDelete struct {
-	images.Store
-	once *sync.Once
-	do   func()
-}
-
-func (s onFirstDelete) Delete(ctx context.Context, name string, opts ...images.DeleteOpt) error {
-	err := s.Store.Delete(ctx, name, opts...)
-	s.once.Do(s.do)
-	return err
-}
 
 // TestPodCreatedWhilePruning: the kubelet starts a pod's container on an
 // image the prune planned to remove, after the prune's first deletion and
@@ -57,9 +43,9 @@ func TestPodCreatedWhilePruning(t *testing.T) {
 	stores := store.FromClient(c)
 	var ctrID string
 	var createErr error
-	stores.Images = onFirstDelete{Store: stores.Images, once: &sync.Once{}, do: func() {
+	stores.Images = testimage.OnFirstDelete(stores.Images, func(string) {
 		ctrID, createErr = n.RunContainer(pod, "late", made.Refs[5])
-	}}
+	})
 	// One deletion at a time, so that "after the first" is one point.
 	svc := imgsvc.New(stores, testnode.Namespace, imgsvc.WithDeletesInFlight(1))
 	rep, err := svc.Prune(ctx, plan.Filters{})
