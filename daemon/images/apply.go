@@ -14,7 +14,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
@@ -109,22 +108,7 @@ func (a *applier) fail(f Failure) {
 // remove it meanwhile. blobs are the namespace's content as the plan saw it;
 // held tells the prune still holds its lock before content goes.
 func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, held func() error, ph progress.Phases) applied {
-	a := &applier{
-		s:            s,
-		ph:           ph,
-		plan:         p,
-		snap:         snap,
-		blobs:        blobs,
-		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}, untried: map[string]bool{}, rescued: map[digest.Digest]bool{}, givenBack: map[string]bool{}},
-		keepNames:    map[digest.Digest]bool{},
-		keepDangling: map[digest.Digest]bool{},
-		ensured:      map[digest.Digest]bool{},
-		hadDangling:  map[digest.Digest]bool{},
-		planned:      map[digest.Digest][]images.Image{},
-	}
-	for _, r := range p.Remove {
-		a.planned[r.Target.Digest] = append(a.planned[r.Target.Digest], r)
-	}
+	a := newApplier(s, p, snap, blobs, ph)
 	// What keeps content safe runs to its end even when the prune is
 	// interrupted; deletions stop, also when the daemon goes away.
 	safe, cancelSafe := s.finishing(ctx)
@@ -144,24 +128,11 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	// go, and the daemon collects by itself now and then: hold what goes
 	// until the last look has seen no container come to use it.
 	if !s.exclusive {
-		// The hold is never renewed: it outlasts the deletions and the
-		// last look, each bounded by a phase, with a phase to spare.
-		release, err := imgleases.HoldAll(safe, s.stores.Leases, s.stores.Content, a.goneTargets(), imgleases.HoldFor(max(time.Hour, 3*s.phaseTimeout)))
-		if err != nil {
-			a.fail(Failure{Name: "hold", Error: fmt.Sprintf("nothing is removed: %v", err)})
-			a.leave(p.Remove)
+		release, ok := a.hold(safe)
+		if !ok {
 			return a.applied
 		}
-		defer func() {
-			// A daemon that went away may be back by now: the hold stays
-			// all the same, for the next prune to give back what it held
-			// (no last look was taken).
-			// So does a hold whose targets could not all be given back
-			// what counts them: released, their content would go.
-			if !a.gone() && !a.keepHold {
-				release()
-			}
-		}()
+		defer release()
 	}
 	a.deleteAll(ctx, names, func(ctx context.Context, r images.Image) {
 		if t, ok := ensure[r.Target.Digest]; ok && !a.ensured[t.Digest] {
@@ -201,6 +172,50 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 		a.giveBack(late)
 	}
 	return a.applied
+}
+
+// newApplier starts the bookkeeping of applying p.
+func newApplier(s *Service, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, ph progress.Phases) *applier {
+	a := &applier{
+		s:            s,
+		ph:           ph,
+		plan:         p,
+		snap:         snap,
+		blobs:        blobs,
+		applied:      applied{removed: map[string]bool{}, leftAlone: map[string]bool{}, untried: map[string]bool{}, rescued: map[digest.Digest]bool{}, givenBack: map[string]bool{}},
+		keepNames:    map[digest.Digest]bool{},
+		keepDangling: map[digest.Digest]bool{},
+		ensured:      map[digest.Digest]bool{},
+		hadDangling:  map[digest.Digest]bool{},
+		planned:      map[digest.Digest][]images.Image{},
+	}
+	for _, r := range p.Remove {
+		a.planned[r.Target.Digest] = append(a.planned[r.Target.Digest], r)
+	}
+	return a
+}
+
+// hold leases what goes until the last look has seen no container come to
+// use it. The hold is never renewed: it outlasts the deletions and the last
+// look, each bounded by a phase, with a phase to spare. Without a hold
+// nothing is removed, and ok is false.
+func (a *applier) hold(ctx context.Context) (release func(), ok bool) {
+	s := a.s
+	unhold, err := imgleases.HoldAll(ctx, s.stores.Leases, s.stores.Content, a.goneTargets(), imgleases.HoldFor(max(time.Hour, 3*s.phaseTimeout)))
+	if err != nil {
+		a.fail(Failure{Name: "hold", Error: fmt.Sprintf("nothing is removed: %v", err)})
+		a.leave(a.plan.Remove)
+		return nil, false
+	}
+	return func() {
+		// A daemon that went away may be back by now: the hold stays all
+		// the same, for the next prune to give back what it held (no last
+		// look was taken). So does a hold whose targets could not all be
+		// given back what counts them: released, their content would go.
+		if !a.gone() && !a.keepHold {
+			unhold()
+		}
+	}, true
 }
 
 // batch runs f in one transaction where the store has them (an embedded
@@ -332,77 +347,6 @@ func (a *applier) kept(r images.Image) bool {
 	return a.keepNames[r.Target.Digest]
 }
 
-// adoptAll adopts in one transaction where the store has them. When the
-// commit fails, no target was adopted, and every one keeps its names.
-func (a *applier) adoptAll(ctx context.Context) {
-	if err := a.batch(ctx, a.adopt); err != nil {
-		for _, r := range a.plan.Adopt {
-			a.keepNames[r.Target.Digest] = true
-		}
-		a.fail(Failure{Name: "adoption", Error: fmt.Sprintf("no dangling record was created, so the targets that stay keep their names: %v", err)})
-	}
-}
-
-// adopt creates the dangling records of targets that stay and lack one. A
-// used target that could not be adopted keeps its names.
-func (a *applier) adopt(ctx context.Context) {
-	w := a.writer()
-	defer w.wait()
-	for _, r := range a.plan.Adopt {
-		w.do(func() {
-			if err := a.s.createDangling(ctx, r); err != nil {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
-				a.keepNames[r.Target.Digest] = true
-			}
-		})
-	}
-}
-
-// writer carries out the applier's writes: deletesInFlight at once, or one
-// at a time in the caller's goroutine: when asked to, or in a transaction,
-// which one goroutine alone may use.
-type writer struct{ g *errgroup.Group }
-
-func (a *applier) writer() writer {
-	if a.s.stores.Batch != nil || a.s.deletesInFlight <= 1 {
-		return writer{}
-	}
-	g := new(errgroup.Group)
-	g.SetLimit(a.s.deletesInFlight)
-	return writer{g}
-}
-
-// do runs f, or has it run once a write in flight is done.
-func (w writer) do(f func()) {
-	if w.g == nil {
-		f()
-		return
-	}
-	w.g.Go(func() error { f(); return nil })
-}
-
-// wait waits for the writes in flight.
-func (w writer) wait() {
-	if w.g != nil {
-		w.g.Wait()
-	}
-}
-
-// ensure makes sure targets have their dangling record.
-func (a *applier) ensure(ctx context.Context, targets ...ocispec.Descriptor) {
-	for _, t := range targets {
-		if a.keepNames[t.Digest] {
-			continue
-		}
-		if err := a.s.ensureDangling(ctx, t, time.Time{}); err != nil {
-			a.fail(Failure{Name: t.Digest.String(), Error: err.Error()})
-			a.keepNames[t.Digest] = true
-		}
-	}
-}
-
 // delete removes one record if it still points where the plan saw it.
 func (a *applier) delete(ctx context.Context, r images.Image) {
 	if ctx.Err() != nil {
@@ -440,117 +384,4 @@ func (a *applier) delete(ctx context.Context, r images.Image) {
 		a.failures = append(a.failures, Failure{Name: r.Name, Error: err.Error()})
 		a.keepDangling[r.Target.Digest] = true
 	}
-}
-
-// lookAgain lists the containers again: containers are created while a
-// prune runs. A target the plan lets go that a container uses now keeps, or
-// gets back, its dangling record. A Docker Engine is not asked again: what
-// it made since, the rootfs source sees. It reports whether it could look:
-// not when the containers cannot be listed.
-func (a *applier) lookAgain(ctx context.Context) bool {
-	ctrs, err := a.s.listContainersAgain(ctx, a.snap.Containers)
-	if err == nil {
-		// A new container's rootfs may sit on a chain no label names.
-		a.snap.Lineage, err = a.s.lineage(ctx, a.blobs, a.snap.Records, ctrs)
-	}
-	if err != nil {
-		a.fail(Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so what lost a record keeps a dangling record: %v", err)})
-		return false
-	}
-	// Against the records the plan saw: a container may name one the prune
-	// has removed since.
-	u := plan.ResolveUsage(a.snap.Records, ctrs, a.snap.Lineage)
-	for _, tp := range a.plan.Targets {
-		d := tp.Target.Digest
-		if !tp.Gone || !u.Targets[d] || a.rescued[d] {
-			continue
-		}
-		a.rescued[d] = true
-		if a.namesCount(d) || a.removed[plan.DanglingName(d)] || !a.hadDangling[d] {
-			a.restore(ctx, tp.Target)
-		}
-		a.warnings = append(a.warnings, fmt.Sprintf("image %s came into use while the prune ran: it keeps its content", d))
-	}
-	return true
-}
-
-// restore gives a target back what counts it, if its content is still
-// there, and reports whether it did: its dangling record, or, where names
-// count, every record the prune removed of it: so that CRI lists an image
-// whole and the kubelet finds it by the name its pod gives, and so that a
-// store without dangling records gets none.
-func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
-	_, err := a.s.stores.Content.Info(ctx, target.Digest)
-	switch {
-	case errdefs.IsNotFound(err):
-		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but its content is gone: %v", err)})
-		return false
-	case err != nil:
-		// Not known gone: the hold keeps it for the next prune.
-		a.keepHold = true
-		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but it cannot be looked at, so the hold keeps it for the next prune: %v", err)})
-		return false
-	}
-	ok := false
-	if a.namesCount(target.Digest) {
-		ok = a.recreate(ctx, a.removedOf(target.Digest))
-	} else if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
-		a.fail(Failure{Name: target.Digest.String(), Error: err.Error()})
-	} else {
-		ok = true
-	}
-	if !ok {
-		// The hold keeps what could not be given back, for the next
-		// prune (resumeDeadPrune).
-		a.keepHold = true
-	}
-	return ok
-}
-
-// isCRI reports whether the plan saw target as a CRI image, taken whole.
-func (a *applier) isCRI(target digest.Digest) bool {
-	return plan.IsCRIImage(a.planned[target])
-}
-
-// namesCount reports whether target's names are its refcount, not a
-// dangling record: a CRI image's, or any in a store without them.
-func (a *applier) namesCount(target digest.Digest) bool {
-	return !a.snap.DanglingRecords || a.isCRI(target)
-}
-
-// removedOf are the records of target the prune removed, as the plan saw
-// them.
-func (a *applier) removedOf(target digest.Digest) []images.Image {
-	var out []images.Image
-	for _, r := range a.planned[target] {
-		if a.removed[r.Name] {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// recreate makes records again as the plan saw them, and reports whether
-// every one is back; a name another client made again meanwhile is left as
-// it is now. containerd stamps a record with its own creation time: the
-// label CreatedAtLabel keeps when the record was first made, so that until
-// and keep-last do not take the image for a new pull.
-func (a *applier) recreate(ctx context.Context, records []images.Image) bool {
-	ok := true
-	for _, r := range records {
-		labels := maps.Clone(r.Labels)
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		maps.Copy(labels, plan.CreatedLabel(plan.CreatedAt(r)))
-		_, err := a.s.stores.Images.Create(ctx, images.Image{Name: r.Name, Target: r.Target, Labels: labels})
-		if err != nil && !errdefs.IsAlreadyExists(err) {
-			a.fail(Failure{Name: r.Name, Error: fmt.Sprintf("not given back: %v", err)})
-			ok = false
-			continue
-		}
-		delete(a.removed, r.Name)
-		a.givenBack[r.Name] = true
-	}
-	return ok
 }

@@ -3,11 +3,8 @@ package images
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,10 +12,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/reach"
@@ -155,19 +149,9 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 	if err != nil {
 		return CheckReport{}, err
 	}
-	leaseItems := leasesFound(going, model.hold)
-	if len(kept) > 0 {
-		// What a kept lease holds beyond what the check removes.
-		all := slices.Clone(going)
-		for _, u := range kept {
-			all = append(all, u.StaleLease)
-		}
-		more, err := s.modelCollection(ctx, ctrRecords, all)
-		if err != nil {
-			return CheckReport{}, err
-		}
-		leaseItems = append(leaseItems, unexpiringFound(kept, more.hold.size)...)
-		slices.SortStableFunc(leaseItems, func(a, b Found) int { return cmp.Compare(a.Name, b.Name) })
+	leaseItems, err := s.staleLeasesFound(ctx, ctrRecords, going, kept, model.hold)
+	if err != nil {
+		return CheckReport{}, err
 	}
 	rep.Found = append(rep.Found, leaseItems...)
 	ingests, err := s.abandonedIngests(ctx, o.olderThan, now)
@@ -197,6 +181,27 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 		return rep, nil
 	}
 	return s.deleteFound(ctx, rep, root, model.predicted()), nil
+}
+
+// staleLeasesFound lists the stale leases with what they hold: a lease
+// the check removes with what it alone holds, a kept one with what it holds
+// beyond what the check removes.
+func (s *Service) staleLeasesFound(ctx context.Context, ctrRecords []containers.Container, going []imgleases.StaleLease, kept []unexpiringLease, hold leaseHold) ([]Found, error) {
+	found := leasesFound(going, hold)
+	if len(kept) == 0 {
+		return found, nil
+	}
+	all := slices.Clone(going)
+	for _, u := range kept {
+		all = append(all, u.StaleLease)
+	}
+	more, err := s.modelCollection(ctx, ctrRecords, all)
+	if err != nil {
+		return nil, err
+	}
+	found = append(found, unexpiringFound(kept, more.hold.size)...)
+	slices.SortStableFunc(found, func(a, b Found) int { return cmp.Compare(a.Name, b.Name) })
+	return found, nil
 }
 
 // collection is the collector's model at the check: what a collection
@@ -345,299 +350,4 @@ type hidingLeases struct {
 func (h hidingLeases) List(ctx context.Context, filters ...string) ([]leases.Lease, error) {
 	ls, err := h.Manager.List(ctx, filters...)
 	return slices.DeleteFunc(ls, func(l leases.Lease) bool { return h.hidden[l.ID] }), err
-}
-
-// abandonedIngests lists the namespace's ingests no writer touched for
-// longer than olderThan.
-func (s *Service) abandonedIngests(ctx context.Context, olderThan time.Duration, now time.Time) ([]Found, error) {
-	statuses, err := s.stores.Content.ListStatuses(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list ingests: %w", err)
-	}
-	var out []Found
-	for _, st := range statuses {
-		if now.Sub(st.UpdatedAt) <= olderThan {
-			continue
-		}
-		out = append(out, Found{Kind: KindIngest, Name: st.Ref, Size: st.Offset, Why: "last written " + st.UpdatedAt.UTC().Format(time.RFC3339)})
-	}
-	slices.SortFunc(out, func(a, b Found) int { return cmp.Compare(a.Name, b.Name) })
-	return out, nil
-}
-
-// unknownBlobs are the blobs among onDisk that no namespace's metadata
-// knows. Each is asked for once more, in every namespace, so that a blob
-// committed while the namespaces were walked is not called unknown.
-func (s *Service) unknownBlobs(ctx context.Context, onDisk map[digest.Digest]int64) ([]Found, error) {
-	if len(onDisk) == 0 {
-		return nil, nil
-	}
-	all, err := s.stores.Namespaces.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list namespaces: %w", err)
-	}
-	unknown := maps.Clone(onDisk)
-	for _, ns := range all {
-		g, err := reach.ListContent(namespaces.WithNamespace(ctx, ns), s.stores.Content)
-		if err != nil {
-			return nil, fmt.Errorf("namespace %s: %w", ns, err)
-		}
-		for d := range g.Content {
-			delete(unknown, d)
-		}
-	}
-	var out []Found
-	for d, size := range unknown {
-		if s.knownAnywhere(ctx, all, d) {
-			continue
-		}
-		out = append(out, Found{Kind: KindBlob, Name: d.String(), Size: size, Why: "on disk, in no namespace's metadata"})
-	}
-	slices.SortFunc(out, func(a, b Found) int { return cmp.Compare(a.Name, b.Name) })
-	return out, nil
-}
-
-// knownAnywhere tells whether a namespace's metadata knows d.
-func (s *Service) knownAnywhere(ctx context.Context, all []string, d digest.Digest) bool {
-	for _, ns := range all {
-		if _, err := s.stores.Content.Info(namespaces.WithNamespace(ctx, ns), d); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
-// blobsOnDisk lists the blob files of the content store in dir, with their
-// sizes on disk.
-func blobsOnDisk(dir string) (map[digest.Digest]int64, error) {
-	out := map[digest.Digest]int64{}
-	algs, err := os.ReadDir(filepath.Join(dir, "blobs"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list blobs on disk: %w", err)
-	}
-	for _, alg := range algs {
-		entries, err := os.ReadDir(filepath.Join(dir, "blobs", alg.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("list blobs on disk: %w", err)
-		}
-		for _, e := range entries {
-			d := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), e.Name())
-			if d.Validate() != nil {
-				continue
-			}
-			info, err := e.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("list blobs on disk: %w", err)
-			}
-			out[d] = info.Size()
-		}
-	}
-	return out, nil
-}
-
-// leftDirs lists the directories snapshot removals left below root: a
-// snapshotter renames a snapshot's directory "rm-<id>" before it removes
-// it, and only logs a removal that fails. No snapshot record knows them.
-func leftDirs(root string) ([]Found, error) {
-	dirs, err := filepath.Glob(filepath.Join(root, snapshotDir+"*", "snapshots", "rm-*"))
-	if err != nil {
-		return nil, err
-	}
-	var out []Found
-	for _, dir := range dirs {
-		if !insideRoot(root, dir) {
-			// A link out of the tree (planted, or a folder moved
-			// elsewhere): not the snapshotter's to clean, nor ours.
-			log.L.WithField("path", dir).Warn("check: a directory that resolves outside the daemon's root is left alone")
-			continue
-		}
-		rel, err := filepath.Rel(root, dir)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Found{Kind: KindDir, Name: rel, Size: diskUsage(dir), Why: "left on disk by a snapshot removal that failed"})
-	}
-	return out, nil
-}
-
-// insideRoot tells whether dir is a directory itself, not a link, and
-// resolves below root: what a check removes offline never lies outside the
-// daemon's root, whatever links lie on the way.
-func insideRoot(root, dir string) bool {
-	info, err := os.Lstat(dir)
-	if err != nil || !info.IsDir() {
-		return false
-	}
-	realRoot, err := filepath.EvalSymlinks(root)
-	if err != nil {
-		return false
-	}
-	realDir, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return false
-	}
-	rel, err := filepath.Rel(realRoot, realDir)
-	return err == nil && rel != "." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && rel != ".."
-}
-
-// dirSnapshotter is the snapshotter whose state holds a directory, by its
-// path below the daemon's root.
-func dirSnapshotter(rel string) string {
-	first, _, _ := strings.Cut(rel, string(filepath.Separator))
-	return strings.TrimPrefix(first, snapshotDir)
-}
-
-// deleteFound removes what the check found: the leases and the ingests
-// through their APIs, then one collection that also sweeps the content
-// store. It then looks again, and counts only what is gone: what the
-// collection was predicted to free by the prune's own accounting (gone
-// from every namespace, and from the disk), the rest by its size.
-func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string, predicted reach.Reclaim) CheckReport {
-	rep.Deleted = true
-	rep.Space = 0
-	ctx, cancel := s.finishing(ctx)
-	defer cancel()
-	var disk *diskView
-	if root != "" {
-		disk = &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}
-	}
-	cleaning := map[string]bool{}
-	var cleanup []snapshots.Snapshotter
-	for _, f := range rep.Found {
-		if f.Kept {
-			continue
-		}
-		var err error
-		switch f.Kind {
-		case KindLease:
-			err = s.stores.Leases.Delete(ctx, leases.Lease{ID: f.Name})
-		case KindIngest:
-			err = s.stores.Content.Abort(ctx, f.Name)
-		case KindDir:
-			if s.exclusive {
-				// No daemon runs on the store: the directory is
-				// this process's to remove, once it is sure it is
-				// still below the root.
-				if dir := filepath.Join(root, f.Name); insideRoot(root, dir) {
-					err = os.RemoveAll(dir)
-				} else {
-					err = fmt.Errorf("%s no longer resolves below the daemon's root: left alone", dir)
-				}
-			} else if name := dirSnapshotter(f.Name); !cleaning[name] {
-				cleaning[name] = true
-				if sn := s.stores.Snapshotter(name); sn != nil {
-					cleanup = append(cleanup, sn)
-				}
-			}
-		}
-		if err != nil && !errdefs.IsNotFound(err) {
-			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: err.Error()})
-		}
-	}
-	if err := imgleases.Sweep(ctx, s.stores.Leases, s.stores.Content, s.collect, cleanup...); err != nil {
-		rep.Failures = append(rep.Failures, Failure{Name: "garbage collection", Error: err.Error()})
-	}
-	gone, failures := s.goneNow(ctx, rep.Found, root)
-	rep.Failures = append(rep.Failures, failures...)
-	for i := range rep.Found {
-		f := &rep.Found[i]
-		if f.Kept {
-			continue
-		}
-		f.Gone = gone[f.Kind+" "+f.Name]
-		switch {
-		case !f.Gone && f.Kind == KindDir && !s.exclusive:
-			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: "still there after its snapshotter cleaned up; a snapshotter that does not clean up (native) leaves it to a check --delete --offline, with containerd stopped"})
-		case !f.Gone:
-			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: "still there after its removal"})
-		case f.Kind == KindIngest, f.Kind == KindDir, f.Kind == KindBlob && !inModel(predicted, f.Name):
-			rep.Space += f.Size
-		}
-	}
-	after, err := reach.ListPresent(ctx, s.stores, predicted.Snapshotters())
-	if err != nil {
-		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what the collection freed, so none of it is counted: %v", err)})
-		return rep
-	}
-	freed, failures := s.freed(ctx, predicted, after, disk)
-	rep.Failures = append(rep.Failures, failures...)
-	rep.Space += freed.Bytes()
-	return rep
-}
-
-// inModel tells whether the blob named is one of the collector's model:
-// its bytes are counted by the prune's accounting.
-func inModel(r reach.Reclaim, name string) bool {
-	_, ok := r.Content[digest.Digest(name)]
-	return ok
-}
-
-// goneNow tells, by kind and name, which of found is gone.
-func (s *Service) goneNow(ctx context.Context, found []Found, root string) (map[string]bool, []Failure) {
-	gone := map[string]bool{}
-	var failures []Failure
-	present := map[string]bool{}
-	ls, err := s.stores.Leases.List(ctx)
-	if err != nil {
-		failures = append(failures, Failure{Name: "leases", Error: fmt.Sprintf("cannot list them again: %v", err)})
-	}
-	for _, l := range ls {
-		present[KindLease+" "+l.ID] = true
-	}
-	statuses, err := s.stores.Content.ListStatuses(ctx)
-	if err != nil {
-		failures = append(failures, Failure{Name: "ingests", Error: fmt.Sprintf("cannot list them again: %v", err)})
-	}
-	for _, st := range statuses {
-		present[KindIngest+" "+st.Ref] = true
-	}
-	blobs := map[digest.Digest]int64{}
-	for _, f := range found {
-		if f.Kind == KindBlob {
-			blobs[digest.Digest(f.Name)] = f.Size
-		}
-	}
-	if root != "" {
-		for d := range onDisk(filepath.Join(root, contentDir), blobs) {
-			present[KindBlob+" "+d.String()] = true
-		}
-	}
-	for _, f := range found {
-		var err error
-		switch f.Kind {
-		case KindBlob:
-			_, err = s.stores.Content.Info(ctx, digest.Digest(f.Name))
-		case KindSnapshot:
-			name, key, _ := strings.Cut(f.Name, "/")
-			_, err = s.stores.Snapshotter(name).Stat(ctx, key)
-		case KindDir:
-			if _, err = os.Lstat(filepath.Join(root, f.Name)); errors.Is(err, fs.ErrNotExist) {
-				err = errdefs.ErrNotFound
-			}
-		default:
-			continue
-		}
-		switch {
-		case err == nil:
-			present[f.Kind+" "+f.Name] = true
-		case !errdefs.IsNotFound(err):
-			failures = append(failures, Failure{Name: f.Kind + " " + f.Name, Error: fmt.Sprintf("cannot look at it again: %v", err)})
-		}
-	}
-	for _, f := range found {
-		key := f.Kind + " " + f.Name
-		gone[key] = !present[key]
-	}
-	if len(failures) > 0 {
-		// What could not be listed again is not known gone.
-		clear(gone)
-	}
-	log.G(ctx).WithField("gone", len(gone)).Debug("check: looked again")
-	return gone, failures
 }

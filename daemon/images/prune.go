@@ -76,26 +76,8 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 
 	ph := progress.Phases{Sink: o.progress}
 	end := ph.Start(progress.Listing, 0)
-	// The content walk, the longest listing, goes on beside the others.
-	var blobs *reach.Graph
-	var g errgroup.Group
-	g.Go(func() (err error) {
-		blobs, err = reach.ListGraph(lctx, s.stores.Content)
-		return err
-	})
-	snap, ctrRecords, err := s.snapshot(lctx, f)
-	if werr := g.Wait(); err == nil {
-		err = werr
-	}
+	snap, before, err := s.look(lctx, f)
 	if err != nil {
-		return Report{}, err
-	}
-	snap.Arrived = arrivals(blobs, snap.Records)
-	before, err := reach.Complete(lctx, s.stores, blobs, ctrRecords, s.snapshotter)
-	if err != nil {
-		return Report{}, err
-	}
-	if snap.Lineage, err = s.lineage(lctx, before.Content, snap.Records, snap.Containers); err != nil {
 		return Report{}, err
 	}
 	end()
@@ -126,13 +108,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	// Interrupted or not, collect what was removed and report it; unless
 	// another prune may run now, whose collection counts it.
 	end = ph.Start(progress.Collecting, 0)
-	cctx, cancelCollect := s.finishing(ctx)
-	if err := held(); err != nil {
-		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: fmt.Sprintf("not run: %v", err)})
-	} else if err := s.collect(cctx); err != nil {
-		done.failures = append(done.failures, Failure{Name: "garbage collection", Error: err.Error()})
-	}
-	cancelCollect()
+	done.failures = append(done.failures, s.collectRemoved(ctx, held)...)
 	end()
 	end = ph.Start(progress.Accounting, 0)
 	ctx, cancelAccount := s.finishing(ctx)
@@ -140,12 +116,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	rep := s.account(ctx, p, predicted, disk, done)
 	if free != nil {
 		rep.FreeSpace = free
-		if d, err := s.ContentDisk(ctx); err == nil {
-			free.After, free.Reached, free.Measured = d.Free, d.Free >= free.Goal, true
-		} else {
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the free space after the prune is the prediction: %v", err))
-		}
-		rep.Warnings = append(rep.Warnings, free.shortOf()...)
+		rep.Warnings = append(rep.Warnings, s.measureFree(ctx, free)...)
 	}
 	end()
 	for _, f := range rep.Failures {
@@ -153,6 +124,61 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 	}
 	ph.Send(totals(rep, false))
 	return rep, nil
+}
+
+// look lists what the prune decides on: the content graph, walked beside
+// the other listings as the longest of them, the records and the
+// containers, what the collector reaches now, and the lineage from the
+// containers' rootfs to their targets.
+func (s *Service) look(ctx context.Context, f plan.Filters) (plan.Snapshot, *reach.Graph, error) {
+	var blobs *reach.Graph
+	var g errgroup.Group
+	g.Go(func() (err error) {
+		blobs, err = reach.ListGraph(ctx, s.stores.Content)
+		return err
+	})
+	snap, ctrRecords, err := s.snapshot(ctx, f)
+	if werr := g.Wait(); err == nil {
+		err = werr
+	}
+	if err != nil {
+		return plan.Snapshot{}, nil, err
+	}
+	snap.Arrived = arrivals(blobs, snap.Records)
+	before, err := reach.Complete(ctx, s.stores, blobs, ctrRecords, s.snapshotter)
+	if err != nil {
+		return plan.Snapshot{}, nil, err
+	}
+	if snap.Lineage, err = s.lineage(ctx, before.Content, snap.Records, snap.Containers); err != nil {
+		return plan.Snapshot{}, nil, err
+	}
+	return snap, before, nil
+}
+
+// collectRemoved runs the one collection, interrupted or not, unless the
+// lock was lost: then another prune may run, whose collection counts it.
+func (s *Service) collectRemoved(ctx context.Context, held func() error) []Failure {
+	ctx, cancel := s.finishing(ctx)
+	defer cancel()
+	if err := held(); err != nil {
+		return []Failure{{Name: "garbage collection", Error: fmt.Sprintf("not run: %v", err)}}
+	}
+	if err := s.collect(ctx); err != nil {
+		return []Failure{{Name: "garbage collection", Error: err.Error()}}
+	}
+	return nil
+}
+
+// measureFree fills in the free space the prune left, and warns when it
+// is short of the goal, or only predicted.
+func (s *Service) measureFree(ctx context.Context, free *FreeSpace) []string {
+	var warnings []string
+	if d, err := s.ContentDisk(ctx); err == nil {
+		free.After, free.Reached, free.Measured = d.Free, d.Free >= free.Goal, true
+	} else {
+		warnings = append(warnings, fmt.Sprintf("the free space after the prune is the prediction: %v", err))
+	}
+	return append(warnings, free.shortOf()...)
 }
 
 // plan decides what the prune removes, and what that frees: what f selects,

@@ -1,6 +1,9 @@
 package store_test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os/exec"
 	"slices"
 	"strings"
@@ -36,5 +39,28 @@ func TestLayers(t *testing.T) {
 				assert.Check(t, slices.Contains(tc.below, own), "%s imports %s, which is not below it", tc.pkg, own)
 			}
 		})
+	}
+}
+
+// TestSizes keeps every file and function of the project small enough to
+// read at once: no non-test file over 400 lines, no function over 80.
+func TestSizes(t *testing.T) {
+	const maxFile, maxFunc = 400, 80
+	out, err := exec.Command("go", "list", "-tags", "e2e", "-f", `{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}} {{end}}`, "github.com/imgprune/imgprune/...").Output()
+	assert.NilError(t, err)
+	files := strings.Fields(string(out))
+	assert.Assert(t, len(files) > 50, "go list found %d files", len(files))
+	fset := token.NewFileSet()
+	for _, path := range files {
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		assert.NilError(t, err)
+		lines := fset.File(f.Pos()).LineCount()
+		assert.Check(t, lines <= maxFile, "%s has %d lines", path, lines)
+		for _, d := range f.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok {
+				n := fset.Position(fn.End()).Line - fset.Position(fn.Pos()).Line + 1
+				assert.Check(t, n <= maxFunc, "%s: %s has %d lines", path, fn.Name.Name, n)
+			}
+		}
 	}
 }

@@ -96,6 +96,11 @@ func WriteArchive(w io.Writer, imgs ...Image) error {
 		files[p] = data
 	}
 
+	return writeTar(w, files)
+}
+
+// writeTar writes files, and the blob folders, as a tar in name order.
+func writeTar(w io.Writer, files map[string][]byte) error {
 	dirs := []string{"blobs/", "blobs/sha256/"}
 	names := make([]string, 0, len(files)+len(dirs))
 	names = append(names, dirs...)

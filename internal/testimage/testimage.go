@@ -13,14 +13,10 @@
 package testimage
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -44,100 +40,6 @@ const (
 	gcRefConfig = "containerd.io/gc.ref.content.config"
 	gcRefLayer  = "containerd.io/gc.ref.content.l." // + index
 )
-
-// Layer is one real, gzip-less (uncompressed) tar layer: media type
-// ocispec.MediaTypeImageLayer ("application/vnd.oci.image.layer.v1.tar"), so
-// diffID == digest.
-type Layer struct {
-	// Blob is the layer tar archive.
-	Blob []byte
-	// Desc describes Blob: media type, digest and size.
-	Desc ocispec.Descriptor
-	// DiffID is the digest of the uncompressed tar, for a compressed
-	// layer (Gzip); empty for an uncompressed one, whose diff ID is its
-	// digest.
-	DiffID digest.Digest
-}
-
-// NewLayer returns a deterministic tar layer holding one regular file (path
-// derived from seed, content size bytes of pseudo-random data from a PRNG
-// seeded by seed) — same seed+size => same bytes.
-//
-// The archive holds a directory entry "data/" followed by the file
-// "data/<12 hex digits of sha256(seed)>". Tar headers use DefaultCreated as
-// ModTime, uid/gid 0 and mode 0755 (directory) / 0644 (file). A negative size
-// is treated as 0.
-func NewLayer(seed string, size int) Layer {
-	if size < 0 {
-		size = 0
-	}
-	sum := sha256.Sum256([]byte("testimage/layer\x00" + seed))
-	data := make([]byte, size)
-	// ChaCha8's output for a given seed is fixed by the Go specification of
-	// math/rand/v2, so the data is stable across Go releases.
-	_, _ = rand.NewChaCha8(sum).Read(data)
-
-	dir := "data/"
-	file := dir + hex.EncodeToString(sum[:6])
-
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mustTar(tw.WriteHeader(&tar.Header{
-		Typeflag: tar.TypeDir,
-		Name:     dir,
-		Mode:     0o755,
-		ModTime:  DefaultCreated,
-		Format:   tar.FormatUSTAR,
-	}))
-	addFile(tw, file, 0o644, data)
-	mustTar(tw.Close())
-
-	return layerOf(buf.Bytes())
-}
-
-// FileLayer returns a deterministic tar layer holding one executable file
-// at path (no leading slash) with data: a program for containers to run.
-func FileLayer(path string, data []byte) Layer {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	addFile(tw, path, 0o755, data)
-	mustTar(tw.Close())
-	return layerOf(buf.Bytes())
-}
-
-// addFile writes a regular file into a layer.
-func addFile(tw *tar.Writer, name string, mode int64, data []byte) {
-	mustTar(tw.WriteHeader(&tar.Header{
-		Typeflag: tar.TypeReg,
-		Name:     name,
-		Mode:     mode,
-		Size:     int64(len(data)),
-		ModTime:  DefaultCreated,
-		Format:   tar.FormatUSTAR,
-	}))
-	_, err := tw.Write(data)
-	mustTar(err)
-}
-
-// layerOf describes an uncompressed tar layer.
-func layerOf(blob []byte) Layer {
-	return Layer{
-		Blob: blob,
-		Desc: ocispec.Descriptor{
-			MediaType: ocispec.MediaTypeImageLayer,
-			Digest:    digest.SHA256.FromBytes(blob),
-			Size:      int64(len(blob)),
-		},
-	}
-}
-
-// mustTar panics on errors that cannot happen when writing to a bytes.Buffer
-// with well-formed headers.
-func mustTar(err error) {
-	if err != nil {
-		panic(fmt.Sprintf("testimage: writing layer tar: %v", err))
-	}
-}
 
 // Image is one image: an OCI manifest (application/vnd.oci.image.manifest.v1+json)
 // with a config (application/vnd.oci.image.config.v1+json, platform
@@ -423,79 +325,4 @@ func writeBlob(ctx context.Context, cs content.Ingester, b Blob, labels map[stri
 		return fmt.Errorf("write blob %s: %w", b.Desc.Digest, err)
 	}
 	return nil
-}
-
-// SetOptions makes a set of n images with shared layers.
-type SetOptions struct {
-	// Count is the number of images.
-	Count int
-	// LayersPerImage defaults to 2.
-	LayersPerImage int
-	// LayerSize is the bytes per layer file, default 4096.
-	LayerSize int
-	// SharedRate (0..1) is the fraction of each image's layers taken from a
-	// shared pool (pool size ~ max(1, LayersPerImage*Count*SharedRate/4), but
-	// at least the number of shared layers per image); the rest are unique to
-	// the image. The number of shared layers per image is
-	// round(LayersPerImage*SharedRate).
-	SharedRate float64
-	// NamePrefix defaults to "example.com/test/app"; image i is named
-	// fmt.Sprintf("%s%d:latest", NamePrefix, i).
-	NamePrefix string
-	// Seed makes different sets with otherwise equal options differ.
-	Seed string
-	// Created defaults to DefaultCreated; image i gets Created + i seconds.
-	Created time.Time
-}
-
-// DefaultNamePrefix is the default SetOptions.NamePrefix.
-const DefaultNamePrefix = "example.com/test/app"
-
-// NewSet makes o.Count images (deterministic). Shared layers come first in
-// each image, in pool order starting at a rotating offset, so every pool layer
-// is used and no image uses a layer twice.
-func NewSet(o SetOptions) []Image {
-	if o.Count <= 0 {
-		return nil
-	}
-	if o.LayersPerImage <= 0 {
-		o.LayersPerImage = 2
-	}
-	if o.LayerSize <= 0 {
-		o.LayerSize = 4096
-	}
-	o.SharedRate = min(max(o.SharedRate, 0), 1)
-	if o.NamePrefix == "" {
-		o.NamePrefix = DefaultNamePrefix
-	}
-	if o.Created.IsZero() {
-		o.Created = DefaultCreated
-	}
-
-	shared := min(int(float64(o.LayersPerImage)*o.SharedRate+0.5), o.LayersPerImage)
-	var pool []Layer
-	if shared > 0 {
-		n := max(1, int(float64(o.LayersPerImage*o.Count)*o.SharedRate/4+0.5), shared)
-		pool = make([]Layer, n)
-		for j := range pool {
-			pool[j] = NewLayer(fmt.Sprintf("%s/shared/%d", o.Seed, j), o.LayerSize)
-		}
-	}
-
-	imgs := make([]Image, o.Count)
-	for i := range imgs {
-		layers := make([]Layer, 0, o.LayersPerImage)
-		for j := range shared {
-			layers = append(layers, pool[(i*shared+j)%len(pool)])
-		}
-		for j := shared; j < o.LayersPerImage; j++ {
-			layers = append(layers, NewLayer(fmt.Sprintf("%s/image/%d/%d", o.Seed, i, j), o.LayerSize))
-		}
-		imgs[i] = New(
-			WithNames(fmt.Sprintf("%s%d:latest", o.NamePrefix, i)),
-			WithCreated(o.Created.Add(time.Duration(i)*time.Second)),
-			WithLayers(layers...),
-		)
-	}
-	return imgs
 }
