@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,7 +63,17 @@ func (b *optionalBool) String() string {
 func (b *optionalBool) Type() string     { return "bool" }
 func (b *optionalBool) IsBoolFlag() bool { return true }
 
+// defaultMemoryLimit is the soft limit of the heap unless GOMEMLIMIT sets
+// one: the garbage of listing 100,000 records and their blobs would take
+// the peak to 600 MiB, where a collector that works harder near the limit
+// keeps it under 480 MiB in the same time. Below it the collector runs as
+// GOGC says.
+const defaultMemoryLimit = 450 << 20
+
 func main() {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// The first signal stops the work and lets it report what it did; a

@@ -166,7 +166,7 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 	rep.Found = append(rep.Found, orphans...)
 	rep.Found = append(rep.Found, unreachedFound(model.unreached)...)
 	if root != "" {
-		dirs, err := leftDirs(root)
+		dirs, err := leftDirs(ctx, root)
 		if err != nil {
 			return CheckReport{}, err
 		}

@@ -1,6 +1,7 @@
 package images
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -22,7 +23,7 @@ func TestLeftDirsStayBelowTheRoot(t *testing.T) {
 	assert.NilError(t, os.MkdirAll(filepath.Join(outside, "elsewhere", "snapshots", "rm-away"), 0o700))
 	assert.NilError(t, os.Symlink(filepath.Join(outside, "elsewhere"), filepath.Join(root, snapshotDir+"linked")))
 
-	found, err := leftDirs(root)
+	found, err := leftDirs(context.Background(), root)
 
 	assert.NilError(t, err)
 	var names []string

@@ -117,7 +117,7 @@ func blobsOnDisk(dir string) (map[digest.Digest]int64, error) {
 // leftDirs lists the directories snapshot removals left below root: a
 // snapshotter renames a snapshot's directory "rm-<id>" before it removes
 // it, and only logs a removal that fails. No snapshot record knows them.
-func leftDirs(root string) ([]Found, error) {
+func leftDirs(ctx context.Context, root string) ([]Found, error) {
 	dirs, err := filepath.Glob(filepath.Join(root, snapshotDir+"*", "snapshots", "rm-*"))
 	if err != nil {
 		return nil, err
@@ -127,14 +127,19 @@ func leftDirs(root string) ([]Found, error) {
 		if !insideRoot(root, dir) {
 			// A link out of the tree (planted, or a folder moved
 			// elsewhere): not the snapshotter's to clean, nor ours.
-			log.L.WithField("path", dir).Warn("check: a directory that resolves outside the daemon's root is left alone")
+			log.G(ctx).WithField("path", dir).Warn("check: a directory that resolves outside the daemon's root is left alone")
 			continue
 		}
 		rel, err := filepath.Rel(root, dir)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Found{Kind: KindDir, Name: rel, Size: diskUsage(dir), Why: "left on disk by a snapshot removal that failed"})
+		size, err := diskUsage(ctx, dir)
+		if err != nil {
+			// Listed all the same: its size is what cannot be told.
+			log.G(ctx).WithError(err).Warn("check: the size of a directory a snapshot removal left is not counted")
+		}
+		out = append(out, Found{Kind: KindDir, Name: rel, Size: size, Why: "left on disk by a snapshot removal that failed"})
 	}
 	return out, nil
 }

@@ -186,16 +186,27 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 		return p, r, err
 	}
 	needed := free.Goal - disk.Free
+	// The last try is kept: a goal out of reach ends the search on its
+	// first try, of every candidate, which is not made twice.
+	var last struct {
+		k  int
+		ok bool
+		p  plan.Plan
+		r  reach.Reclaim
+	}
 	k, err := fewestToFree(len(order), needed, func(k int) (int64, error) {
-		_, r, err := try(k)
+		p, r, err := try(k)
+		last.k, last.ok, last.p, last.r = k, err == nil, p, r
 		return same.freed(r), err
 	})
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, free, err
 	}
-	p, r, err := try(k)
-	if err != nil {
-		return plan.Plan{}, reach.Reclaim{}, free, err
+	p, r := last.p, last.r
+	if !last.ok || last.k != k {
+		if p, r, err = try(k); err != nil {
+			return plan.Plan{}, reach.Reclaim{}, free, err
+		}
 	}
 	free.After = disk.Free + same.freed(r)
 	free.Reached = free.After >= free.Goal

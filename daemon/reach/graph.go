@@ -87,16 +87,26 @@ func ListGraph(ctx context.Context, cs content.Store) (*Graph, error) {
 }
 
 func listContent(ctx context.Context, cs content.Store, withRefs bool) (*Graph, error) {
-	g := newGraph()
+	// The walk is gathered first and the maps made at their size: grown
+	// one blob at a time, they cost more than the walk itself.
+	var infos []content.Info
 	err := cs.Walk(ctx, func(info content.Info) error {
-		g.Content[info.Digest] = info
-		if withRefs {
-			g.refs[info.Digest] = LabelRefs(info.Labels)
-		}
+		infos = append(infos, info)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list content: %w", err)
+	}
+	g := newGraph()
+	g.Content = make(map[digest.Digest]content.Info, len(infos))
+	if withRefs {
+		g.refs = make(map[digest.Digest]Refs, len(infos))
+	}
+	for _, info := range infos {
+		g.Content[info.Digest] = info
+		if withRefs {
+			g.refs[info.Digest] = LabelRefs(info.Labels)
+		}
 	}
 	return g, nil
 }

@@ -93,6 +93,12 @@ func NewPredictor(st store.Stores, g *Graph) *Predictor {
 func (p *Predictor) Predict(ctx context.Context, records []images.Image) (Reclaim, error) {
 	kept := p.g.keep(records)
 	r := NewReclaim()
+	if gone := len(p.g.Content) - len(kept); gone > 0 {
+		// Made at about their size: a prune of every image frees almost
+		// every blob.
+		r.Content = make(map[digest.Digest]int64, gone)
+		r.Unreachable = make(map[digest.Digest]bool, gone)
+	}
 	for d, info := range p.g.Content {
 		if !kept[contentNode(d)] {
 			r.Content[d] = info.Size

@@ -17,6 +17,8 @@ import (
 func TestLayers(t *testing.T) {
 	const mod = "github.com/imgprune/imgprune/"
 	below := []string{"internal/safefile", "pkg/leases"}
+	// What the image service stands on.
+	service := slices.Concat(below, []string{"daemon/store", "daemon/reach", "daemon/images/plan", "daemon/containers", "pkg/progress"})
 	for _, tc := range []struct {
 		pkg   string
 		below []string
@@ -27,6 +29,11 @@ func TestLayers(t *testing.T) {
 		{pkg: "daemon/reach", below: slices.Concat(below, []string{"daemon/store"})},
 		{pkg: "daemon/images/plan"},
 		{pkg: "daemon/containers", below: []string{"daemon/images/plan"}},
+		{pkg: "pkg/progress"},
+		{pkg: "pkg/metrics", below: []string{"internal/safefile", "pkg/progress"}},
+		{pkg: "daemon/images", below: service},
+		{pkg: "daemon/watch", below: slices.Concat(service, []string{"daemon/images"})},
+		{pkg: "daemon/server", below: slices.Concat(service, []string{"daemon/images", "pkg/metrics"})},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
 			out, err := exec.Command("go", "list", "-deps", mod+tc.pkg).Output()
