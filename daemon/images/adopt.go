@@ -6,7 +6,6 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 )
 
 // adoptAll adopts in one transaction where the store has them. When the
@@ -34,36 +33,6 @@ func (a *applier) adopt(ctx context.Context) {
 				a.keepNames[r.Target.Digest] = true
 			}
 		})
-	}
-}
-
-// writer carries out the applier's writes: deletesInFlight at once, or one
-// at a time in the caller's goroutine: when asked to, or in a transaction,
-// which one goroutine alone may use.
-type writer struct{ g *errgroup.Group }
-
-func (a *applier) writer() writer {
-	if a.s.stores.Batch != nil || a.s.deletesInFlight <= 1 {
-		return writer{}
-	}
-	g := new(errgroup.Group)
-	g.SetLimit(a.s.deletesInFlight)
-	return writer{g}
-}
-
-// do runs f, or has it run once a write in flight is done.
-func (w writer) do(f func()) {
-	if w.g == nil {
-		f()
-		return
-	}
-	w.g.Go(func() error { f(); return nil })
-}
-
-// wait waits for the writes in flight.
-func (w writer) wait() {
-	if w.g != nil {
-		w.g.Wait()
 	}
 }
 

@@ -185,60 +185,53 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 		r, err := predictor.Predict(ctx, keptRoots(snap.Records, p))
 		return p, r, err
 	}
-	needed := free.Goal - disk.Free
-	// The last try is kept: a goal out of reach ends the search on its
-	// first try, of every candidate, which is not made twice.
-	var last struct {
-		k  int
-		ok bool
-		p  plan.Plan
-		r  reach.Reclaim
+	// A try is a plan and what it frees.
+	type tried struct {
+		p plan.Plan
+		r reach.Reclaim
 	}
-	k, err := fewestToFree(len(order), needed, func(k int) (int64, error) {
+	_, t, err := fewestToFree(len(order), free.Goal-disk.Free, func(k int) (tried, int64, error) {
 		p, r, err := try(k)
-		last.k, last.ok, last.p, last.r = k, err == nil, p, r
-		return same.freed(r), err
+		return tried{p, r}, same.freed(r), err
 	})
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, free, err
 	}
-	p, r := last.p, last.r
-	if !last.ok || last.k != k {
-		if p, r, err = try(k); err != nil {
-			return plan.Plan{}, reach.Reclaim{}, free, err
-		}
-	}
+	p, r := t.p, t.r
 	free.After = disk.Free + same.freed(r)
 	free.Reached = free.After >= free.Goal
 	return p, r, free, nil
 }
 
 // fewestToFree finds the fewest of n candidates, taken in order, whose
-// removal frees needed bytes, as freed(k) counts them; all n when even they
-// do not. What k frees grows with k, as every target of k-1 goes with k
-// too. All n are tried first: a goal out of reach costs one try, not a
-// search.
-func fewestToFree(n int, needed int64, freed func(k int) (int64, error)) (int, error) {
+// removal frees needed bytes, as try(k) counts them; all n when even they
+// do not. It returns k with its try. What k frees grows with k, as every
+// target of k-1 goes with k too. All n are tried first: a goal out of reach
+// costs one try, not a search, and the search's last try is not made again.
+func fewestToFree[T any](n int, needed int64, try func(k int) (T, int64, error)) (int, T, error) {
+	var zero T
 	if needed <= 0 {
-		return 0, nil
+		t, _, err := try(0)
+		return 0, t, err
 	}
-	if all, err := freed(n); err != nil || all < needed {
-		return n, err
+	all, freed, err := try(n)
+	if err != nil || freed < needed {
+		return n, all, err
 	}
-	lo, hi := 0, n
+	lo, hi, best := 0, n, all
 	for lo < hi {
 		mid := (lo + hi) / 2
-		got, err := freed(mid)
+		t, got, err := try(mid)
 		if err != nil {
-			return 0, err
+			return 0, zero, err
 		}
 		if got >= needed {
-			hi = mid
+			hi, best = mid, t
 		} else {
 			lo = mid + 1
 		}
 	}
-	return hi, nil
+	return hi, best, nil
 }
 
 // shortOf warns when the goal is not reached: removing every image the

@@ -90,7 +90,8 @@ func TestFewestToFree(t *testing.T) {
 		// tries is how many counts the search makes at most.
 		tries int
 	}{
-		{name: "nothing needed", needed: 0, want: 0, tries: 0},
+		// The answer's try is the search's: none is made after it.
+		{name: "nothing needed", needed: 0, want: 0, tries: 1},
 		{name: "the first frees enough", needed: 5, want: 1, tries: 5},
 		{name: "a candidate that frees nothing is not taken last", needed: 30, want: 4, tries: 5},
 		{name: "exactly all", needed: 90, want: 10, tries: 5},
@@ -98,21 +99,22 @@ func TestFewestToFree(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tries := 0
-			got, err := fewestToFree(len(sizes), tc.needed, func(k int) (int64, error) {
+			got, tried, err := fewestToFree(len(sizes), tc.needed, func(k int) (int, int64, error) {
 				tries++
 				var n int64
 				for _, s := range sizes[:k] {
 					n += s
 				}
-				return n, nil
+				return k, n, nil
 			})
 			assert.NilError(t, err)
 			assert.Equal(t, got, tc.want)
+			assert.Equal(t, tried, tc.want, "the try returned is the answer's")
 			assert.Assert(t, tries <= tc.tries, "%d tries", tries)
 		})
 	}
 	t.Run("an error stops the search", func(t *testing.T) {
-		_, err := fewestToFree(len(sizes), 30, func(int) (int64, error) { return 0, errdefs.ErrUnavailable })
+		_, _, err := fewestToFree(len(sizes), 30, func(int) (int, int64, error) { return 0, 0, errdefs.ErrUnavailable })
 		assert.Assert(t, errdefs.IsUnavailable(err))
 	})
 }
