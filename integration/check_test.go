@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -62,6 +63,14 @@ func foundNames(rep imgsvc.CheckReport) []string {
 		out = append(out, f.Kind+" "+f.Name)
 	}
 	return out
+}
+
+// hasLease tells whether lease id is in lm.
+func hasLease(t *testing.T, ctx context.Context, lm leases.Manager, id string) bool {
+	t.Helper()
+	ls, err := lm.List(ctx, "id=="+id)
+	assert.NilError(t, err)
+	return len(ls) > 0
 }
 
 // TestCheckFindsAndRemovesWhatNoImageAccountsFor: stale leases, an
@@ -130,7 +139,13 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	// reaches alone.
 	rep, err = e.svc.Check(e.ctx)
 	assert.NilError(t, err)
-	assert.Check(t, is.DeepEqual(foundNames(rep), append([]string{"lease expired", "blob " + orphanDigest.String()}, unreached...)))
+	want := append([]string{"lease expired", "blob " + orphanDigest.String()}, unreached...)
+	if !hasLease(t, ctx, lm, "expired") {
+		// The daemon's own collection removes an expired lease, and may
+		// have run meanwhile: what is gone is not found.
+		want = want[1:]
+	}
+	assert.Check(t, is.DeepEqual(foundNames(rep), want))
 
 	// The orphan cannot be unlinked: reported, the rest goes.
 	chattr(t, "+i", orphanPath)

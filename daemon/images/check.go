@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -129,7 +128,7 @@ func (s *Service) Check(ctx context.Context, opts ...CheckOpt) (CheckReport, err
 	var blobs map[digest.Digest]int64
 	if rep.DiskChecked = root != ""; rep.DiskChecked {
 		var err error
-		if blobs, err = blobsOnDisk(filepath.Join(root, contentDir)); err != nil {
+		if blobs, err = store.BlobsOnDisk(root); err != nil {
 			return CheckReport{}, err
 		}
 	}
@@ -235,7 +234,7 @@ type leaseHold struct {
 // first does not, the stale leases hold alone.
 func (s *Service) modelCollection(ctx context.Context, ctrRecords []containers.Container, stale []imgleases.StaleLease) (collection, error) {
 	c := collection{hold: leaseHold{reclaim: reach.NewReclaim(), size: map[string]int64{}}}
-	records, err := s.listRecords(ctx)
+	records, err := store.ListRecords(ctx, s.stores.Images)
 	if err != nil {
 		return c, fmt.Errorf("list images: %w", err)
 	}

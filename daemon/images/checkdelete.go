@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -31,7 +32,7 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 	defer cancel()
 	var disk *diskView
 	if root != "" {
-		disk = &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}
+		disk = &diskView{root: root, snapshots: s.stores.ListSnapshotDirs(ctx, root, s.namespace, predicted.Snapshotters())}
 	}
 	cleaning := map[string]bool{}
 	var cleanup []snapshots.Snapshotter
@@ -50,12 +51,12 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 				// No daemon runs on the store: the directory is
 				// this process's to remove, once it is sure it is
 				// still below the root.
-				if dir := filepath.Join(root, f.Name); insideRoot(root, dir) {
+				if dir := filepath.Join(root, f.Name); store.InsideRoot(root, dir) {
 					err = os.RemoveAll(dir)
 				} else {
 					err = fmt.Errorf("%s no longer resolves below the daemon's root: left alone", dir)
 				}
-			} else if name := dirSnapshotter(f.Name); !cleaning[name] {
+			} else if name := store.DirSnapshotter(f.Name); !cleaning[name] {
 				cleaning[name] = true
 				if sn := s.stores.Snapshotter(name); sn != nil {
 					cleanup = append(cleanup, sn)
@@ -130,7 +131,7 @@ func (s *Service) goneNow(ctx context.Context, found []Found, root string) (map[
 		}
 	}
 	if root != "" {
-		for d := range onDisk(filepath.Join(root, contentDir), blobs) {
+		for d := range store.OnDisk(root, blobs) {
 			present[KindBlob+" "+d.String()] = true
 		}
 	}

@@ -3,14 +3,10 @@ package images
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -18,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // abandonedIngests lists the namespace's ingests no writer touched for
@@ -80,51 +77,17 @@ func (s *Service) knownAnywhere(ctx context.Context, all []string, d digest.Dige
 	return false
 }
 
-// blobsOnDisk lists the blob files of the content store in dir, with their
-// sizes on disk.
-func blobsOnDisk(dir string) (map[digest.Digest]int64, error) {
-	out := map[digest.Digest]int64{}
-	algs, err := os.ReadDir(filepath.Join(dir, "blobs"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list blobs on disk: %w", err)
-	}
-	for _, alg := range algs {
-		entries, err := os.ReadDir(filepath.Join(dir, "blobs", alg.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("list blobs on disk: %w", err)
-		}
-		for _, e := range entries {
-			d := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), e.Name())
-			if d.Validate() != nil {
-				continue
-			}
-			info, err := e.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("list blobs on disk: %w", err)
-			}
-			out[d] = info.Size()
-		}
-	}
-	return out, nil
-}
-
 // leftDirs lists the directories snapshot removals left below root: a
 // snapshotter renames a snapshot's directory "rm-<id>" before it removes
 // it, and only logs a removal that fails. No snapshot record knows them.
 func leftDirs(ctx context.Context, root string) ([]Found, error) {
-	dirs, err := filepath.Glob(filepath.Join(root, snapshotDir+"*", "snapshots", "rm-*"))
+	dirs, err := store.LeftSnapshotDirs(root)
 	if err != nil {
 		return nil, err
 	}
 	var out []Found
 	for _, dir := range dirs {
-		if !insideRoot(root, dir) {
+		if !store.InsideRoot(root, dir) {
 			// A link out of the tree (planted, or a folder moved
 			// elsewhere): not the snapshotter's to clean, nor ours.
 			log.G(ctx).WithField("path", dir).Warn("check: a directory that resolves outside the daemon's root is left alone")
@@ -134,7 +97,7 @@ func leftDirs(ctx context.Context, root string) ([]Found, error) {
 		if err != nil {
 			return nil, err
 		}
-		size, err := diskUsage(ctx, dir)
+		size, err := store.DiskUsage(ctx, dir)
 		if err != nil {
 			// Listed all the same: its size is what cannot be told.
 			log.G(ctx).WithError(err).Warn("check: the size of a directory a snapshot removal left is not counted")
@@ -142,31 +105,4 @@ func leftDirs(ctx context.Context, root string) ([]Found, error) {
 		out = append(out, Found{Kind: KindDir, Name: rel, Size: size, Why: "left on disk by a snapshot removal that failed"})
 	}
 	return out, nil
-}
-
-// insideRoot tells whether dir is a directory itself, not a link, and
-// resolves below root: what a check removes offline never lies outside the
-// daemon's root, whatever links lie on the way.
-func insideRoot(root, dir string) bool {
-	info, err := os.Lstat(dir)
-	if err != nil || !info.IsDir() {
-		return false
-	}
-	realRoot, err := filepath.EvalSymlinks(root)
-	if err != nil {
-		return false
-	}
-	realDir, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return false
-	}
-	rel, err := filepath.Rel(realRoot, realDir)
-	return err == nil && rel != "." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && rel != ".."
-}
-
-// dirSnapshotter is the snapshotter whose state holds a directory, by its
-// path below the daemon's root.
-func dirSnapshotter(rel string) string {
-	first, _, _ := strings.Cut(rel, string(filepath.Separator))
-	return strings.TrimPrefix(first, snapshotDir)
 }

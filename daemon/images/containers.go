@@ -16,6 +16,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // listContainers lists the namespace's container records once and what every
@@ -38,7 +39,7 @@ func (s *Service) listUsed(ctx context.Context) ([]plan.Container, []containers.
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	records, err := s.listRecords(ctx)
+	records, err := store.ListRecords(ctx, s.stores.Images)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("list images: %w", err)
 	}

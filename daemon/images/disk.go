@@ -2,27 +2,14 @@ package images
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
-
-// contentDir is where containerd's local content store keeps blobs, below
-// the daemon's root directory.
-const contentDir = "io.containerd.content.v1.content"
-
-// uuidFile is where a daemon keeps the UUID its introspection service
-// answers with, below its root directory.
-const uuidFile = "io.containerd.grpc.v1.introspection/uuid"
 
 // WithContainerdRoot lets the service look at the disk of a daemon on this
 // host: root is its root directory (/var/lib/containerd by default). A prune
@@ -47,23 +34,8 @@ func (s *Service) diskRoot(ctx context.Context) string {
 // daemonRoot returns the daemon's root directory, or "" with the reason why
 // it is not this host's to look at.
 func (s *Service) daemonRoot(ctx context.Context) (string, error) {
-	if s.root == "" {
-		return "", errdefs.ErrFailedPrecondition.WithMessage("no containerd root given")
-	}
-	if st, err := os.Stat(filepath.Join(s.root, contentDir)); err != nil || !st.IsDir() {
-		return "", errdefs.ErrFailedPrecondition.WithMessage(s.root + " holds no content store on this host")
-	}
-	if s.client != nil {
-		// Make sure the root is the connected daemon's: the daemon writes its
-		// UUID there when first asked for it.
-		info, err := s.client.Server(ctx)
-		if err != nil {
-			return "", fmt.Errorf("ask containerd for its UUID: %w", err)
-		}
-		uuid, err := os.ReadFile(filepath.Join(s.root, uuidFile))
-		if err != nil || strings.TrimSpace(string(uuid)) != info.UUID {
-			return "", errdefs.ErrFailedPrecondition.WithMessage(s.root + " is not the root of the containerd at the socket")
-		}
+	if err := s.stores.CheckRoot(ctx, s.root); err != nil {
+		return "", err
 	}
 	return s.root, nil
 }
@@ -72,15 +44,14 @@ func (s *Service) daemonRoot(ctx context.Context) (string, error) {
 // did not, containerd sweeps its content store once more; a blob still there
 // after that is dropped from freed and reported.
 func (s *Service) sweepDisk(ctx context.Context, root string, freed map[digest.Digest]int64) []Failure {
-	dir := filepath.Join(root, contentDir)
-	left := onDisk(dir, freed)
+	left := store.OnDisk(root, freed)
 	if len(left) == 0 {
 		return nil
 	}
 	log.G(ctx).WithField("blobs", len(left)).Warn("garbage collection left blobs on disk; sweeping again")
 	err := imgleases.Sweep(ctx, s.stores.Leases, s.stores.Content, s.collect)
 	var failures []Failure
-	for d := range onDisk(dir, left) {
+	for d := range store.OnDisk(root, left) {
 		delete(freed, d)
 		msg := "garbage collection left the blob on disk; its bytes are not counted"
 		if err != nil {
@@ -89,16 +60,4 @@ func (s *Service) sweepDisk(ctx context.Context, root string, freed map[digest.D
 		failures = append(failures, Failure{Name: d.String(), Error: msg})
 	}
 	return failures
-}
-
-// onDisk returns the blobs that still have a file in dir.
-func onDisk(dir string, blobs map[digest.Digest]int64) map[digest.Digest]int64 {
-	left := map[digest.Digest]int64{}
-	for d, size := range blobs {
-		path := filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
-		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-			left[d] = size
-		}
-	}
-	return left
 }

@@ -14,10 +14,10 @@ import (
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // FreeGoal is how much free space a prune aims at on the filesystem that
@@ -59,81 +59,27 @@ func (g FreeGoal) bytes(size int64) int64 {
 	return int64(float64(size) * g.Percent / 100)
 }
 
-// Disk is what the filesystem holding the content store has: its size and
-// what is free for use (statfs's available blocks, as df shows them).
-type Disk struct {
-	Size, Free int64
-}
-
-// Used is the share of the disk in use, in percent.
-func (d Disk) Used() float64 {
-	if d.Size == 0 {
-		return 0
-	}
-	return 100 * float64(d.Size-d.Free) / float64(d.Size)
-}
-
-// statDisk reads the disk of the filesystem at path.
-func statDisk(path string) (Disk, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return Disk{}, fmt.Errorf("free space of %s: %w", path, err)
-	}
-	bsize := int64(st.Frsize)
-	if bsize == 0 {
-		bsize = int64(st.Bsize)
-	}
-	return Disk{Size: int64(st.Blocks) * bsize, Free: int64(st.Bavail) * bsize}, nil
-}
-
 // ContentDisk is the disk of the filesystem that holds the content store.
 // It is a FailedPrecondition when the daemon's root is not on this host.
-func (s *Service) ContentDisk(ctx context.Context) (Disk, error) {
+func (s *Service) ContentDisk(ctx context.Context) (store.Disk, error) {
 	root, err := s.daemonRoot(s.withNamespace(ctx))
 	if errdefs.IsFailedPrecondition(err) {
-		return Disk{}, fmt.Errorf("the free space of the content store cannot be seen: %w; run on the daemon's host with --root set to its root", err)
+		return store.Disk{}, fmt.Errorf("the free space of the content store cannot be seen: %w; run on the daemon's host with --root set to its root", err)
 	}
 	if err != nil {
-		return Disk{}, err
+		return store.Disk{}, err
 	}
-	return statDisk(filepath.Join(root, contentDir))
+	return store.StatDisk(filepath.Join(root, store.ContentDir))
 }
 
-// sameDisk tells, per snapshotter, whether its folder under root is on the
-// filesystem of the content store: only there do its snapshots free what
-// a free-space goal measures.
-type sameDisk struct {
-	root string
-	dev  uint64
-	seen map[string]bool
-}
-
-func newSameDisk(root string) (*sameDisk, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(filepath.Join(root, contentDir), &st); err != nil {
-		return nil, fmt.Errorf("the content store's filesystem: %w", err)
-	}
-	return &sameDisk{root: root, dev: uint64(st.Dev), seen: map[string]bool{}}, nil
-}
-
-func (d *sameDisk) snapshotter(name string) bool {
-	same, ok := d.seen[name]
-	if !ok {
-		var st unix.Stat_t
-		same = unix.Stat(filepath.Join(d.root, snapshotDir+name), &st) == nil && uint64(st.Dev) == d.dev
-		d.seen[name] = same
-	}
-	return same
-}
-
-// freed is what of r leaves the content store's filesystem.
-func (d *sameDisk) freed(r reach.Reclaim) int64 {
+// freedOn is what of r leaves the content store's filesystem, d.
+func freedOn(d *store.SameDisk, r reach.Reclaim) int64 {
 	var n int64
 	for _, size := range r.Content {
 		n += size
 	}
 	for sn := range r.Snapshotters() {
-		if d.snapshotter(sn) {
+		if d.Snapshotter(sn) {
 			n += max(0, r.SnapshotBytes(sn)-r.Shortfall[sn])
 		}
 	}
@@ -167,7 +113,7 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, FreeSpace{}, err
 	}
-	same, err := newSameDisk(s.root)
+	same, err := store.NewSameDisk(s.root)
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, FreeSpace{}, err
 	}
@@ -192,13 +138,13 @@ func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters
 	}
 	_, t, err := fewestToFree(len(order), free.Goal-disk.Free, func(k int) (tried, int64, error) {
 		p, r, err := try(k)
-		return tried{p, r}, same.freed(r), err
+		return tried{p, r}, freedOn(same, r), err
 	})
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, free, err
 	}
 	p, r := t.p, t.r
-	free.After = disk.Free + same.freed(r)
+	free.After = disk.Free + freedOn(same, r)
 	free.Reached = free.After >= free.Goal
 	return p, r, free, nil
 }

@@ -12,6 +12,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 func TestParseFreeGoal(t *testing.T) {
@@ -48,8 +49,8 @@ func TestParseFreeGoal(t *testing.T) {
 func TestFreeGoalBytesAndDiskUse(t *testing.T) {
 	assert.Check(t, is.Equal(FreeGoal{Percent: 20}.bytes(1000), int64(200)))
 	assert.Check(t, is.Equal(FreeGoal{Bytes: 300}.bytes(1000), int64(300)))
-	assert.Check(t, is.Equal(Disk{Size: 1000, Free: 150}.Used(), 85.0))
-	assert.Check(t, is.Equal(Disk{}.Used(), 0.0))
+	assert.Check(t, is.Equal(store.Disk{Size: 1000, Free: 150}.Used(), 85.0))
+	assert.Check(t, is.Equal(store.Disk{}.Used(), 0.0))
 }
 
 // TestLeastRecentlyUsed: never used first, then by last use, then by when

@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // Detail is what the store knows of one target.
@@ -62,7 +63,7 @@ func (s *Service) Config(ctx context.Context, target ocispec.Descriptor) ([]byte
 // nothing.
 func (s *Service) Inspect(ctx context.Context, ref string) (Detail, error) {
 	ctx = s.withNamespace(ctx)
-	records, err := s.listRecords(ctx)
+	records, err := store.ListRecords(ctx, s.stores.Images)
 	if err != nil {
 		return Detail{}, fmt.Errorf("list images: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
@@ -42,7 +43,7 @@ func (s *Service) Load(ctx context.Context, archive io.Reader) ([]images.Image, 
 	// theirs. Each is written as the import reads its name, after the
 	// archive was read whole and before any name is written: a load that
 	// fails so changes nothing.
-	records, err := s.listRecords(ctx)
+	records, err := store.ListRecords(ctx, s.stores.Images)
 	if err != nil {
 		return nil, fmt.Errorf("load: list images: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/pkg/progress"
 )
 
@@ -235,7 +236,7 @@ func totals(rep Report, dryRun bool) progress.Event {
 // nothing (nil) for a daemon whose root is not on this host.
 type diskView struct {
 	root      string
-	snapshots snapshotDirs
+	snapshots store.SnapshotDirs
 }
 
 func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim, before *reach.Graph) *diskView {
@@ -243,7 +244,7 @@ func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim, before 
 	if root == "" {
 		return nil
 	}
-	return &diskView{root: root, snapshots: s.listSnapshotDirs(ctx, root, predicted.Snapshotters())}
+	return &diskView{root: root, snapshots: s.stores.ListSnapshotDirs(ctx, root, s.namespace, predicted.Snapshotters())}
 }
 
 // snapshot lists what a plan decides on. It writes nothing: records other

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -23,7 +24,7 @@ func (s *Service) resumeDeadPrune(ctx context.Context) error {
 	if err != nil || len(holds) == 0 {
 		return err
 	}
-	records, err := s.listRecords(ctx)
+	records, err := store.ListRecords(ctx, s.stores.Images)
 	if err != nil {
 		return fmt.Errorf("list images: %w", err)
 	}

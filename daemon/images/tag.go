@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/client/pkg/stringid"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -54,7 +55,7 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 		return images.Image{}, fmt.Errorf("tag %s as %s: %w", source, name, err)
 	}
 	if old.Target.Digest != src.Target.Digest {
-		records, err := s.listRecords(ctx)
+		records, err := store.ListRecords(ctx, s.stores.Images)
 		if err != nil {
 			return images.Image{}, fmt.Errorf("tag %s as %s: list images: %w", source, name, err)
 		}
@@ -80,7 +81,7 @@ func (s *Service) Tag(ctx context.Context, source, target string) (images.Image,
 // resolveImage finds the record that ref (a name, a digest or a possibly
 // truncated image ID) means.
 func (s *Service) resolveImage(ctx context.Context, ref string) (images.Image, error) {
-	records, err := s.listRecords(ctx)
+	records, err := store.ListRecords(ctx, s.stores.Images)
 	if err != nil {
 		return images.Image{}, fmt.Errorf("list images: %w", err)
 	}

@@ -6,6 +6,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -36,6 +37,9 @@ type Stores struct {
 	// a prune's deletions commit at once: an embedded store's. A daemon's
 	// API has none: each write commits on its own.
 	Batch func(ctx context.Context, fn func(context.Context) error) error
+	// UUID, when set, is the daemon's UUID, which it keeps below its root
+	// directory: a store this process opened has none.
+	UUID func(ctx context.Context) (string, error)
 }
 
 // NamespaceLister lists the namespaces of a store, to tell content other
@@ -60,5 +64,12 @@ func FromClient(c *client.Client) Stores {
 		Namespaces:  c.NamespaceService(),
 		Snapshotter: c.SnapshotService,
 		Collector:   imgleases.Collector{Leases: c.LeasesService()},
+		UUID: func(ctx context.Context) (string, error) {
+			info, err := c.Server(ctx)
+			if err != nil {
+				return "", fmt.Errorf("ask containerd for its UUID: %w", err)
+			}
+			return info.UUID, nil
+		},
 	}
 }

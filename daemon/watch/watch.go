@@ -19,12 +19,13 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // Images is what a watch asks of the image service.
 type Images interface {
 	StampLastUse(ctx context.Context) (int, error)
-	ContentDisk(ctx context.Context) (images.Disk, error)
+	ContentDisk(ctx context.Context) (store.Disk, error)
 }
 
 // PruneFunc prunes what f selects until the disk has goal free.

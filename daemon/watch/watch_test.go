@@ -15,6 +15,7 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 func TestValidate(t *testing.T) {
@@ -66,7 +67,7 @@ func TestHealthy(t *testing.T) {
 // fakeImages is a store whose disk the test sets.
 type fakeImages struct {
 	mu      sync.Mutex
-	disk    images.Disk
+	disk    store.Disk
 	diskErr error
 	stamps  int
 }
@@ -78,13 +79,13 @@ func (f *fakeImages) StampLastUse(context.Context) (int, error) {
 	return 0, nil
 }
 
-func (f *fakeImages) ContentDisk(context.Context) (images.Disk, error) {
+func (f *fakeImages) ContentDisk(context.Context) (store.Disk, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.disk, f.diskErr
 }
 
-func (f *fakeImages) set(disk images.Disk, err error) {
+func (f *fakeImages) set(disk store.Disk, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.disk, f.diskErr = disk, err
@@ -100,7 +101,7 @@ func (f *fakeImages) stamped() int {
 // that falls short is not run again at once; a disk that cannot be read
 // three times in a row makes the watch unhealthy.
 func TestCheck(t *testing.T) {
-	fi := &fakeImages{disk: images.Disk{Size: 100, Free: 10}}
+	fi := &fakeImages{disk: store.Disk{Size: 100, Free: 10}}
 	var goals []images.FreeGoal
 	reached := false
 	w := &Watcher{Images: fi, Interval: time.Hour, High: 85, Low: 80}
@@ -119,9 +120,9 @@ func TestCheck(t *testing.T) {
 	assert.Check(t, is.Len(goals, 1))
 	assert.Check(t, is.Equal(fi.stamped(), 1), "a check that does not prune stamps")
 	// Under the mark, the wait ends; above it again, the prune runs.
-	fi.set(images.Disk{Size: 100, Free: 50}, nil)
+	fi.set(store.Disk{Size: 100, Free: 50}, nil)
 	w.check(ctx)
-	fi.set(images.Disk{Size: 100, Free: 10}, nil)
+	fi.set(store.Disk{Size: 100, Free: 10}, nil)
 	reached = true
 	w.check(ctx)
 	w.check(ctx)
@@ -138,13 +139,13 @@ func TestCheck(t *testing.T) {
 	assert.Check(t, is.Len(goals, 5), "a check after a refused prune prunes again")
 	w.Prune = running
 
-	fi.set(images.Disk{}, errdefs.ErrUnavailable)
+	fi.set(store.Disk{}, errdefs.ErrUnavailable)
 	for range unhealthyAfter {
 		assert.Check(t, w.Healthy())
 		w.check(ctx)
 	}
 	assert.Check(t, !w.Healthy(), "the disk could not be read %d times", unhealthyAfter)
-	fi.set(images.Disk{Size: 100, Free: 50}, nil)
+	fi.set(store.Disk{Size: 100, Free: 50}, nil)
 	w.check(ctx)
 	assert.Check(t, w.Healthy())
 }
@@ -159,7 +160,7 @@ func (c channelEvents) Subscribe(context.Context, ...string) (<-chan *events.Env
 // TestRunStampsOnEvents: a container made stamps last uses at once; an
 // update that is a stamp just written does not.
 func TestRunStampsOnEvents(t *testing.T) {
-	fi := &fakeImages{disk: images.Disk{Size: 100, Free: 50}}
+	fi := &fakeImages{disk: store.Disk{Size: 100, Free: 50}}
 	ch := make(channelEvents)
 	w := &Watcher{Images: fi, Events: ch, Interval: time.Hour, High: 85, Low: 80}
 	w.Prune = func(context.Context, plan.Filters, images.FreeGoal) (images.Report, error) {

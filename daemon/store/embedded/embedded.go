@@ -35,12 +35,9 @@ type Store struct {
 	snapshotters map[string]snapshots.Snapshotter
 }
 
-// The directories containerd's plugins keep their state in, below the root.
-const (
-	metadataDir = "io.containerd.metadata.v1.bolt"
-	contentDir  = "io.containerd.content.v1.content"
-	snapshotDir = "io.containerd.snapshotter.v1."
-)
+// metadataDir is where containerd's metadata plugin keeps its state, below
+// the root.
+const metadataDir = "io.containerd.metadata.v1.bolt"
 
 // Opt configures Open.
 type Opt func(*options)
@@ -67,7 +64,7 @@ func Open(ctx context.Context, root string, opts ...Opt) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(metaDB), 0o711); err != nil {
 		return nil, fmt.Errorf("open store at %s: %w", root, err)
 	}
-	cs, err := local.NewStore(filepath.Join(root, contentDir))
+	cs, err := local.NewStore(filepath.Join(root, store.ContentDir))
 	if err != nil {
 		return nil, fmt.Errorf("open content store: %w", err)
 	}
@@ -138,12 +135,12 @@ func (e *Store) checkSnapshotters() error {
 // native, which needs nothing of the host.
 func openSnapshotters(root string) (map[string]snapshots.Snapshotter, error) {
 	sns := map[string]snapshots.Snapshotter{}
-	nativeSn, err := native.NewSnapshotter(filepath.Join(root, snapshotDir+"native"))
+	nativeSn, err := native.NewSnapshotter(store.SnapshotterDir(root, "native"))
 	if err != nil {
 		return nil, fmt.Errorf("open native snapshotter: %w", err)
 	}
 	sns["native"] = nativeSn
-	if dir := filepath.Join(root, snapshotDir+"overlayfs"); exists(dir) {
+	if dir := store.SnapshotterDir(root, "overlayfs"); exists(dir) {
 		// As containerd runs it (sync_remove = false): a removal renames, and
 		// the collection's cleanup removes the directories once. A
 		// synchronous removal lists every directory each time.

@@ -21,6 +21,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -30,9 +31,9 @@ func TestEmbeddedRefusesUnknownSnapshotter(t *testing.T) {
 	root := t.TempDir()
 	ctx := namespaces.WithNamespace(context.Background(), "moby")
 	// Make the store as a daemon with a "special" snapshotter would.
-	cs, err := local.NewStore(filepath.Join(root, contentDir))
+	cs, err := local.NewStore(filepath.Join(root, store.ContentDir))
 	assert.NilError(t, err)
-	sn, err := native.NewSnapshotter(filepath.Join(root, snapshotDir+"special"))
+	sn, err := native.NewSnapshotter(store.SnapshotterDir(root, "special"))
 	assert.NilError(t, err)
 	assert.NilError(t, os.MkdirAll(filepath.Join(root, metadataDir), 0o711))
 	bdb, err := bolt.Open(filepath.Join(root, metadataDir, "meta.db"), 0o644, nil)

@@ -1,4 +1,4 @@
-package images_test
+package store_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
-	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -51,14 +51,13 @@ func TestImagesListedInParts(t *testing.T) {
 	}
 	var lists atomic.Int32
 	stores.Images = limitedImages{Store: stores.Images, max: 3, lists: &lists}
-	svc := imgsvc.New(stores, "moby")
 
-	summaries, err := svc.Images(ctx)
+	records, err := store.ListRecords(ctx, stores.Images)
 	assert.NilError(t, err)
 	seen := map[string]bool{}
-	for _, s := range summaries {
-		assert.Check(t, !seen[s.Name], "listed twice: %s", s.Name)
-		seen[s.Name] = true
+	for _, r := range records {
+		assert.Check(t, !seen[r.Name], "listed twice: %s", r.Name)
+		seen[r.Name] = true
 	}
 	assert.Check(t, is.Len(seen, n))
 	assert.Check(t, lists.Load() > 1+2+2, "listed in %d parts: not split twice", lists.Load())
