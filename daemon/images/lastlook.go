@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 )
 
@@ -23,7 +24,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 	ctrs, err := a.s.listContainersAgain(ctx, a.snap.Containers)
 	if err == nil {
 		// A new container's rootfs may sit on a chain no label names.
-		a.snap.Lineage, err = a.s.lineage(ctx, a.blobs, a.snap.Records, ctrs)
+		a.snap.Lineage, err = imgcontainers.Lineage(ctx, a.s.stores.Content, a.blobs, targetsOf(a.snap.Records), ctrs)
 	}
 	if err != nil {
 		a.fail(Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so what lost a record keeps a dangling record: %v", err)})

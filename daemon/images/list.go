@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
 )
@@ -75,7 +76,7 @@ func (s *Service) listInUse(ctx context.Context) (inUse, error) {
 	if err != nil {
 		return inUse{}, err
 	}
-	lineage, err := s.lineage(ctx, inv.Content, records, ctrs)
+	lineage, err := imgcontainers.Lineage(ctx, s.stores.Content, inv.Content, targetsOf(records), ctrs)
 	if err != nil {
 		return inUse{}, err
 	}

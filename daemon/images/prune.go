@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
 	"github.com/imgprune/imgprune/daemon/store"
@@ -150,7 +151,7 @@ func (s *Service) look(ctx context.Context, f plan.Filters) (plan.Snapshot, *rea
 	if err != nil {
 		return plan.Snapshot{}, nil, err
 	}
-	if snap.Lineage, err = s.lineage(ctx, before.Content, snap.Records, snap.Containers); err != nil {
+	if snap.Lineage, err = imgcontainers.Lineage(ctx, s.stores.Content, before.Content, targetsOf(snap.Records), snap.Containers); err != nil {
 		return plan.Snapshot{}, nil, err
 	}
 	return snap, before, nil

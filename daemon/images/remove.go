@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/client/pkg/stringid"
 	"github.com/opencontainers/go-digest"
 
+	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
@@ -149,7 +150,7 @@ func (s *Service) users(ctx context.Context, records []images.Image, sel selecti
 			return nil, err
 		}
 	}
-	lineage, err := s.lineage(ctx, blobs, sel.mine, ctrs)
+	lineage, err := imgcontainers.Lineage(ctx, s.stores.Content, blobs, targetsOf(sel.mine), ctrs)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +178,7 @@ func (s *Service) imageBlobs(ctx context.Context, target digest.Digest) (map[dig
 		}
 		blobs[d] = info
 		for k, v := range info.Labels {
-			if k != configLabel && !reach.HasRefPrefix(k, reach.LabelRefContent+".m") {
+			if k != reach.LabelRefConfig && !reach.HasRefPrefix(k, reach.LabelRefContent+".m") {
 				continue
 			}
 			if child, err := digest.Parse(v); err == nil {

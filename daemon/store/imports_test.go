@@ -28,7 +28,7 @@ func TestLayers(t *testing.T) {
 		{pkg: "daemon/store/embedded", below: slices.Concat(below, []string{"daemon/store"})},
 		{pkg: "daemon/reach", below: slices.Concat(below, []string{"daemon/store"})},
 		{pkg: "daemon/images/plan"},
-		{pkg: "daemon/containers", below: []string{"daemon/images/plan"}},
+		{pkg: "daemon/containers", below: slices.Concat(below, []string{"daemon/store", "daemon/reach", "daemon/images/plan"})},
 		{pkg: "pkg/progress"},
 		{pkg: "pkg/metrics", below: []string{"internal/safefile", "pkg/progress"}},
 		{pkg: "daemon/images", below: service},

@@ -1,4 +1,4 @@
-package images
+package containers
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
@@ -53,21 +52,17 @@ func lineageOf(blobs map[digest.Digest]content.Info, targets []digest.Digest) pl
 	return l
 }
 
-// configLabel is the reference label a manifest names its config with.
-const configLabel = reach.LabelRefContent + ".config"
-
-// lineage maps where each target of records is unpacked, when a container
-// is known by its rootfs. Configs carry the
+// Lineage maps where each of targets is unpacked, when a container is known
+// by its rootfs; blobs are a content walk's infos, and cs reads configs. Configs carry the
 // chain ID as a label; where a container's rootfs names a chain no label
 // matched (an image unpacked without labels, or labels removed since), the
 // chain IDs of the targets without a label for that snapshotter are computed
 // from their configs' diff IDs: only then are configs read.
-func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.Info, records []images.Image, ctrs []plan.Container) (plan.Lineage, error) {
+func Lineage(ctx context.Context, cs content.Provider, blobs map[digest.Digest]content.Info, targets []digest.Digest, ctrs []plan.Container) (plan.Lineage, error) {
 	// Only a container known by its rootfs asks the lineage anything.
 	if !slices.ContainsFunc(ctrs, func(c plan.Container) bool { return c.Rootfs != nil }) {
 		return plan.Lineage{}, nil
 	}
-	targets := targetsOf(records)
 	l := lineageOf(blobs, targets)
 	unmatched := map[string]bool{}
 	for _, c := range ctrs {
@@ -84,7 +79,7 @@ func (s *Service) lineage(ctx context.Context, blobs map[digest.Digest]content.I
 			chain, ok := chains[cfg]
 			if !ok {
 				var err error
-				if chain, err = s.chainID(ctx, ocispec.Descriptor{Digest: cfg, Size: blobs[cfg].Size}); err != nil {
+				if chain, err = chainID(ctx, cs, ocispec.Descriptor{Digest: cfg, Size: blobs[cfg].Size}); err != nil {
 					return nil, err
 				}
 				chains[cfg] = chain
@@ -118,7 +113,7 @@ func configsBelow(blobs map[digest.Digest]content.Info, target digest.Digest) []
 			child, err := digest.Parse(v)
 			switch {
 			case err != nil:
-			case k == configLabel:
+			case k == reach.LabelRefConfig:
 				out = append(out, child)
 			case reach.HasRefPrefix(k, reach.LabelRefContent+".m"):
 				queue = append(queue, child)
@@ -130,8 +125,8 @@ func configsBelow(blobs map[digest.Digest]content.Info, target digest.Digest) []
 
 // chainID computes the chain ID of an image config's layers, or "" when the
 // config is not there or has no layers.
-func (s *Service) chainID(ctx context.Context, config ocispec.Descriptor) (digest.Digest, error) {
-	blob, err := content.ReadBlob(ctx, s.stores.Content, config)
+func chainID(ctx context.Context, cs content.Provider, config ocispec.Descriptor) (digest.Digest, error) {
+	blob, err := content.ReadBlob(ctx, cs, config)
 	if errdefs.IsNotFound(err) {
 		return "", nil
 	}
