@@ -30,10 +30,7 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 	rep.Space = 0
 	ctx, cancel := s.finishing(ctx)
 	defer cancel()
-	var disk *diskView
-	if root != "" {
-		disk = &diskView{root: root, snapshots: s.stores.ListSnapshotDirs(ctx, root, s.namespace, predicted.Snapshotters())}
-	}
+	disk := reach.ViewDisk(ctx, s.stores, root, predicted)
 	cleaning := map[string]bool{}
 	var cleanup []snapshots.Snapshotter
 	for _, f := range rep.Found {
@@ -92,7 +89,7 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what the collection freed, so none of it is counted: %v", err)})
 		return rep
 	}
-	freed, failures := s.freed(ctx, predicted, after, disk)
+	freed, failures := reach.Freed(ctx, s.stores, predicted, after, disk)
 	rep.Failures = append(rep.Failures, failures...)
 	rep.Space += freed.Bytes()
 	return rep

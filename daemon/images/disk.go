@@ -2,13 +2,8 @@ package images
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/containerd/log"
-	"github.com/opencontainers/go-digest"
-
-	"github.com/imgprune/imgprune/daemon/store"
-	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
 // WithContainerdRoot lets the service look at the disk of a daemon on this
@@ -38,26 +33,4 @@ func (s *Service) daemonRoot(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return s.root, nil
-}
-
-// sweepDisk checks that the freed blobs left the disk under root. When some
-// did not, containerd sweeps its content store once more; a blob still there
-// after that is dropped from freed and reported.
-func (s *Service) sweepDisk(ctx context.Context, root string, freed map[digest.Digest]int64) []Failure {
-	left := store.OnDisk(root, freed)
-	if len(left) == 0 {
-		return nil
-	}
-	log.G(ctx).WithField("blobs", len(left)).Warn("garbage collection left blobs on disk; sweeping again")
-	err := imgleases.Sweep(ctx, s.stores.Leases, s.stores.Content, s.collect)
-	var failures []Failure
-	for d := range store.OnDisk(root, left) {
-		delete(freed, d)
-		msg := "garbage collection left the blob on disk; its bytes are not counted"
-		if err != nil {
-			msg += fmt.Sprintf(" (sweeping again failed: %v)", err)
-		}
-		failures = append(failures, Failure{Name: d.String(), Error: msg})
-	}
-	return failures
 }

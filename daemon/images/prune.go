@@ -16,7 +16,6 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
-	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/pkg/progress"
 )
 
@@ -96,7 +95,7 @@ func (s *Service) Prune(ctx context.Context, f plan.Filters, opts ...PruneOpt) (
 		ph.Send(totals(rep, true))
 		return rep, nil
 	}
-	disk := s.viewDisk(lctx, predicted, before)
+	disk := reach.ViewDisk(lctx, s.stores, s.diskRoot(lctx), predicted)
 	end()
 	stamped := s.stampPrune(lctx, snap.Records, &p)
 	end = ph.Start(progress.Deleting, len(p.Remove))
@@ -231,21 +230,6 @@ func totals(rep Report, dryRun bool) progress.Event {
 		}
 	}
 	return e
-}
-
-// diskView is what a prune sees of the store's disk before it deletes:
-// nothing (nil) for a daemon whose root is not on this host.
-type diskView struct {
-	root      string
-	snapshots store.SnapshotDirs
-}
-
-func (s *Service) viewDisk(ctx context.Context, predicted reach.Reclaim, before *reach.Graph) *diskView {
-	root := s.diskRoot(ctx)
-	if root == "" {
-		return nil
-	}
-	return &diskView{root: root, snapshots: s.stores.ListSnapshotDirs(ctx, root, s.namespace, predicted.Snapshotters())}
 }
 
 // snapshot lists what a plan decides on. It writes nothing: records other

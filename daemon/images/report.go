@@ -38,11 +38,9 @@ func records(n int) string {
 	return fmt.Sprintf("%d records", n)
 }
 
-// Failure is one thing a prune could not remove.
-type Failure struct {
-	Name  string `json:"Name"`
-	Error string `json:"Error"`
-}
+// Failure is one thing a prune could not remove, or whose bytes it does
+// not count (the accounting's, in daemon/reach).
+type Failure = reach.Failure
 
 // Err summarises the failures, or is nil when nothing failed.
 func (r Report) Err() error {
@@ -69,7 +67,7 @@ func (r Report) Err() error {
 // other namespace holds, and, where the disk can be seen, gone from it. What
 // other clients freed meanwhile is not this prune's to count. An error here
 // costs the byte count, never the record of what was removed.
-func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Reclaim, disk *diskView, done applied) Report {
+func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Reclaim, disk *reach.DiskView, done applied) Report {
 	rep := Report{Failures: done.failures, Warnings: append(slices.Clone(p.Warnings), done.warnings...)}
 	after, err := reach.ListPresent(ctx, s.stores, predicted.Snapshotters())
 	if err != nil {
@@ -80,7 +78,7 @@ func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Recl
 	}
 	goneTarget := func(digest.Digest) bool { return false }
 	if after != nil {
-		freed, failures := s.freed(ctx, predicted, after, disk)
+		freed, failures := reach.Freed(ctx, s.stores, predicted, after, disk)
 		rep.Failures = append(rep.Failures, failures...)
 		rep.SpaceReclaimed = uint64(freed.Bytes())
 		goneTarget = func(d digest.Digest) bool { _, ok := after.Content[d]; return !ok }
@@ -117,32 +115,6 @@ func (r *Report) count(name string, done applied) {
 	case !done.leftAlone[name] && !done.givenBack[name]:
 		r.planned++
 	}
-}
-
-// freed is what left among what was predicted to leave.
-func (s *Service) freed(ctx context.Context, predicted reach.Reclaim, after *reach.Graph, disk *diskView) (reach.Reclaim, []Failure) {
-	freed := reach.NewReclaim()
-	for d, size := range predicted.Content {
-		if _, ok := after.Content[d]; !ok {
-			freed.Content[d] = size
-		}
-	}
-	for k, size := range predicted.Snapshots {
-		if _, ok := after.Snapshots[k]; !ok {
-			freed.Snapshots[k] = size
-		}
-	}
-	var failures []Failure
-	// A namespace may have taken a blob in since the prediction.
-	if err := reach.DropShared(ctx, s.stores, freed.Content); err != nil {
-		failures = append(failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell which blobs other namespaces hold, so no content is counted: %v", err)})
-		clear(freed.Content)
-	}
-	if disk != nil {
-		failures = append(failures, s.sweepDisk(ctx, disk.root, freed.Content)...)
-		failures = append(failures, s.checkSnapshotDirs(ctx, disk.snapshots, disk.root, &freed)...)
-	}
-	return freed, failures
 }
 
 // predictedReport is the report the prune would give.

@@ -9,9 +9,9 @@ import (
 
 // The labels containerd's garbage collector reads (core/metadata/gc.go).
 const (
-	LabelRoot       = "containerd.io/gc.root"
-	LabelRefContent = "containerd.io/gc.ref.content"
-	LabelRefImage   = "containerd.io/gc.ref.image"
+	LabelRoot          = "containerd.io/gc.root"
+	LabelRefContent    = "containerd.io/gc.ref.content"
+	LabelRefImage      = "containerd.io/gc.ref.image"
 	LabelRefSnapshot   = "containerd.io/gc.ref.snapshot."
 	LabelBRefContent   = "containerd.io/gc.bref.content"
 	LabelBRefImage     = "containerd.io/gc.bref.image"

@@ -8,9 +8,10 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
-	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // Reclaim is what a collection frees.

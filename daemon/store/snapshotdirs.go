@@ -36,19 +36,19 @@ func (st SnapshotState) Live() int {
 }
 
 // ListSnapshotDirs reads the state of snapshotters under root: the
-// directories, then the records of every namespace (namespace's alone
-// when the stores cannot list namespaces). A collection the daemon runs
+// directories, then the records of every namespace (ctx's alone when the
+// stores cannot list namespaces). A collection the daemon runs
 // by itself meanwhile can only make the records fewer than the
 // directories, never the other way round. A snapshotter whose directory or
 // records cannot be read is left out.
-func (s Stores) ListSnapshotDirs(ctx context.Context, root, namespace string, snapshotters map[string]bool) SnapshotDirs {
+func (s Stores) ListSnapshotDirs(ctx context.Context, root string, snapshotters map[string]bool) SnapshotDirs {
 	dirs := SnapshotDirs{}
 	for name := range snapshotters {
 		entries, err := readNames(SnapshotsDir(root, name))
 		if err != nil {
 			continue
 		}
-		records, err := s.countSnapshots(ctx, namespace, name)
+		records, err := s.countSnapshots(ctx, name)
 		if err != nil {
 			continue
 		}
@@ -59,10 +59,13 @@ func (s Stores) ListSnapshotDirs(ctx context.Context, root, namespace string, sn
 
 // countSnapshots counts the snapshot records of a snapshotter in every
 // namespace.
-func (s Stores) countSnapshots(ctx context.Context, namespace, name string) (int, error) {
-	all := []string{namespace}
+func (s Stores) countSnapshots(ctx context.Context, name string) (int, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return 0, err
+	}
+	all := []string{ns}
 	if s.Namespaces != nil {
-		var err error
 		if all, err = s.Namespaces.List(ctx); err != nil {
 			return 0, err
 		}
