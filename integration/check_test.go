@@ -18,6 +18,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/check"
 	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -40,7 +41,7 @@ func plantOrphan(t *testing.T, data []byte) (digest.Digest, string) {
 // blob other tests left behind on it.
 func newCheckEnv(t *testing.T) *env {
 	e := newEnv(t, imgsvc.WithContainerdRoot(filepath.Join(daemon.Dir, "root")))
-	rep, err := e.svc.Check(e.ctx, imgsvc.DeleteFound())
+	rep, err := e.svc.Check(e.ctx, check.DeleteFound())
 	assert.NilError(t, err)
 	assert.NilError(t, rep.Err())
 	return e
@@ -57,7 +58,7 @@ func onDiskNow(path string) bool {
 	return err == nil
 }
 
-func foundNames(rep imgsvc.CheckReport) []string {
+func foundNames(rep check.Report) []string {
 	var out []string
 	for _, f := range rep.Found {
 		out = append(out, f.Kind+" "+f.Name)
@@ -110,7 +111,7 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	unreachedSnapshot, unreachedSize := e.prepareUnreached("unreached")
 	time.Sleep(10 * time.Millisecond) // older than 0
 
-	rep, err := e.svc.Check(e.ctx, imgsvc.OlderThan(0))
+	rep, err := e.svc.Check(e.ctx, check.OlderThan(0))
 	assert.NilError(t, err)
 
 	assert.Check(t, rep.DiskChecked)
@@ -128,7 +129,7 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	}))
 	// A lease with no expiry is listed, kept: its bytes are not the check's.
 	assert.Check(t, keptFound["abandoned"])
-	assert.Check(t, is.Len(slices.DeleteFunc(slices.Clone(rep.Found), func(f imgsvc.Found) bool { return !f.Kept }), 1))
+	assert.Check(t, is.Len(slices.DeleteFunc(slices.Clone(rep.Found), func(f check.Found) bool { return !f.Kept }), 1))
 	assert.Check(t, is.Equal(rep.Space, int64(len("partial"))+int64(len(orphan))+unreachedSize+unreachedBlob.Desc.Size))
 	// Nothing changed.
 	assert.Check(t, onDiskNow(orphanPath))
@@ -149,7 +150,7 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 
 	// The orphan cannot be unlinked: reported, the rest goes.
 	chattr(t, "+i", orphanPath)
-	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound())
+	rep, err = e.svc.Check(e.ctx, check.OlderThan(0), check.DeleteFound())
 	chattr(t, "-i", orphanPath)
 	assert.NilError(t, err)
 	assert.Check(t, rep.Deleted)
@@ -183,7 +184,7 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 
 	// Writable again: the next check finishes the job, and the lease with
 	// no expiry goes once the user names it.
-	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("abandoned"))
+	rep, err = e.svc.Check(e.ctx, check.OlderThan(0), check.DeleteFound(), check.DeleteLeases("abandoned"))
 	assert.NilError(t, err)
 	assert.Check(t, rep.Err())
 	assert.Check(t, slices.Contains(foundNames(rep), "blob "+orphanDigest.String()))
@@ -192,7 +193,7 @@ func TestCheckFindsAndRemovesWhatNoImageAccountsFor(t *testing.T) {
 	}
 	assert.Check(t, !onDiskNow(orphanPath))
 	assert.Check(t, !onDiskNow(blobFile(abandonedBlob)))
-	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0))
+	rep, err = e.svc.Check(e.ctx, check.OlderThan(0))
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(rep.Found, 0))
 
@@ -247,7 +248,7 @@ func TestCheckFindsDirectoriesSnapshotRemovalsLeft(t *testing.T) {
 	assert.Check(t, rep.Space >= 64<<10, "size %d", rep.Space)
 	assert.Check(t, onDiskNow(dir))
 
-	rep, err = e.svc.Check(e.ctx, imgsvc.DeleteFound())
+	rep, err = e.svc.Check(e.ctx, check.DeleteFound())
 	assert.NilError(t, err)
 	assert.Assert(t, is.Len(rep.Found, 1))
 	if snapshotter == "overlayfs" {
@@ -270,7 +271,7 @@ func TestCheckFindsDirectoriesSnapshotRemovalsLeft(t *testing.T) {
 	store, err := embedded.Open(e.ctx, root, embedded.CreateStore())
 	assert.NilError(t, err)
 	defer store.Close()
-	rep, err = imgsvc.NewOffline(store.Stores(), store.Root(), "default").Check(e.ctx, imgsvc.DeleteFound())
+	rep, err = imgsvc.NewOffline(store.Stores(), store.Root(), "default").Check(e.ctx, check.DeleteFound())
 	assert.NilError(t, err)
 	assert.Check(t, rep.Err())
 	assert.Check(t, is.DeepEqual(foundNames(rep), []string{"directory " + rel}))
@@ -365,12 +366,12 @@ func TestCheckKeepsLeasesWithNoExpiry(t *testing.T) {
 	assert.Assert(t, is.DeepEqual(leaseIDs(), slices.Sorted(slices.Values(all))))
 
 	// At any age, with --delete, all are listed and all stay.
-	rep, err := e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound())
+	rep, err := e.svc.Check(e.ctx, check.OlderThan(0), check.DeleteFound())
 	assert.NilError(t, err)
 	assert.NilError(t, rep.Err())
 	why := map[string]string{}
 	for _, f := range rep.Found {
-		if f.Kind == imgsvc.KindLease {
+		if f.Kind == check.KindLease {
 			assert.Check(t, f.Kept, "%s", f.Name)
 			why[f.Name] = f.Why
 		}
@@ -385,19 +386,19 @@ func TestCheckKeepsLeasesWithNoExpiry(t *testing.T) {
 
 	// Naming a lease a container owns, or one the check does not find, is
 	// an error that changes nothing.
-	_, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("named", engineCtr))
+	_, err = e.svc.Check(e.ctx, check.OlderThan(0), check.DeleteFound(), check.DeleteLeases("named", engineCtr))
 	assert.Check(t, errdefs.IsFailedPrecondition(err), "%v", err)
 	assert.Check(t, is.ErrorContains(err, "remove the container first"))
-	_, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("named", "no-such-lease"))
+	_, err = e.svc.Check(e.ctx, check.OlderThan(0), check.DeleteFound(), check.DeleteLeases("named", "no-such-lease"))
 	assert.Check(t, errdefs.IsInvalidArgument(err), "%v", err)
 	assert.Check(t, is.DeepEqual(leaseIDs(), slices.Sorted(slices.Values(all))))
 
 	// Named, it goes; then every one nothing owns goes when asked.
-	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteLeases("named"))
+	rep, err = e.svc.Check(e.ctx, check.OlderThan(0), check.DeleteFound(), check.DeleteLeases("named"))
 	assert.NilError(t, err)
 	assert.NilError(t, rep.Err())
 	assert.Check(t, is.DeepEqual(leaseIDs(), []string{engineCtr, "by-id", "leftover", "rootfs-of-recorded"}))
-	rep, err = e.svc.Check(e.ctx, imgsvc.OlderThan(0), imgsvc.DeleteFound(), imgsvc.DeleteUnexpiring())
+	rep, err = e.svc.Check(e.ctx, check.OlderThan(0), check.DeleteFound(), check.DeleteUnexpiring())
 	assert.NilError(t, err)
 	assert.NilError(t, rep.Err())
 	assert.Check(t, is.DeepEqual(leaseIDs(), []string{engineCtr, "by-id", "rootfs-of-recorded"}))

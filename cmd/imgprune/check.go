@@ -10,7 +10,7 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
-	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/check"
 )
 
 type checkOptions struct {
@@ -51,7 +51,7 @@ with --lease or with --unexpiring-leases, and never while a container owns it
 	flags := cmd.Flags()
 	flags.BoolVar(&o.delete, "delete", false, "Remove what is found")
 	flags.StringVar(&o.format, "format", "text", "Output format: text or json")
-	flags.DurationVar(&o.olderThan, "older-than", images.DefaultOlderThan, "How long an ingest, or a lease with no expiry, must be left alone to count as abandoned")
+	flags.DurationVar(&o.olderThan, "older-than", check.DefaultOlderThan, "How long an ingest, or a lease with no expiry, must be left alone to count as abandoned")
 	flags.StringArrayVar(&o.leases, "lease", nil, "Also remove this lease with no expiry (repeatable); never one a container owns")
 	flags.BoolVar(&o.unexpiring, "unexpiring-leases", false, "Also remove every lease with no expiry that is older than --older-than, but those containers own")
 	return cmd
@@ -69,12 +69,12 @@ func runCheck(cmd *cobra.Command, g *globalOptions, o checkOptions) error {
 		return err
 	}
 	defer closer.Close()
-	opts := []images.CheckOpt{images.OlderThan(o.olderThan), images.DeleteLeases(o.leases...)}
+	opts := []check.Opt{check.OlderThan(o.olderThan), check.DeleteLeases(o.leases...)}
 	if o.unexpiring {
-		opts = append(opts, images.DeleteUnexpiring())
+		opts = append(opts, check.DeleteUnexpiring())
 	}
 	if o.delete {
-		opts = append(opts, images.DeleteFound())
+		opts = append(opts, check.DeleteFound())
 	}
 	report, err := svc.Check(cmd.Context(), opts...)
 	if err != nil {
@@ -96,7 +96,7 @@ func runCheck(cmd *cobra.Command, g *globalOptions, o checkOptions) error {
 
 // printCheck prints the report as OpenShift's hard prune does: a line per
 // item, a count per kind, then the space.
-func printCheck(w io.Writer, r images.CheckReport) {
+func printCheck(w io.Writer, r check.Report) {
 	verb, freed := "Would delete", "Would free up"
 	if r.Deleted {
 		verb, freed = "Deleted", "Freed up"
@@ -115,7 +115,7 @@ func printCheck(w io.Writer, r images.CheckReport) {
 		counts[f.Kind]++
 		fmt.Fprintf(w, "%s %s: %s (%s; %s)\n", verb, f.Kind, f.Name, units.HumanSize(float64(f.Size)), f.Why)
 	}
-	for _, kind := range []string{images.KindLease, images.KindIngest, images.KindBlob, images.KindSnapshot, images.KindDir} {
+	for _, kind := range []string{check.KindLease, check.KindIngest, check.KindBlob, check.KindSnapshot, check.KindDir} {
 		if n := counts[kind]; n > 0 {
 			fmt.Fprintf(w, "%s %d %s\n", verb, n, plural(n, kind))
 		}

@@ -13,6 +13,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	"github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/check"
 )
 
 func TestPrintReport(t *testing.T) {
@@ -125,11 +126,11 @@ func TestVersion(t *testing.T) {
 }
 
 func TestPrintCheck(t *testing.T) {
-	rep := images.CheckReport{Found: []images.Found{
-		{Kind: images.KindSnapshot, Name: "native/unreached", Size: 4096, Why: "reached by nothing"},
-		{Kind: images.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-1", Size: 2000, Why: "left"},
-		{Kind: images.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-2", Size: 2000, Why: "left", Gone: true},
-		{Kind: images.KindLease, Name: "ctr1", Size: 1000, Why: "no expiry", Kept: true},
+	rep := check.Report{Found: []check.Found{
+		{Kind: check.KindSnapshot, Name: "native/unreached", Size: 4096, Why: "reached by nothing"},
+		{Kind: check.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-1", Size: 2000, Why: "left"},
+		{Kind: check.KindDir, Name: "io.containerd.snapshotter.v1.native/snapshots/rm-2", Size: 2000, Why: "left", Gone: true},
+		{Kind: check.KindLease, Name: "ctr1", Size: 1000, Why: "no expiry", Kept: true},
 	}, Space: 8096}
 	var out bytes.Buffer
 	printCheck(&out, rep)
@@ -155,7 +156,7 @@ Freed up 2kB of disk space
 
 	// Only kept leases: nothing to delete.
 	out.Reset()
-	printCheck(&out, images.CheckReport{Found: rep.Found[3:]})
+	printCheck(&out, check.Report{Found: rep.Found[3:]})
 	assert.Check(t, is.Equal(out.String(), `Kept lease: ctr1 (1kB; no expiry)
 Nothing to delete
 Would free up 0B of disk space

@@ -31,9 +31,10 @@ func TestLayers(t *testing.T) {
 		{pkg: "daemon/containers", below: slices.Concat(below, []string{"daemon/store", "daemon/reach", "daemon/images/plan"})},
 		{pkg: "pkg/progress"},
 		{pkg: "pkg/metrics", below: []string{"internal/safefile", "pkg/progress"}},
-		{pkg: "daemon/images", below: service},
-		{pkg: "daemon/watch", below: slices.Concat(service, []string{"daemon/images"})},
-		{pkg: "daemon/server", below: slices.Concat(service, []string{"daemon/images", "pkg/metrics"})},
+		{pkg: "daemon/images/check", below: service},
+		{pkg: "daemon/images", below: slices.Concat(service, []string{"daemon/images/check"})},
+		{pkg: "daemon/watch", below: slices.Concat(service, []string{"daemon/images/check", "daemon/images"})},
+		{pkg: "daemon/server", below: slices.Concat(service, []string{"daemon/images/check", "daemon/images", "pkg/metrics"})},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
 			out, err := exec.Command("go", "list", "-deps", mod+tc.pkg).Output()

@@ -1,4 +1,4 @@
-package images
+package check
 
 import (
 	"context"
@@ -20,13 +20,13 @@ import (
 // have no expiry of their own: only the user can say that such a lease's
 // creator is gone. A lease a container owns is never removed; naming one,
 // or a lease the check does not find, is an error that changes nothing.
-func DeleteLeases(ids ...string) CheckOpt {
-	return func(o *checkOptions) { o.leases = append(o.leases, ids...) }
+func DeleteLeases(ids ...string) Opt {
+	return func(o *options) { o.leases = append(o.leases, ids...) }
 }
 
 // DeleteUnexpiring lets a check with DeleteFound remove every lease it finds
 // that has no expiry of its own, but those containers own.
-func DeleteUnexpiring() CheckOpt { return func(o *checkOptions) { o.unexpiring = true } }
+func DeleteUnexpiring() Opt { return func(o *options) { o.unexpiring = true } }
 
 // unexpiringLease is a stale lease with no expiry of its own, and why the
 // check keeps it or may remove it.
@@ -41,7 +41,7 @@ type unexpiringLease struct {
 // sortStale splits stale into the leases a check removes and those it
 // keeps: an expired lease goes; one with no expiry stays unless o names it
 // or lets every one go, and always while a container owns it.
-func sortStale(ctx context.Context, stale []imgleases.StaleLease, o checkOptions, own ownership) (going []imgleases.StaleLease, kept []unexpiringLease, err error) {
+func sortStale(ctx context.Context, stale []imgleases.StaleLease, o options, own ownership) (going []imgleases.StaleLease, kept []unexpiringLease, err error) {
 	named := map[string]bool{}
 	for _, id := range o.leases {
 		named[id] = true

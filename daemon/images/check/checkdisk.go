@@ -1,4 +1,4 @@
-package images
+package check
 
 import (
 	"cmp"
@@ -19,8 +19,8 @@ import (
 
 // abandonedIngests lists the namespace's ingests no writer touched for
 // longer than olderThan.
-func (s *Service) abandonedIngests(ctx context.Context, olderThan time.Duration, now time.Time) ([]Found, error) {
-	statuses, err := s.stores.Content.ListStatuses(ctx)
+func (st Store) abandonedIngests(ctx context.Context, olderThan time.Duration, now time.Time) ([]Found, error) {
+	statuses, err := st.Stores.Content.ListStatuses(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list ingests: %w", err)
 	}
@@ -38,17 +38,17 @@ func (s *Service) abandonedIngests(ctx context.Context, olderThan time.Duration,
 // unknownBlobs are the blobs among onDisk that no namespace's metadata
 // knows. Each is asked for once more, in every namespace, so that a blob
 // committed while the namespaces were walked is not called unknown.
-func (s *Service) unknownBlobs(ctx context.Context, onDisk map[digest.Digest]int64) ([]Found, error) {
+func (st Store) unknownBlobs(ctx context.Context, onDisk map[digest.Digest]int64) ([]Found, error) {
 	if len(onDisk) == 0 {
 		return nil, nil
 	}
-	all, err := s.stores.Namespaces.List(ctx)
+	all, err := st.Stores.Namespaces.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
 	unknown := maps.Clone(onDisk)
 	for _, ns := range all {
-		g, err := reach.ListContent(namespaces.WithNamespace(ctx, ns), s.stores.Content)
+		g, err := reach.ListContent(namespaces.WithNamespace(ctx, ns), st.Stores.Content)
 		if err != nil {
 			return nil, fmt.Errorf("namespace %s: %w", ns, err)
 		}
@@ -58,7 +58,7 @@ func (s *Service) unknownBlobs(ctx context.Context, onDisk map[digest.Digest]int
 	}
 	var out []Found
 	for d, size := range unknown {
-		if s.knownAnywhere(ctx, all, d) {
+		if st.knownAnywhere(ctx, all, d) {
 			continue
 		}
 		out = append(out, Found{Kind: KindBlob, Name: d.String(), Size: size, Why: "on disk, in no namespace's metadata"})
@@ -68,9 +68,9 @@ func (s *Service) unknownBlobs(ctx context.Context, onDisk map[digest.Digest]int
 }
 
 // knownAnywhere tells whether a namespace's metadata knows d.
-func (s *Service) knownAnywhere(ctx context.Context, all []string, d digest.Digest) bool {
+func (st Store) knownAnywhere(ctx context.Context, all []string, d digest.Digest) bool {
 	for _, ns := range all {
-		if _, err := s.stores.Content.Info(namespaces.WithNamespace(ctx, ns), d); err == nil {
+		if _, err := st.Stores.Content.Info(namespaces.WithNamespace(ctx, ns), d); err == nil {
 			return true
 		}
 	}

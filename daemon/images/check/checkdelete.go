@@ -1,4 +1,4 @@
-package images
+package check
 
 import (
 	"context"
@@ -25,12 +25,13 @@ import (
 // store. It then looks again, and counts only what is gone: what the
 // collection was predicted to free by the prune's own accounting (gone
 // from every namespace, and from the disk), the rest by its size.
-func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string, predicted reach.Reclaim) CheckReport {
+func (st Store) deleteFound(ctx context.Context, rep Report, root string, predicted reach.Reclaim) Report {
 	rep.Deleted = true
 	rep.Space = 0
-	ctx, cancel := s.finishing(ctx)
+	// It runs to its end when ctx is cancelled, no longer than a phase.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.PhaseTimeout)
 	defer cancel()
-	disk := reach.ViewDisk(ctx, s.stores, root, predicted)
+	disk := reach.ViewDisk(ctx, st.Stores, root, predicted)
 	cleaning := map[string]bool{}
 	var cleanup []snapshots.Snapshotter
 	for _, f := range rep.Found {
@@ -40,11 +41,11 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 		var err error
 		switch f.Kind {
 		case KindLease:
-			err = s.stores.Leases.Delete(ctx, leases.Lease{ID: f.Name})
+			err = st.Stores.Leases.Delete(ctx, leases.Lease{ID: f.Name})
 		case KindIngest:
-			err = s.stores.Content.Abort(ctx, f.Name)
+			err = st.Stores.Content.Abort(ctx, f.Name)
 		case KindDir:
-			if s.exclusive {
+			if st.Exclusive {
 				// No daemon runs on the store: the directory is
 				// this process's to remove, once it is sure it is
 				// still below the root.
@@ -55,19 +56,19 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 				}
 			} else if name := store.DirSnapshotter(f.Name); !cleaning[name] {
 				cleaning[name] = true
-				if sn := s.stores.Snapshotter(name); sn != nil {
+				if sn := st.Stores.Snapshotter(name); sn != nil {
 					cleanup = append(cleanup, sn)
 				}
 			}
 		}
 		if err != nil && !errdefs.IsNotFound(err) {
-			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: err.Error()})
+			rep.Failures = append(rep.Failures, reach.Failure{Name: f.Kind + " " + f.Name, Error: err.Error()})
 		}
 	}
-	if err := imgleases.Sweep(ctx, s.stores.Leases, s.stores.Content, s.collect, cleanup...); err != nil {
-		rep.Failures = append(rep.Failures, Failure{Name: "garbage collection", Error: err.Error()})
+	if err := imgleases.Sweep(ctx, st.Stores.Leases, st.Stores.Content, st.Stores.Collector.Collect, cleanup...); err != nil {
+		rep.Failures = append(rep.Failures, reach.Failure{Name: "garbage collection", Error: err.Error()})
 	}
-	gone, failures := s.goneNow(ctx, rep.Found, root)
+	gone, failures := st.goneNow(ctx, rep.Found, root)
 	rep.Failures = append(rep.Failures, failures...)
 	for i := range rep.Found {
 		f := &rep.Found[i]
@@ -76,20 +77,20 @@ func (s *Service) deleteFound(ctx context.Context, rep CheckReport, root string,
 		}
 		f.Gone = gone[f.Kind+" "+f.Name]
 		switch {
-		case !f.Gone && f.Kind == KindDir && !s.exclusive:
-			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: "still there after its snapshotter cleaned up; a snapshotter that does not clean up (native) leaves it to a check --delete --offline, with containerd stopped"})
+		case !f.Gone && f.Kind == KindDir && !st.Exclusive:
+			rep.Failures = append(rep.Failures, reach.Failure{Name: f.Kind + " " + f.Name, Error: "still there after its snapshotter cleaned up; a snapshotter that does not clean up (native) leaves it to a check --delete --offline, with containerd stopped"})
 		case !f.Gone:
-			rep.Failures = append(rep.Failures, Failure{Name: f.Kind + " " + f.Name, Error: "still there after its removal"})
+			rep.Failures = append(rep.Failures, reach.Failure{Name: f.Kind + " " + f.Name, Error: "still there after its removal"})
 		case f.Kind == KindIngest, f.Kind == KindDir, f.Kind == KindBlob && !inModel(predicted, f.Name):
 			rep.Space += f.Size
 		}
 	}
-	after, err := reach.ListPresent(ctx, s.stores, predicted.Snapshotters())
+	after, err := reach.ListPresent(ctx, st.Stores, predicted.Snapshotters())
 	if err != nil {
-		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what the collection freed, so none of it is counted: %v", err)})
+		rep.Failures = append(rep.Failures, reach.Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what the collection freed, so none of it is counted: %v", err)})
 		return rep
 	}
-	freed, failures := reach.Freed(ctx, s.stores, predicted, after, disk)
+	freed, failures := reach.Freed(ctx, st.Stores, predicted, after, disk)
 	rep.Failures = append(rep.Failures, failures...)
 	rep.Space += freed.Bytes()
 	return rep
@@ -103,20 +104,20 @@ func inModel(r reach.Reclaim, name string) bool {
 }
 
 // goneNow tells, by kind and name, which of found is gone.
-func (s *Service) goneNow(ctx context.Context, found []Found, root string) (map[string]bool, []Failure) {
+func (st Store) goneNow(ctx context.Context, found []Found, root string) (map[string]bool, []reach.Failure) {
 	gone := map[string]bool{}
-	var failures []Failure
+	var failures []reach.Failure
 	present := map[string]bool{}
-	ls, err := s.stores.Leases.List(ctx)
+	ls, err := st.Stores.Leases.List(ctx)
 	if err != nil {
-		failures = append(failures, Failure{Name: "leases", Error: fmt.Sprintf("cannot list them again: %v", err)})
+		failures = append(failures, reach.Failure{Name: "leases", Error: fmt.Sprintf("cannot list them again: %v", err)})
 	}
 	for _, l := range ls {
 		present[KindLease+" "+l.ID] = true
 	}
-	statuses, err := s.stores.Content.ListStatuses(ctx)
+	statuses, err := st.Stores.Content.ListStatuses(ctx)
 	if err != nil {
-		failures = append(failures, Failure{Name: "ingests", Error: fmt.Sprintf("cannot list them again: %v", err)})
+		failures = append(failures, reach.Failure{Name: "ingests", Error: fmt.Sprintf("cannot list them again: %v", err)})
 	}
 	for _, st := range statuses {
 		present[KindIngest+" "+st.Ref] = true
@@ -136,10 +137,10 @@ func (s *Service) goneNow(ctx context.Context, found []Found, root string) (map[
 		var err error
 		switch f.Kind {
 		case KindBlob:
-			_, err = s.stores.Content.Info(ctx, digest.Digest(f.Name))
+			_, err = st.Stores.Content.Info(ctx, digest.Digest(f.Name))
 		case KindSnapshot:
 			name, key, _ := strings.Cut(f.Name, "/")
-			_, err = s.stores.Snapshotter(name).Stat(ctx, key)
+			_, err = st.Stores.Snapshotter(name).Stat(ctx, key)
 		case KindDir:
 			if _, err = os.Lstat(filepath.Join(root, f.Name)); errors.Is(err, fs.ErrNotExist) {
 				err = errdefs.ErrNotFound
@@ -151,7 +152,7 @@ func (s *Service) goneNow(ctx context.Context, found []Found, root string) (map[
 		case err == nil:
 			present[f.Kind+" "+f.Name] = true
 		case !errdefs.IsNotFound(err):
-			failures = append(failures, Failure{Name: f.Kind + " " + f.Name, Error: fmt.Sprintf("cannot look at it again: %v", err)})
+			failures = append(failures, reach.Failure{Name: f.Kind + " " + f.Name, Error: fmt.Sprintf("cannot look at it again: %v", err)})
 		}
 	}
 	for _, f := range found {
