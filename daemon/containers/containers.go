@@ -9,8 +9,10 @@ import (
 	"slices"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/images"
 
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // Source lists the containers that one kind of creator made.
@@ -39,6 +41,20 @@ func List(ctx context.Context, store containers.Store, sources ...Source) ([]pla
 		out = append(out, more...)
 	}
 	return out, records, nil
+}
+
+// ListUsed lists the containers as List does, then the image records of
+// s. Containers first: what cannot know them changes nothing.
+func ListUsed(ctx context.Context, s store.Stores, sources ...Source) ([]plan.Container, []containers.Container, []images.Image, error) {
+	ctrs, ctrRecords, err := List(ctx, s.Containers, sources...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	records, err := store.ListRecords(ctx, s.Images)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list images: %w", err)
+	}
+	return ctrs, ctrRecords, records, nil
 }
 
 // Recalled is implemented by a source whose second listing may be taken

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // adoptAll adopts in one transaction where the store has them. When the
@@ -26,7 +28,7 @@ func (a *applier) adopt(ctx context.Context) {
 	defer w.wait()
 	for _, r := range a.plan.Adopt {
 		w.do(func() {
-			if err := a.s.createDangling(ctx, r); err != nil {
+			if err := store.CreateDangling(ctx, a.s.stores.Images, r); err != nil {
 				a.mu.Lock()
 				defer a.mu.Unlock()
 				a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
@@ -42,7 +44,7 @@ func (a *applier) ensure(ctx context.Context, targets ...ocispec.Descriptor) {
 		if a.keepNames[t.Digest] {
 			continue
 		}
-		if err := a.s.ensureDangling(ctx, t, time.Time{}); err != nil {
+		if err := store.EnsureDangling(ctx, a.s.stores.Images, t, time.Time{}); err != nil {
 			a.fail(Failure{Name: t.Digest.String(), Error: err.Error()})
 			a.keepNames[t.Digest] = true
 		}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -16,7 +15,6 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
-	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // listContainers lists the namespace's container records once and what every
@@ -30,20 +28,6 @@ func (s *Service) listContainers(ctx context.Context) ([]plan.Container, []conta
 func (s *Service) listContainersAgain(ctx context.Context, first []plan.Container) ([]plan.Container, error) {
 	ctrs, _, err := imgcontainers.List(ctx, s.stores.Containers, imgcontainers.Again(first, s.sources...)...)
 	return ctrs, err
-}
-
-// listUsed lists the containers, then the image records. Containers first:
-// what cannot know them changes nothing.
-func (s *Service) listUsed(ctx context.Context) ([]plan.Container, []containers.Container, []images.Image, error) {
-	ctrs, ctrRecords, err := s.listContainers(ctx)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	records, err := store.ListRecords(ctx, s.stores.Images)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("list images: %w", err)
-	}
-	return ctrs, ctrRecords, records, nil
 }
 
 // CreateContainer records c, a container of target, as a real container

@@ -2,14 +2,12 @@ package images
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // keepCounted makes sure target has its dangling record where the store
@@ -18,31 +16,7 @@ func (s *Service) keepCounted(ctx context.Context, target ocispec.Descriptor, cr
 	if !s.DanglingRecords() {
 		return nil
 	}
-	return s.ensureDangling(ctx, target, created)
-}
-
-// ensureDangling makes sure target has its dangling record, and writes only
-// when it has none. created, when known, is when the target entered the
-// store.
-func (s *Service) ensureDangling(ctx context.Context, target ocispec.Descriptor, created time.Time) error {
-	_, err := s.stores.Images.Get(ctx, plan.DanglingName(target.Digest))
-	if errdefs.IsNotFound(err) {
-		return s.createDangling(ctx, images.Image{Name: plan.DanglingName(target.Digest), Target: target, Labels: plan.CreatedLabel(created)})
-	}
-	if err != nil {
-		return fmt.Errorf("look up dangling record of %s: %w", target.Digest, err)
-	}
-	return nil
-}
-
-// createDangling creates r, the dangling record of a target that a plan saw
-// lack one; one another client made since is as good.
-func (s *Service) createDangling(ctx context.Context, r images.Image) error {
-	_, err := s.stores.Images.Create(ctx, r)
-	if err != nil && !errdefs.IsAlreadyExists(err) {
-		return fmt.Errorf("create dangling record for %s: %w", r.Target.Digest, err)
-	}
-	return nil
+	return store.EnsureDangling(ctx, s.stores.Images, target, created)
 }
 
 // lastNameInUse reports, where names are the refcount (no dangling

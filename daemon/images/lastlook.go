@@ -13,6 +13,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // lookAgain lists the containers again: containers are created while a
@@ -24,7 +25,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 	ctrs, err := a.s.listContainersAgain(ctx, a.snap.Containers)
 	if err == nil {
 		// A new container's rootfs may sit on a chain no label names.
-		a.snap.Lineage, err = imgcontainers.Lineage(ctx, a.s.stores.Content, a.blobs, targetsOf(a.snap.Records), ctrs)
+		a.snap.Lineage, err = imgcontainers.Lineage(ctx, a.s.stores.Content, a.blobs, plan.Targets(a.snap.Records), ctrs)
 	}
 	if err != nil {
 		a.fail(Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so what lost a record keeps a dangling record: %v", err)})
@@ -67,7 +68,7 @@ func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 	ok := false
 	if a.namesCount(target.Digest) {
 		ok = a.recreate(ctx, a.removedOf(target.Digest))
-	} else if err := a.s.ensureDangling(ctx, target, time.Time{}); err != nil {
+	} else if err := store.EnsureDangling(ctx, a.s.stores.Images, target, time.Time{}); err != nil {
 		a.fail(Failure{Name: target.Digest.String(), Error: err.Error()})
 	} else {
 		ok = true

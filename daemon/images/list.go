@@ -14,6 +14,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // Summary is one row of the image listing: a target and one of its names,
@@ -67,7 +68,7 @@ type inUse struct {
 // listInUse lists the namespace's records, content and containers, and
 // resolves which targets the containers use.
 func (s *Service) listInUse(ctx context.Context) (inUse, error) {
-	ctrs, _, records, err := s.listUsed(ctx)
+	ctrs, _, records, err := imgcontainers.ListUsed(ctx, s.stores, s.sources...)
 	if err != nil {
 		return inUse{}, err
 	}
@@ -76,7 +77,7 @@ func (s *Service) listInUse(ctx context.Context) (inUse, error) {
 	if err != nil {
 		return inUse{}, err
 	}
-	lineage, err := imgcontainers.Lineage(ctx, s.stores.Content, inv.Content, targetsOf(records), ctrs)
+	lineage, err := imgcontainers.Lineage(ctx, s.stores.Content, inv.Content, plan.Targets(records), ctrs)
 	if err != nil {
 		return inUse{}, err
 	}
@@ -92,7 +93,7 @@ func (s *Service) images(ctx context.Context, dockerSizes bool) ([]Summary, int6
 	inv, users := u.inv, u.users
 	byTarget := plan.ByTarget(u.records)
 	now := time.Now()
-	if _, err := s.stampLastUse(ctx, byTarget, slices.Sorted(maps.Keys(users)), now); err != nil {
+	if _, err := store.StampLastUse(ctx, s.stores.Images, byTarget, slices.Sorted(maps.Keys(users)), now, s.deletesInFlight); err != nil {
 		log.G(ctx).WithError(err).Warn("listing images: last uses not recorded")
 	}
 	var sizes map[digest.Digest]dockerSize

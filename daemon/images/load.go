@@ -140,7 +140,7 @@ func (m *nameMoves) adopt(name string) {
 	if !m.s.DanglingRecords() {
 		user, err := m.s.lastNameInUse(m.ctx, m.records, name, old.Target)
 		if err == nil && user != "" {
-			err = m.s.ensureDangling(m.ctx, old.Target, plan.CreatedAt(old))
+			err = store.EnsureDangling(m.ctx, m.s.stores.Images, old.Target, plan.CreatedAt(old))
 		}
 		if err != nil {
 			m.failed = err
@@ -149,7 +149,7 @@ func (m *nameMoves) adopt(name string) {
 		return
 	}
 	for _, r := range plan.Adoptions(m.byTarget[old.Target.Digest]) {
-		if err := m.s.createDangling(m.ctx, r); err != nil {
+		if err := store.CreateDangling(m.ctx, m.s.stores.Images, r); err != nil {
 			m.failed = err
 			// The import's writes fail from here on.
 			m.cancel(err)

@@ -16,6 +16,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/pkg/progress"
 )
 
@@ -150,7 +151,7 @@ func (s *Service) look(ctx context.Context, f plan.Filters) (plan.Snapshot, *rea
 	if err != nil {
 		return plan.Snapshot{}, nil, err
 	}
-	if snap.Lineage, err = imgcontainers.Lineage(ctx, s.stores.Content, before.Content, targetsOf(snap.Records), snap.Containers); err != nil {
+	if snap.Lineage, err = imgcontainers.Lineage(ctx, s.stores.Content, before.Content, plan.Targets(snap.Records), snap.Containers); err != nil {
 		return plan.Snapshot{}, nil, err
 	}
 	return snap, before, nil
@@ -215,7 +216,7 @@ func (s *Service) stampPrune(ctx context.Context, records []images.Image, p *pla
 		maps.Copy(labels, plan.LastUsedLabels(now))
 		p.Adopt[i].Labels = labels
 	}
-	_, err := s.stampLastUse(ctx, plan.ByTarget(records), others, now)
+	_, err := store.StampLastUse(ctx, s.stores.Images, plan.ByTarget(records), others, now, s.deletesInFlight)
 	return err
 }
 
@@ -235,7 +236,7 @@ func totals(rep Report, dryRun bool) progress.Event {
 // snapshot lists what a plan decides on. It writes nothing: records other
 // tools made are adopted by the plan, and only for targets that stay.
 func (s *Service) snapshot(ctx context.Context, f plan.Filters) (plan.Snapshot, []containers.Container, error) {
-	ctrs, ctrRecords, records, err := s.listUsed(ctx)
+	ctrs, ctrRecords, records, err := imgcontainers.ListUsed(ctx, s.stores, s.sources...)
 	if err != nil {
 		return plan.Snapshot{}, nil, err
 	}
@@ -252,22 +253,9 @@ func (s *Service) snapshot(ctx context.Context, f plan.Filters) (plan.Snapshot, 
 // namespace.
 func arrivals(g *reach.Graph, records []images.Image) map[digest.Digest]time.Time {
 	out := map[digest.Digest]time.Time{}
-	for _, t := range targetsOf(records) {
+	for _, t := range plan.Targets(records) {
 		if info, ok := g.Content[t]; ok {
 			out[t] = info.CreatedAt
-		}
-	}
-	return out
-}
-
-// targetsOf lists the targets of records, each once.
-func targetsOf(records []images.Image) []digest.Digest {
-	seen := map[digest.Digest]bool{}
-	var out []digest.Digest
-	for _, r := range records {
-		if !seen[r.Target.Digest] {
-			seen[r.Target.Digest] = true
-			out = append(out, r.Target.Digest)
 		}
 	}
 	return out

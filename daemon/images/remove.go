@@ -19,6 +19,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
 	"github.com/imgprune/imgprune/daemon/reach"
+	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
 
@@ -112,7 +113,7 @@ type removal struct {
 
 // planRemoval decides what removing ref does. It writes nothing.
 func (s *Service) planRemoval(ctx context.Context, ref string, force bool) (removal, error) {
-	ctrs, _, records, err := s.listUsed(ctx)
+	ctrs, _, records, err := imgcontainers.ListUsed(ctx, s.stores, s.sources...)
 	if err != nil {
 		return removal{}, err
 	}
@@ -150,7 +151,7 @@ func (s *Service) users(ctx context.Context, records []images.Image, sel selecti
 			return nil, err
 		}
 	}
-	lineage, err := imgcontainers.Lineage(ctx, s.stores.Content, blobs, targetsOf(sel.mine), ctrs)
+	lineage, err := imgcontainers.Lineage(ctx, s.stores.Content, blobs, plan.Targets(sel.mine), ctrs)
 	if err != nil {
 		return nil, err
 	}
@@ -236,11 +237,11 @@ func (s *Service) untagKeeping(ctx context.Context, r removal) ([]image.DeleteRe
 	}
 	safe, cancel := s.finishing(ctx)
 	defer cancel()
-	if err := s.ensureDangling(safe, r.target, entered(r.mine)); err != nil {
+	if err := store.EnsureDangling(safe, s.stores.Images, r.target, entered(r.mine)); err != nil {
 		return nil, err
 	}
 	out, err := s.untag(ctx, r.untag)
-	if eerr := s.ensureDangling(safe, r.target, entered(r.mine)); err == nil {
+	if eerr := store.EnsureDangling(safe, s.stores.Images, r.target, entered(r.mine)); err == nil {
 		err = eerr
 	}
 	return out, err
@@ -313,7 +314,7 @@ func (s *Service) removeRecords(ctx context.Context, r removal, held func() erro
 	if err == nil && !used {
 		return out, false, nil
 	}
-	if rerr := s.ensureDangling(safe, r.target, entered(r.mine)); rerr != nil {
+	if rerr := store.EnsureDangling(safe, s.stores.Images, r.target, entered(r.mine)); rerr != nil {
 		return out, true, rerr
 	}
 	if err != nil {

@@ -44,7 +44,7 @@ func (s *Service) resumeDeadPrune(ctx context.Context) error {
 		}
 		if err == nil {
 			t.Size = info.Size
-			err = s.ensureDangling(ctx, t, info.CreatedAt)
+			err = store.EnsureDangling(ctx, s.stores.Images, t, info.CreatedAt)
 		}
 		if err != nil {
 			return fmt.Errorf("give back the dangling record of %s, which a prune that died held: %w", t.Digest, err)

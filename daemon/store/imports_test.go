@@ -24,10 +24,10 @@ func TestLayers(t *testing.T) {
 		below []string
 	}{
 		{pkg: "pkg/leases", below: []string{"internal/safefile"}},
-		{pkg: "daemon/store", below: below},
-		{pkg: "daemon/store/embedded", below: slices.Concat(below, []string{"daemon/store"})},
-		{pkg: "daemon/reach", below: slices.Concat(below, []string{"daemon/store"})},
 		{pkg: "daemon/images/plan"},
+		{pkg: "daemon/store", below: slices.Concat(below, []string{"daemon/images/plan"})},
+		{pkg: "daemon/store/embedded", below: slices.Concat(below, []string{"daemon/images/plan", "daemon/store"})},
+		{pkg: "daemon/reach", below: slices.Concat(below, []string{"daemon/images/plan", "daemon/store"})},
 		{pkg: "daemon/containers", below: slices.Concat(below, []string{"daemon/store", "daemon/reach", "daemon/images/plan"})},
 		{pkg: "pkg/progress"},
 		{pkg: "pkg/metrics", below: []string{"internal/safefile", "pkg/progress"}},

@@ -124,6 +124,19 @@ func (tr TargetRecords) CountRecord() *images.Image {
 	return nil
 }
 
+// Targets lists the targets of records, each once, in their order.
+func Targets(records []images.Image) []digest.Digest {
+	seen := map[digest.Digest]bool{}
+	var out []digest.Digest
+	for _, r := range records {
+		if !seen[r.Target.Digest] {
+			seen[r.Target.Digest] = true
+			out = append(out, r.Target.Digest)
+		}
+	}
+	return out
+}
+
 // ByTarget groups records by their target.
 func ByTarget(records []images.Image) map[digest.Digest][]images.Image {
 	byTarget := map[digest.Digest][]images.Image{}
