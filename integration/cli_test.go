@@ -15,6 +15,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/internal/testcmd"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/pkg/metrics"
@@ -99,7 +100,7 @@ func TestCLIPrune(t *testing.T) {
 	out, stderr, code := e.run(t, "prune", "-a", "-f", "--format", "json")
 	assert.Check(t, is.Equal(code, 0), stderr)
 	assert.Check(t, is.Equal(out, dryOut), "the dry run reports what the prune does")
-	var rep imgsvc.Report
+	var rep prune.Report
 	dec := json.NewDecoder(strings.NewReader(out))
 	assert.NilError(t, dec.Decode(&rep))
 	assert.Check(t, !dec.More(), "one JSON object on stdout")
@@ -164,7 +165,7 @@ func TestCLIPruneProgressAndMetrics(t *testing.T) {
 
 	out, stderr, code := e.run(t, "prune", "-a", "-f", "--format", "json", "--progress", "json", "--metrics-file", metricsFile)
 	assert.Assert(t, is.Equal(code, 0), stderr)
-	var rep imgsvc.Report
+	var rep prune.Report
 	assert.NilError(t, json.Unmarshal([]byte(out), &rep))
 
 	var events []progress.Event

@@ -17,6 +17,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -175,7 +176,7 @@ func TestPruneInterruptedByContext(t *testing.T) {
 	assert.NilError(t, err)
 	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 2 images; stopped early, 1 record left for the next prune"))
 	// One failure says what was left; nothing untried counts as failed.
-	assert.Check(t, is.DeepEqual(rep.Failures, []imgsvc.Failure{{Name: "prune", Error: "stopped early: 1 record left for the next prune"}}))
+	assert.Check(t, is.DeepEqual(rep.Failures, []prune.Failure{{Name: "prune", Error: "stopped early: 1 record left for the next prune"}}))
 	assert.Check(t, is.DeepEqual(e.names(), map[string]digest.Digest{"example.com/b:1": b.Target.Digest}))
 	assert.Check(t, e.hasContent(b))
 
@@ -270,7 +271,7 @@ func TestPruneLockIsSharedBetweenServices(t *testing.T) {
 	other := imgsvc.NewFromClient(e.client, e.ns, imgsvc.WithDanglingRecords(true))
 	_, err := other.Prune(e.ctx, plan.Filters{DanglingOnly: true})
 	assert.Check(t, errdefs.IsConflict(err), "got %v", err)
-	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true}, imgsvc.DryRun())
+	_, err = other.Prune(e.ctx, plan.Filters{DanglingOnly: true}, prune.DryRun())
 	assert.Check(t, err, "a dry run runs beside a prune")
 	assert.Check(t, release())
 }
@@ -370,7 +371,7 @@ func TestPruneInterruptedWithDeletionsInFlight(t *testing.T) {
 	rep, err := svc.Prune(ctx, plan.Filters{})
 	assert.NilError(t, err)
 	assert.Check(t, is.Error(rep.Err(), "pruned 1 of 5 images; stopped early, 4 records left for the next prune"))
-	assert.Check(t, is.DeepEqual(rep.Failures, []imgsvc.Failure{{Name: "prune", Error: "stopped early: 4 records left for the next prune"}}))
+	assert.Check(t, is.DeepEqual(rep.Failures, []prune.Failure{{Name: "prune", Error: "stopped early: 4 records left for the next prune"}}))
 
 	again := e.prune([]string{"dangling=false"})
 	assert.Check(t, again.Err())

@@ -20,6 +20,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -186,7 +187,7 @@ func TestPruneDoesNotCountSnapshotLeftOnDisk(t *testing.T) {
 	_, err = e.client.SnapshotService(snapshotter).Prepare(other, "orphan", "")
 	assert.NilError(t, err)
 
-	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	dry := e.prune([]string{"dangling=false"}, prune.DryRun())
 	rep := e.prune([]string{"dangling=false"})
 
 	_, err = e.client.SnapshotService(snapshotter).Stat(other, "orphan")

@@ -18,6 +18,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -120,11 +121,11 @@ func TestPruneUntilFree(t *testing.T) {
 	before := freeOf(t, root)
 	// Two and a half images' worth: b and late (never used, b first), then
 	// c (used 3 hours ago); a, used an hour ago, stays.
-	goal := imgsvc.FreeGoal{Bytes: before + own*5/2}
+	goal := prune.FreeGoal{Bytes: before + own*5/2}
 	f := plan.Filters{}
-	dry, err := e.svc.Prune(e.ctx, f, imgsvc.UntilFree(goal), imgsvc.DryRun())
+	dry, err := e.svc.Prune(e.ctx, f, prune.UntilFree(goal), prune.DryRun())
 	assert.NilError(t, err)
-	rep, err := e.svc.Prune(e.ctx, f, imgsvc.UntilFree(goal))
+	rep, err := e.svc.Prune(e.ctx, f, prune.UntilFree(goal))
 	assert.NilError(t, err)
 	assert.NilError(t, rep.Err())
 
@@ -157,7 +158,7 @@ func TestPruneUntilFree(t *testing.T) {
 	assert.Check(t, after-before <= int64(rep.SpaceReclaimed), "freed %d, reported %d", after-before, rep.SpaceReclaimed)
 
 	// A goal already met removes nothing.
-	again, err := e.svc.Prune(e.ctx, f, imgsvc.UntilFree(goal))
+	again, err := e.svc.Prune(e.ctx, f, prune.UntilFree(goal))
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(again.ImagesDeleted, 0))
 
@@ -193,8 +194,8 @@ func TestPruneUntilFreeCountsItsDiskAlone(t *testing.T) {
 
 	// One byte more than is free: the oldest image, img, is enough, and
 	// its content alone counts.
-	goal := imgsvc.FreeGoal{Bytes: freeOf(t, root) + 1}
-	dry, err := e.svc.Prune(e.ctx, plan.Filters{}, imgsvc.UntilFree(goal), imgsvc.DryRun())
+	goal := prune.FreeGoal{Bytes: freeOf(t, root) + 1}
+	dry, err := e.svc.Prune(e.ctx, plan.Filters{}, prune.UntilFree(goal), prune.DryRun())
 	assert.NilError(t, err)
 	assert.Assert(t, dry.FreeSpace != nil)
 	assert.Check(t, is.DeepEqual(dry.ImagesDeleted, []image.DeleteResponse{{Untagged: "example.com/unpacked:1"}, {Deleted: img.Target.Digest.String()}}))
@@ -202,12 +203,12 @@ func TestPruneUntilFreeCountsItsDiskAlone(t *testing.T) {
 
 	// Twice the big image's content: both must go, and the big one's
 	// snapshot, 4 MiB on the other filesystem, does not count towards it.
-	goal = imgsvc.FreeGoal{Bytes: freeOf(t, root) + 2*img4m.Size()}
-	dry, err = e.svc.Prune(e.ctx, plan.Filters{}, imgsvc.UntilFree(goal), imgsvc.DryRun())
+	goal = prune.FreeGoal{Bytes: freeOf(t, root) + 2*img4m.Size()}
+	dry, err = e.svc.Prune(e.ctx, plan.Filters{}, prune.UntilFree(goal), prune.DryRun())
 	assert.NilError(t, err)
 	assert.Check(t, is.Equal(dry.FreeSpace.After-dry.FreeSpace.Before, img.Size()+img4m.Size()))
 	assert.Check(t, !dry.FreeSpace.Reached)
-	rep, err := e.svc.Prune(e.ctx, plan.Filters{}, imgsvc.UntilFree(goal))
+	rep, err := e.svc.Prune(e.ctx, plan.Filters{}, prune.UntilFree(goal))
 	assert.NilError(t, err)
 	assert.Check(t, is.Len(rep.ImagesDeleted, 4), rep.ImagesDeleted)
 	assert.Check(t, int64(rep.SpaceReclaimed) > img.Size()+img4m.Size()+3<<20, "the snapshot's bytes are reclaimed: %d", rep.SpaceReclaimed)

@@ -13,6 +13,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/internal/testctrd"
 )
 
@@ -47,7 +48,7 @@ func TestLastUseStamps(t *testing.T) {
 	e.container("c-stamped", stamped.Target.Digest.String(), nil)
 	e.criContainer("c-cri", cri, "docker.io/library/cri:1", e.unpack("docker.io/library/cri:1"))
 
-	e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	e.prune([]string{"dangling=false"}, prune.DryRun())
 	for _, name := range []string{plan.DanglingName(stamped.Target.Digest), cri.ConfigDesc.Digest.String()} {
 		assert.Check(t, e.lastUsed(name).IsZero(), "a dry run stamped %s", name)
 	}

@@ -19,6 +19,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
 
@@ -68,7 +69,7 @@ func TestLoadUnpacksAndPruneCountsSnapshots(t *testing.T) {
 	assert.Check(t, is.Equal(rows[3].Name, ""), "the nameless image is listed last, as <none>")
 	assert.Check(t, is.Equal(rows[3].ID, nameless.Target.Digest))
 
-	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	dry := e.prune([]string{"dangling=false"}, prune.DryRun())
 	rep := e.prune([]string{"dangling=false"})
 
 	content := uniqueBytes(append(set, nameless), nil)

@@ -24,6 +24,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -178,7 +179,7 @@ func (e *env) hasNoContent(img testimage.Image) bool {
 }
 
 // prune runs a prune with filter flags; it fails the test on error.
-func (e *env) prune(flags []string, opts ...imgsvc.PruneOpt) imgsvc.Report {
+func (e *env) prune(flags []string, opts ...prune.Opt) prune.Report {
 	e.t.Helper()
 	args, err := plan.ParseFilterFlags(flags)
 	assert.NilError(e.t, err)

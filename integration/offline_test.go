@@ -15,6 +15,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testctrd"
 	"github.com/imgprune/imgprune/internal/testimage"
@@ -40,7 +41,7 @@ func TestOfflinePruneOfDaemonStore(t *testing.T) {
 	_, err = online.Load(e.ctx, &archive)
 	assert.NilError(t, err)
 	e.container("c1", set[0].Names[0], nil)
-	dry, err := online.Prune(e.ctx, plan.Filters{}, imgsvc.DryRun())
+	dry, err := online.Prune(e.ctx, plan.Filters{}, prune.DryRun())
 	assert.NilError(t, err)
 	c.Close()
 

@@ -19,6 +19,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -40,7 +41,7 @@ func TestPruneDanglingOnly(t *testing.T) {
 	e.write(named)
 	e.writeDangling(dangling)
 
-	dry := e.prune(nil, imgsvc.DryRun())
+	dry := e.prune(nil, prune.DryRun())
 	rep := e.prune(nil)
 
 	want := []image.DeleteResponse{{Untagged: dangling.Target.Digest.String()}, {Deleted: dangling.Target.Digest.String()}}
@@ -95,7 +96,7 @@ func TestPruneKeepsImagesUsedByContainers(t *testing.T) {
 	e.container("c-imageid", "example.com/gone:1", map[string]string{imgcontainers.ImageIDLabel: byImageID.Target.Digest.String()})
 	e.container("c-garbage", "Not A Reference!", nil)
 
-	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	dry := e.prune([]string{"dangling=false"}, prune.DryRun())
 	rep := e.prune([]string{"dangling=false"})
 
 	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, dry.ImagesDeleted))
@@ -191,7 +192,7 @@ func TestPruneDoesNotCountSharedBlobs(t *testing.T) {
 	assert.NilError(t, err)
 	assert.NilError(t, e.client.LeasesService().AddResource(e.nsCtx(), l, leases.Resource{ID: leased.Desc.Digest.String(), Type: "content"}))
 
-	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	dry := e.prune([]string{"dangling=false"}, prune.DryRun())
 	rep := e.prune([]string{"dangling=false"})
 
 	want := uint64(withLeased.Size() - leased.Desc.Size)
@@ -347,7 +348,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	_, err := e.svc.Images(e.ctx)
 	assert.NilError(t, err)
 	assert.Check(t, is.DeepEqual(e.state(), before))
-	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	dry := e.prune([]string{"dangling=false"}, prune.DryRun())
 	assert.Check(t, is.DeepEqual(e.state(), before))
 
 	rep := e.prune([]string{"dangling=false"})
@@ -367,7 +368,7 @@ func TestPruneReportsRecordWhoseContentStays(t *testing.T) {
 	assert.NilError(t, err)
 	assert.NilError(t, e.client.LeasesService().AddResource(e.nsCtx(), l, leases.Resource{ID: img.Target.Digest.String(), Type: "content"}))
 
-	dry := e.prune(nil, imgsvc.DryRun())
+	dry := e.prune(nil, prune.DryRun())
 	rep := e.prune(nil)
 
 	want := []image.DeleteResponse{{Untagged: img.Target.Digest.String()}}

@@ -25,6 +25,7 @@ import (
 	is "gotest.tools/v3/assert/cmp"
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/server"
 	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
@@ -628,13 +629,13 @@ func TestServeStopsAPruneCleanly(t *testing.T) {
 	hc := unixHTTP(sock)
 	resp, err := hc.Post("http://imgprune/v1.56/images/prune?filters=%7B%22dangling%22%3A%7B%22false%22%3Atrue%7D%7D", "application/json", nil)
 	assert.NilError(t, err)
-	var rep imgsvc.Report
+	var rep prune.Report
 	assert.NilError(t, json.NewDecoder(resp.Body).Decode(&rep))
 	resp.Body.Close()
 
 	assert.Check(t, is.Equal(resp.StatusCode, http.StatusOK))
 	assert.Check(t, is.DeepEqual(rep.ImagesDeleted, []image.DeleteResponse{{Untagged: "example.com/a:1"}, {Deleted: a.Target.Digest.String()}}))
-	assert.Check(t, is.DeepEqual(rep.Failures, []imgsvc.Failure{{Name: "prune", Error: "stopped early: 1 record left for the next prune"}}))
+	assert.Check(t, is.DeepEqual(rep.Failures, []prune.Failure{{Name: "prune", Error: "stopped early: 1 record left for the next prune"}}))
 	assert.Check(t, is.Equal(rep.SpaceReclaimed, uint64(a.Size())))
 	assert.Check(t, <-served, "the server stops cleanly")
 	_, err = net.Dial("unix", sock)

@@ -23,6 +23,7 @@ import (
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store"
 	"github.com/imgprune/imgprune/internal/testimage"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
@@ -118,7 +119,7 @@ func TestPruneKeepsImagesOfCRIContainers(t *testing.T) {
 	chain := e.unpack("docker.io/library/pod:1")
 	e.criContainer("app", used, "docker.io/library/pod:1", chain)
 
-	dry := e.prune([]string{"dangling=false"}, imgsvc.DryRun())
+	dry := e.prune([]string{"dangling=false"}, prune.DryRun())
 	rep := e.prune([]string{"dangling=false"})
 
 	assert.Check(t, rep.Err())

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/pkg/metrics"
 	"github.com/imgprune/imgprune/pkg/progress"
 )
@@ -84,9 +84,9 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 		return fmt.Errorf("invalid --keep-last %d: it keeps named images among those -a removes; use it with -a and a count above 0", o.keepLast)
 	}
 	filters.KeepLast = o.keepLast
-	var goal *images.FreeGoal
+	var goal *prune.FreeGoal
 	if o.untilFree != "" {
-		g, err := images.ParseFreeGoal(o.untilFree)
+		g, err := prune.ParseFreeGoal(o.untilFree)
 		if err != nil {
 			return err
 		}
@@ -108,12 +108,12 @@ func runPrune(cmd *cobra.Command, g *globalOptions, o pruneOptions) error {
 	}
 	defer closer.Close()
 	sink, rec := o.progressSink(cmd.ErrOrStderr(), g.namespace)
-	popts := []images.PruneOpt{images.WithProgress(sink)}
+	popts := []prune.Opt{prune.WithProgress(sink)}
 	if o.dryRun {
-		popts = append(popts, images.DryRun())
+		popts = append(popts, prune.DryRun())
 	}
 	if goal != nil {
-		popts = append(popts, images.UntilFree(*goal))
+		popts = append(popts, prune.UntilFree(*goal))
 	}
 	report, err := svc.Prune(cmd.Context(), filters, popts...)
 	var merr error
@@ -171,7 +171,7 @@ func (o pruneOptions) parseFilters() (plan.Filters, error) {
 
 // writeReport prints the report in the chosen format on stdout, and the
 // warnings and failures on stderr. It fails when anything failed.
-func (o pruneOptions) writeReport(stdout, stderr io.Writer, report images.Report) error {
+func (o pruneOptions) writeReport(stdout, stderr io.Writer, report prune.Report) error {
 	if o.format == "json" {
 		if err := json.NewEncoder(stdout).Encode(report); err != nil {
 			return err
@@ -187,7 +187,7 @@ func (o pruneOptions) writeReport(stdout, stderr io.Writer, report images.Report
 
 // failed prints failures on stderr, and fails the command with err, their
 // summary, when there are any.
-func failed(stderr io.Writer, failures []images.Failure, err error) error {
+func failed(stderr io.Writer, failures []prune.Failure, err error) error {
 	for _, f := range failures {
 		fmt.Fprintf(stderr, "failed: %s: %s\n", f.Name, f.Error)
 	}
@@ -199,7 +199,7 @@ func failed(stderr io.Writer, failures []images.Failure, err error) error {
 }
 
 // printReport prints report as `docker image prune` does.
-func printReport(w io.Writer, report images.Report, dryRun bool) {
+func printReport(w io.Writer, report prune.Report, dryRun bool) {
 	if len(report.ImagesDeleted) > 0 {
 		var sb strings.Builder
 		if dryRun {

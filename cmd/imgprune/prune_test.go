@@ -12,12 +12,12 @@ import (
 	"gotest.tools/v3/assert"
 	is "gotest.tools/v3/assert/cmp"
 
-	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/check"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 )
 
 func TestPrintReport(t *testing.T) {
-	rep := images.Report{PruneReport: image.PruneReport{
+	rep := prune.Report{PruneReport: image.PruneReport{
 		ImagesDeleted: []image.DeleteResponse{
 			{Untagged: "busybox:latest"},
 			{Deleted: "sha256:1a2b"},
@@ -29,7 +29,7 @@ func TestPrintReport(t *testing.T) {
 	assert.Check(t, is.Equal(out.String(), "Deleted Images:\nuntagged: busybox:latest\ndeleted: sha256:1a2b\n\nTotal reclaimed space: 1.235MB\n"))
 
 	out.Reset()
-	printReport(&out, images.Report{}, false)
+	printReport(&out, prune.Report{}, false)
 	assert.Check(t, is.Equal(out.String(), "Total reclaimed space: 0B\n"))
 
 	out.Reset()

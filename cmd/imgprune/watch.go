@@ -16,6 +16,7 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/watch"
 	"github.com/imgprune/imgprune/pkg/metrics"
 )
@@ -103,9 +104,9 @@ func runWatch(ctx context.Context, g *globalOptions, o watchOptions) error {
 		return err
 	}
 	set := metrics.NewSet()
-	w.Prune = func(ctx context.Context, f plan.Filters, goal images.FreeGoal) (images.Report, error) {
+	w.Prune = func(ctx context.Context, f plan.Filters, goal prune.FreeGoal) (prune.Report, error) {
 		rec := &metrics.Recorder{Run: metrics.Run{Namespace: g.namespace}}
-		rep, err := svc.Prune(ctx, f, images.UntilFree(goal), images.WithProgress(rec))
+		rep, err := svc.Prune(ctx, f, prune.UntilFree(goal), prune.WithProgress(rec))
 		if errors.Is(err, images.ErrPruneRunning) {
 			// Another prune runs: it is not this one's to count.
 			return rep, err

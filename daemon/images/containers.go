@@ -23,13 +23,6 @@ func (s *Service) listContainers(ctx context.Context) ([]plan.Container, []conta
 	return imgcontainers.List(ctx, s.stores.Containers, s.sources...)
 }
 
-// listContainersAgain lists the containers a second time, after first: a
-// source that may answers from first (imgcontainers.Again).
-func (s *Service) listContainersAgain(ctx context.Context, first []plan.Container) ([]plan.Container, error) {
-	ctrs, _, err := imgcontainers.List(ctx, s.stores.Containers, imgcontainers.Again(first, s.sources...)...)
-	return ctrs, err
-}
-
 // CreateContainer records c, a container of target, as a real container
 // is: when target's layers are unpacked in the service's snapshotter, its
 // rootfs is a snapshot prepared on them (c.ID its key), which the record

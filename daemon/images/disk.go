@@ -3,7 +3,7 @@ package images
 import (
 	"context"
 
-	"github.com/containerd/log"
+	"github.com/imgprune/imgprune/daemon/store"
 )
 
 // WithContainerdRoot lets the service look at the disk of a daemon on this
@@ -19,18 +19,11 @@ func WithContainerdRoot(root string) Opt {
 // diskRoot returns the daemon's root directory, or "" when the disk of the
 // store is not this host's to look at.
 func (s *Service) diskRoot(ctx context.Context) string {
-	root, err := s.daemonRoot(ctx)
-	if err != nil {
-		log.G(ctx).WithError(err).Debug("not checking the disk")
-	}
-	return root
+	return s.stores.DiskRoot(ctx, s.root)
 }
 
-// daemonRoot returns the daemon's root directory, or "" with the reason why
-// it is not this host's to look at.
-func (s *Service) daemonRoot(ctx context.Context) (string, error) {
-	if err := s.stores.CheckRoot(ctx, s.root); err != nil {
-		return "", err
-	}
-	return s.root, nil
+// ContentDisk is the disk of the filesystem that holds the content store.
+// It is a FailedPrecondition when the daemon's root is not on this host.
+func (s *Service) ContentDisk(ctx context.Context) (store.Disk, error) {
+	return s.stores.ContentDisk(s.withNamespace(ctx), s.root)
 }

@@ -13,6 +13,7 @@ import (
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/reach"
 	"github.com/imgprune/imgprune/daemon/store"
 )
@@ -193,7 +194,7 @@ func (s *Service) dockerSizes(ctx context.Context, inv *reach.Graph, byTarget ma
 
 // Reclaimable returns the bytes a prune with f would free now.
 func (s *Service) Reclaimable(ctx context.Context, f plan.Filters) (int64, error) {
-	rep, err := s.Prune(ctx, f, DryRun())
+	rep, err := s.Prune(ctx, f, prune.DryRun())
 	if err != nil {
 		return 0, err
 	}

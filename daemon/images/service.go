@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store"
 	imgleases "github.com/imgprune/imgprune/pkg/leases"
 )
@@ -107,7 +108,7 @@ func New(stores store.Stores, namespace string, opts ...Opt) *Service {
 		stores:          stores,
 		namespace:       namespace,
 		snapshotter:     DefaultSnapshotter,
-		deletesInFlight: deletesInFlight,
+		deletesInFlight: prune.DefaultDeletesInFlight,
 		phaseTimeout:    DefaultPhaseTimeout,
 		sources: []imgcontainers.Source{
 			imgcontainers.Records{},
@@ -151,6 +152,11 @@ func (s *Service) Events() events.Subscriber {
 // ContainerRecords is the store of the containerd container records whose
 // images the service keeps.
 func (s *Service) ContainerRecords() containers.Store { return s.stores.Containers }
+
+// collect runs containerd's garbage collector once for the whole batch.
+func (s *Service) collect(ctx context.Context) error {
+	return s.stores.Collector.Collect(ctx)
+}
 
 func (s *Service) withNamespace(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, s.namespace)

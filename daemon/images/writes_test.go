@@ -14,6 +14,7 @@ import (
 
 	imgsvc "github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store/embedded"
 	"github.com/imgprune/imgprune/internal/testimage"
 )
@@ -160,7 +161,7 @@ func TestPruneWritesOnlyTheEndState(t *testing.T) {
 			f, err := plan.ParseFilters(map[string][]string{"dangling": {map[bool]string{true: "false", false: "true"}[tc.all]}}, testimage.DefaultCreated)
 			assert.NilError(t, err)
 
-			dry, err := svc.Prune(ctx, f, imgsvc.DryRun())
+			dry, err := svc.Prune(ctx, f, prune.DryRun())
 			assert.NilError(t, err)
 			assert.Check(t, is.Equal(counted.creates+counted.updates+counted.deletes, 0), "a dry run wrote")
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/pkg/metrics"
 )
 
@@ -336,7 +337,7 @@ func (s *Server) pruneImages(ctx context.Context, w http.ResponseWriter, r *http
 		return err
 	}
 	rec := &metrics.Recorder{Run: metrics.Run{Namespace: s.images.Namespace()}}
-	rep, err := s.images.Prune(ctx, f, images.WithProgress(rec))
+	rep, err := s.images.Prune(ctx, f, prune.WithProgress(rec))
 	if errors.Is(err, images.ErrPruneRunning) {
 		// Not a prune that ran: the one running counts.
 		return err

@@ -19,6 +19,9 @@ func TestLayers(t *testing.T) {
 	below := []string{"internal/safefile", "pkg/leases"}
 	// What the image service stands on.
 	service := slices.Concat(below, []string{"daemon/store", "daemon/reach", "daemon/images/plan", "daemon/containers", "pkg/progress"})
+	// The prune and the check, beside the image service: neither imports
+	// it, nor the other.
+	beside := []string{"daemon/images/check", "daemon/images/prune"}
 	for _, tc := range []struct {
 		pkg   string
 		below []string
@@ -32,9 +35,10 @@ func TestLayers(t *testing.T) {
 		{pkg: "pkg/progress"},
 		{pkg: "pkg/metrics", below: []string{"internal/safefile", "pkg/progress"}},
 		{pkg: "daemon/images/check", below: service},
-		{pkg: "daemon/images", below: slices.Concat(service, []string{"daemon/images/check"})},
-		{pkg: "daemon/watch", below: slices.Concat(service, []string{"daemon/images/check", "daemon/images"})},
-		{pkg: "daemon/server", below: slices.Concat(service, []string{"daemon/images/check", "daemon/images", "pkg/metrics"})},
+		{pkg: "daemon/images/prune", below: service},
+		{pkg: "daemon/images", below: slices.Concat(service, beside)},
+		{pkg: "daemon/watch", below: slices.Concat(service, beside, []string{"daemon/images"})},
+		{pkg: "daemon/server", below: slices.Concat(service, beside, []string{"daemon/images", "pkg/metrics"})},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
 			out, err := exec.Command("go", "list", "-deps", mod+tc.pkg).Output()

@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -46,6 +48,30 @@ func (s Stores) CheckRoot(ctx context.Context, root string) error {
 		return errdefs.ErrFailedPrecondition.WithMessage(root + " is not the root of the containerd at the socket")
 	}
 	return nil
+}
+
+// DiskRoot is root when CheckRoot proves it the daemon's, and "" (the
+// reason logged) when the disk of the store is not this host's to look at.
+func (s Stores) DiskRoot(ctx context.Context, root string) string {
+	if err := s.CheckRoot(ctx, root); err != nil {
+		log.G(ctx).WithError(err).Debug("not checking the disk")
+		return ""
+	}
+	return root
+}
+
+// ContentDisk is the disk of the filesystem that holds the content store
+// below root. It is a FailedPrecondition when root is not proven the
+// daemon's on this host (CheckRoot).
+func (s Stores) ContentDisk(ctx context.Context, root string) (Disk, error) {
+	err := s.CheckRoot(ctx, root)
+	if errdefs.IsFailedPrecondition(err) {
+		return Disk{}, fmt.Errorf("the free space of the content store cannot be seen: %w; run on the daemon's host with --root set to its root", err)
+	}
+	if err != nil {
+		return Disk{}, err
+	}
+	return StatDisk(filepath.Join(root, ContentDir))
 }
 
 // BlobPath is where the content store below root keeps the blob d.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store"
 )
 
@@ -29,7 +30,7 @@ type Images interface {
 }
 
 // PruneFunc prunes what f selects until the disk has goal free.
-type PruneFunc func(ctx context.Context, f plan.Filters, goal images.FreeGoal) (images.Report, error)
+type PruneFunc func(ctx context.Context, f plan.Filters, goal prune.FreeGoal) (prune.Report, error)
 
 const (
 	// stampDelay gathers the events of a burst (a pod's containers, a
@@ -206,7 +207,7 @@ func (w *Watcher) check(ctx context.Context) {
 	l.Info("disk above the high mark: pruning the least recently used images")
 	w.pruning.Store(time.Now().UnixNano())
 	pctx, cancel := context.WithTimeout(ctx, w.maxPrune())
-	rep, err := w.Prune(pctx, w.Filters, images.FreeGoal{Percent: 100 - w.Low})
+	rep, err := w.Prune(pctx, w.Filters, prune.FreeGoal{Percent: 100 - w.Low})
 	cancel()
 	w.pruning.Store(0)
 	switch {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/daemon/images/plan"
+	"github.com/imgprune/imgprune/daemon/images/prune"
 	"github.com/imgprune/imgprune/daemon/store"
 )
 
@@ -102,19 +103,19 @@ func (f *fakeImages) stamped() int {
 // three times in a row makes the watch unhealthy.
 func TestCheck(t *testing.T) {
 	fi := &fakeImages{disk: store.Disk{Size: 100, Free: 10}}
-	var goals []images.FreeGoal
+	var goals []prune.FreeGoal
 	reached := false
 	w := &Watcher{Images: fi, Interval: time.Hour, High: 85, Low: 80}
-	w.Prune = func(_ context.Context, _ plan.Filters, goal images.FreeGoal) (images.Report, error) {
+	w.Prune = func(_ context.Context, _ plan.Filters, goal prune.FreeGoal) (prune.Report, error) {
 		assert.Check(t, w.Healthy(), "a prune in flight is no hang")
 		goals = append(goals, goal)
-		return images.Report{FreeSpace: &images.FreeSpace{Reached: reached}}, nil
+		return prune.Report{FreeSpace: &prune.FreeSpace{Reached: reached}}, nil
 	}
 	w.beat.Store(time.Now().UnixNano())
 	ctx := context.Background()
 
 	w.check(ctx)
-	assert.Check(t, is.DeepEqual(goals, []images.FreeGoal{{Percent: 20}}))
+	assert.Check(t, is.DeepEqual(goals, []prune.FreeGoal{{Percent: 20}}))
 	// Fell short: the next check, still above the mark, waits.
 	w.check(ctx)
 	assert.Check(t, is.Len(goals, 1))
@@ -130,9 +131,9 @@ func TestCheck(t *testing.T) {
 
 	// Another prune running is no prune that fell short: no wait.
 	running := w.Prune
-	w.Prune = func(context.Context, plan.Filters, images.FreeGoal) (images.Report, error) {
-		goals = append(goals, images.FreeGoal{})
-		return images.Report{}, images.ErrPruneRunning
+	w.Prune = func(context.Context, plan.Filters, prune.FreeGoal) (prune.Report, error) {
+		goals = append(goals, prune.FreeGoal{})
+		return prune.Report{}, images.ErrPruneRunning
 	}
 	w.check(ctx)
 	w.check(ctx)
@@ -163,9 +164,9 @@ func TestRunStampsOnEvents(t *testing.T) {
 	fi := &fakeImages{disk: store.Disk{Size: 100, Free: 50}}
 	ch := make(channelEvents)
 	w := &Watcher{Images: fi, Events: ch, Interval: time.Hour, High: 85, Low: 80}
-	w.Prune = func(context.Context, plan.Filters, images.FreeGoal) (images.Report, error) {
+	w.Prune = func(context.Context, plan.Filters, prune.FreeGoal) (prune.Report, error) {
 		t.Error("nothing to prune")
-		return images.Report{}, nil
+		return prune.Report{}, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)

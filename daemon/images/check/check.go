@@ -122,7 +122,7 @@ type Store struct {
 	// every source says of the images they use.
 	Containers func(ctx context.Context) ([]plan.Container, []containers.Container, error)
 	// PhaseTimeout bounds the removal, which runs to its end when the
-	// check's context is cancelled.
+	// check's context is cancelled; it must be above 0.
 	PhaseTimeout time.Duration
 }
 
@@ -141,6 +141,9 @@ func Run(ctx context.Context, st Store, opts ...Opt) (Report, error) {
 	}
 	if o.olderThan < 0 {
 		return Report{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("older than %v: a negative age", o.olderThan))
+	}
+	if st.PhaseTimeout <= 0 {
+		return Report{}, errdefs.ErrInvalidArgument.WithMessage("check: no phase timeout set")
 	}
 	root := st.Root
 	now := time.Now()

@@ -1,4 +1,4 @@
-package images
+package prune
 
 import "golang.org/x/sync/errgroup"
 
@@ -8,11 +8,11 @@ import "golang.org/x/sync/errgroup"
 type writer struct{ g *errgroup.Group }
 
 func (a *applier) writer() writer {
-	if a.s.stores.Batch != nil || a.s.deletesInFlight <= 1 {
+	if a.s.Stores.Batch != nil || a.s.DeletesInFlight <= 1 {
 		return writer{}
 	}
 	g := new(errgroup.Group)
-	g.SetLimit(a.s.deletesInFlight)
+	g.SetLimit(a.s.DeletesInFlight)
 	return writer{g}
 }
 

@@ -1,4 +1,4 @@
-package images
+package prune
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func (a *applier) adopt(ctx context.Context) {
 	defer w.wait()
 	for _, r := range a.plan.Adopt {
 		w.do(func() {
-			if err := store.CreateDangling(ctx, a.s.stores.Images, r); err != nil {
+			if err := store.CreateDangling(ctx, a.s.Stores.Images, r); err != nil {
 				a.mu.Lock()
 				defer a.mu.Unlock()
 				a.failures = append(a.failures, Failure{Name: r.Target.Digest.String(), Error: err.Error()})
@@ -44,7 +44,7 @@ func (a *applier) ensure(ctx context.Context, targets ...ocispec.Descriptor) {
 		if a.keepNames[t.Digest] {
 			continue
 		}
-		if err := store.EnsureDangling(ctx, a.s.stores.Images, t, time.Time{}); err != nil {
+		if err := store.EnsureDangling(ctx, a.s.Stores.Images, t, time.Time{}); err != nil {
 			a.fail(Failure{Name: t.Digest.String(), Error: err.Error()})
 			a.keepNames[t.Digest] = true
 		}

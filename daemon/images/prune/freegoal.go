@@ -1,10 +1,9 @@
-package images
+package prune
 
 import (
 	"cmp"
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,19 +58,6 @@ func (g FreeGoal) bytes(size int64) int64 {
 	return int64(float64(size) * g.Percent / 100)
 }
 
-// ContentDisk is the disk of the filesystem that holds the content store.
-// It is a FailedPrecondition when the daemon's root is not on this host.
-func (s *Service) ContentDisk(ctx context.Context) (store.Disk, error) {
-	root, err := s.daemonRoot(s.withNamespace(ctx))
-	if errdefs.IsFailedPrecondition(err) {
-		return store.Disk{}, fmt.Errorf("the free space of the content store cannot be seen: %w; run on the daemon's host with --root set to its root", err)
-	}
-	if err != nil {
-		return store.Disk{}, err
-	}
-	return store.StatDisk(filepath.Join(root, store.ContentDir))
-}
-
 // freedOn is what of r leaves the content store's filesystem, d.
 func freedOn(d *store.SameDisk, r reach.Reclaim) int64 {
 	var n int64
@@ -108,19 +94,19 @@ type FreeSpace struct {
 // Each count is the collector model's, made before anything is deleted: a
 // layer shared with an image that stays frees nothing, and a snapshot on
 // another filesystem frees nothing on this one.
-func (s *Service) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters, g *reach.Graph, goal FreeGoal) (plan.Plan, reach.Reclaim, FreeSpace, error) {
-	disk, err := s.ContentDisk(ctx)
+func (s *pruner) toGoal(ctx context.Context, snap plan.Snapshot, f plan.Filters, g *reach.Graph, goal FreeGoal) (plan.Plan, reach.Reclaim, FreeSpace, error) {
+	disk, err := s.Stores.ContentDisk(ctx, s.Root)
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, FreeSpace{}, err
 	}
-	same, err := store.NewSameDisk(s.root)
+	same, err := store.NewSameDisk(s.Root)
 	if err != nil {
 		return plan.Plan{}, reach.Reclaim{}, FreeSpace{}, err
 	}
 	free := FreeSpace{Goal: goal.bytes(disk.Size), Before: disk.Free, Size: disk.Size}
 	order := leastRecentlyUsed(snap.Records, plan.Make(snap, f).Targets)
 	// The probes of the search ask each snapshot's usage once.
-	predictor := reach.NewPredictor(s.stores, g)
+	predictor := reach.NewPredictor(s.Stores, g)
 	try := func(k int) (plan.Plan, reach.Reclaim, error) {
 		narrow := f
 		narrow.Targets = map[digest.Digest]bool{}

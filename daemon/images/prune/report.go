@@ -1,4 +1,4 @@
-package images
+package prune
 
 import (
 	"context"
@@ -67,9 +67,9 @@ func (r Report) Err() error {
 // other namespace holds, and, where the disk can be seen, gone from it. What
 // other clients freed meanwhile is not this prune's to count. An error here
 // costs the byte count, never the record of what was removed.
-func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Reclaim, disk *reach.DiskView, done applied) Report {
+func (s *pruner) account(ctx context.Context, p plan.Plan, predicted reach.Reclaim, disk *reach.DiskView, done applied) Report {
 	rep := Report{Failures: done.failures, Warnings: append(slices.Clone(p.Warnings), done.warnings...)}
-	after, err := reach.ListPresent(ctx, s.stores, predicted.Snapshotters())
+	after, err := reach.ListPresent(ctx, s.Stores, predicted.Snapshotters())
 	if err != nil {
 		rep.Failures = append(rep.Failures, Failure{Name: "accounting", Error: fmt.Sprintf("cannot tell what left the store, so no space is counted: %v", err)})
 	}
@@ -78,7 +78,7 @@ func (s *Service) account(ctx context.Context, p plan.Plan, predicted reach.Recl
 	}
 	goneTarget := func(digest.Digest) bool { return false }
 	if after != nil {
-		freed, failures := reach.Freed(ctx, s.stores, predicted, after, disk)
+		freed, failures := reach.Freed(ctx, s.Stores, predicted, after, disk)
 		rep.Failures = append(rep.Failures, failures...)
 		rep.SpaceReclaimed = uint64(freed.Bytes())
 		goneTarget = func(d digest.Digest) bool { _, ok := after.Content[d]; return !ok }

@@ -1,4 +1,4 @@
-package images
+package prune
 
 import (
 	"context"
@@ -39,7 +39,7 @@ type applied struct {
 
 // applier carries out one plan.
 type applier struct {
-	s     *Service
+	s     *pruner
 	plan  plan.Plan
 	snap  plan.Snapshot
 	blobs map[digest.Digest]content.Info
@@ -68,21 +68,21 @@ type applier struct {
 	keepHold bool
 }
 
-// deletesInFlight is how many deletions a prune has in flight through a
-// daemon. Every other writer of the daemon (a pull, a tag, a container)
+// DefaultDeletesInFlight is how many deletions a prune has in flight
+// through a daemon. Every other writer of the daemon (a pull, a tag, a container)
 // queues behind them, as containerd's metadata store commits one write at
 // a time. make bench, through containerd 2.4.2 at 10,000 names: with 4 in
 // flight another writer's writes waited 9 to 10 ms at the 99th percentile,
 // with 16 25 to 31 ms, and 16 were at most 4 % faster.
-const deletesInFlight = 4
+const DefaultDeletesInFlight = 4
 
 // unreachable reports whether the daemon no longer answers: a write that
 // failed as unavailable may have met a passing fault, not a dead daemon.
-func (s *Service) unreachable(ctx context.Context) bool {
-	if s.stores.Namespaces == nil {
+func (s *pruner) unreachable(ctx context.Context) bool {
+	if s.Stores.Namespaces == nil {
 		return false
 	}
-	_, err := s.stores.Namespaces.List(ctx)
+	_, err := s.Stores.Namespaces.List(ctx)
 	return errdefs.IsUnavailable(err)
 }
 
@@ -107,7 +107,7 @@ func (a *applier) fail(f Failure) {
 // sure of before its names go and once more after, since another client may
 // remove it meanwhile. blobs are the namespace's content as the plan saw it;
 // held tells the prune still holds its lock before content goes.
-func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, held func() error, ph progress.Phases) applied {
+func (s *pruner) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, held func() error, ph progress.Phases) applied {
 	a := newApplier(s, p, snap, blobs, ph)
 	// What keeps content safe runs to its end even when the prune is
 	// interrupted; deletions stop, also when the daemon goes away.
@@ -127,7 +127,7 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 	// A target that goes has no dangling record to keep it once its names
 	// go, and the daemon collects by itself now and then: hold what goes
 	// until the last look has seen no container come to use it.
-	if !s.exclusive {
+	if !s.Exclusive {
 		release, ok := a.hold(safe)
 		if !ok {
 			return a.applied
@@ -162,7 +162,7 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 			a.deleteAll(ctx, dangling, nil)
 		}
 	}
-	if s.exclusive || len(a.releasing()) == 0 {
+	if s.Exclusive || len(a.releasing()) == 0 {
 		return a.applied
 	}
 	// The last look gives back the dangling record of a target a container
@@ -175,7 +175,7 @@ func (s *Service) apply(ctx context.Context, p plan.Plan, snap plan.Snapshot, bl
 }
 
 // newApplier starts the bookkeeping of applying p.
-func newApplier(s *Service, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, ph progress.Phases) *applier {
+func newApplier(s *pruner, p plan.Plan, snap plan.Snapshot, blobs map[digest.Digest]content.Info, ph progress.Phases) *applier {
 	a := &applier{
 		s:            s,
 		ph:           ph,
@@ -201,7 +201,7 @@ func newApplier(s *Service, p plan.Plan, snap plan.Snapshot, blobs map[digest.Di
 // nothing is removed, and ok is false.
 func (a *applier) hold(ctx context.Context) (release func(), ok bool) {
 	s := a.s
-	unhold, err := imgleases.HoldAll(ctx, s.stores.Leases, s.stores.Content, a.goneTargets(), imgleases.HoldFor(max(time.Hour, 3*s.phaseTimeout)))
+	unhold, err := imgleases.HoldAll(ctx, s.Stores.Leases, s.Stores.Content, a.goneTargets(), imgleases.HoldFor(max(time.Hour, 3*s.PhaseTimeout)))
 	if err != nil {
 		a.fail(Failure{Name: "hold", Error: fmt.Sprintf("nothing is removed: %v", err)})
 		a.leave(a.plan.Remove)
@@ -222,11 +222,11 @@ func (a *applier) hold(ctx context.Context) (release func(), ok bool) {
 // store): one commit instead of one per write. f uses only the context it
 // is given. When the commit fails, none of f's writes happened.
 func (a *applier) batch(ctx context.Context, f func(ctx context.Context)) error {
-	if a.s.stores.Batch == nil {
+	if a.s.Stores.Batch == nil {
 		f(ctx)
 		return nil
 	}
-	return a.s.stores.Batch(ctx, func(ctx context.Context) error { f(ctx); return nil })
+	return a.s.Stores.Batch(ctx, func(ctx context.Context) error { f(ctx); return nil })
 }
 
 // deleteAll deletes records as each does, in one batch. When the batch
@@ -355,7 +355,7 @@ func (a *applier) delete(ctx context.Context, r images.Image) {
 		return
 	}
 	target := r.Target
-	err := a.s.stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
+	err := a.s.Stores.Images.Delete(ctx, r.Name, images.DeleteTarget(&target))
 	gone := errdefs.IsUnavailable(err) && ctx.Err() == nil && a.s.unreachable(ctx)
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -1,4 +1,4 @@
-package images
+package prune
 
 import (
 	"context"
@@ -22,10 +22,10 @@ import (
 // it made since, the rootfs source sees. It reports whether it could look:
 // not when the containers cannot be listed.
 func (a *applier) lookAgain(ctx context.Context) bool {
-	ctrs, err := a.s.listContainersAgain(ctx, a.snap.Containers)
+	ctrs, _, err := imgcontainers.List(ctx, a.s.Stores.Containers, imgcontainers.Again(a.snap.Containers, a.s.Sources...)...)
 	if err == nil {
 		// A new container's rootfs may sit on a chain no label names.
-		a.snap.Lineage, err = imgcontainers.Lineage(ctx, a.s.stores.Content, a.blobs, plan.Targets(a.snap.Records), ctrs)
+		a.snap.Lineage, err = imgcontainers.Lineage(ctx, a.s.Stores.Content, a.blobs, plan.Targets(a.snap.Records), ctrs)
 	}
 	if err != nil {
 		a.fail(Failure{Name: "containers", Error: fmt.Sprintf("cannot look at the containers again before content goes, so what lost a record keeps a dangling record: %v", err)})
@@ -54,7 +54,7 @@ func (a *applier) lookAgain(ctx context.Context) bool {
 // whole and the kubelet finds it by the name its pod gives, and so that a
 // store without dangling records gets none.
 func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
-	_, err := a.s.stores.Content.Info(ctx, target.Digest)
+	_, err := a.s.Stores.Content.Info(ctx, target.Digest)
 	switch {
 	case errdefs.IsNotFound(err):
 		a.fail(Failure{Name: target.Digest.String(), Error: fmt.Sprintf("its records were to be given back, but its content is gone: %v", err)})
@@ -68,7 +68,7 @@ func (a *applier) restore(ctx context.Context, target ocispec.Descriptor) bool {
 	ok := false
 	if a.namesCount(target.Digest) {
 		ok = a.recreate(ctx, a.removedOf(target.Digest))
-	} else if err := store.EnsureDangling(ctx, a.s.stores.Images, target, time.Time{}); err != nil {
+	} else if err := store.EnsureDangling(ctx, a.s.Stores.Images, target, time.Time{}); err != nil {
 		a.fail(Failure{Name: target.Digest.String(), Error: err.Error()})
 	} else {
 		ok = true
@@ -117,7 +117,7 @@ func (a *applier) recreate(ctx context.Context, records []images.Image) bool {
 			labels = map[string]string{}
 		}
 		maps.Copy(labels, plan.CreatedLabel(plan.CreatedAt(r)))
-		_, err := a.s.stores.Images.Create(ctx, images.Image{Name: r.Name, Target: r.Target, Labels: labels})
+		_, err := a.s.Stores.Images.Create(ctx, images.Image{Name: r.Name, Target: r.Target, Labels: labels})
 		if err != nil && !errdefs.IsAlreadyExists(err) {
 			a.fail(Failure{Name: r.Name, Error: fmt.Sprintf("not given back: %v", err)})
 			ok = false

@@ -1,4 +1,4 @@
-package images
+package prune
 
 import (
 	"context"
@@ -19,12 +19,12 @@ import (
 // decides on those targets as on any dangling image, with a fresh look at
 // the containers, where the dead prune could not take its last look. Only
 // the prune lock's holder calls it, so no live prune holds anything.
-func (s *Service) resumeDeadPrune(ctx context.Context) error {
-	holds, held, err := imgleases.LeftHolds(ctx, s.stores.Leases, s.stores.Content)
+func (s *pruner) resumeDeadPrune(ctx context.Context) error {
+	holds, held, err := imgleases.LeftHolds(ctx, s.Stores.Leases, s.Stores.Content)
 	if err != nil || len(holds) == 0 {
 		return err
 	}
-	records, err := store.ListRecords(ctx, s.stores.Images)
+	records, err := store.ListRecords(ctx, s.Stores.Images)
 	if err != nil {
 		return fmt.Errorf("list images: %w", err)
 	}
@@ -38,13 +38,13 @@ func (s *Service) resumeDeadPrune(ctx context.Context) error {
 			continue
 		}
 		// Its size, and when it entered the store, are the content's.
-		info, err := s.stores.Content.Info(ctx, t.Digest)
+		info, err := s.Stores.Content.Info(ctx, t.Digest)
 		if errdefs.IsNotFound(err) {
 			continue
 		}
 		if err == nil {
 			t.Size = info.Size
-			err = store.EnsureDangling(ctx, s.stores.Images, t, info.CreatedAt)
+			err = store.EnsureDangling(ctx, s.Stores.Images, t, info.CreatedAt)
 		}
 		if err != nil {
 			return fmt.Errorf("give back the dangling record of %s, which a prune that died held: %w", t.Digest, err)
@@ -52,7 +52,7 @@ func (s *Service) resumeDeadPrune(ctx context.Context) error {
 		given++
 	}
 	for _, l := range holds {
-		if err := s.stores.Leases.Delete(ctx, leases.Lease{ID: l.ID}); err != nil && !errdefs.IsNotFound(err) {
+		if err := s.Stores.Leases.Delete(ctx, leases.Lease{ID: l.ID}); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("drop the hold %s of a prune that died: %w", l.ID, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package images
+package prune
 
 import (
 	"context"
@@ -15,13 +15,13 @@ import (
 
 // configLabels reads the config labels of every target among records, all
 // platforms merged. Content that is missing (a platform not pulled) has none.
-func (s *Service) configLabels(ctx context.Context, records []images.Image) (map[digest.Digest]map[string]string, error) {
+func (s *pruner) configLabels(ctx context.Context, records []images.Image) (map[digest.Digest]map[string]string, error) {
 	out := map[digest.Digest]map[string]string{}
 	for _, r := range records {
 		if _, done := out[r.Target.Digest]; done {
 			continue
 		}
-		labels, err := targetLabels(ctx, s.stores.Content, r.Target)
+		labels, err := targetLabels(ctx, s.Stores.Content, r.Target)
 		if err != nil {
 			return nil, fmt.Errorf("read labels of %s: %w", r.Name, err)
 		}
