@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
@@ -149,9 +148,10 @@ func (s *Service) Events() events.Subscriber {
 	return s.client.EventService()
 }
 
-// ContainerRecords is the store of the containerd container records whose
-// images the service keeps.
-func (s *Service) ContainerRecords() containers.Store { return s.stores.Containers }
+// Stores are the containerd interfaces of the service's store: where
+// imgprune serve keeps the container records it serves, whose images the
+// service keeps.
+func (s *Service) Stores() store.Stores { return s.stores }
 
 // collect runs containerd's garbage collector once for the whole batch.
 func (s *Service) collect(ctx context.Context) error {

@@ -58,11 +58,11 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 		return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name))
 	}
 	name = strings.TrimPrefix(name, "/")
-	target, _, err := s.images.Resolve(ctx, req.Config.Image)
+	target, _, err := s.read.Resolve(ctx, req.Config.Image)
 	if err != nil {
 		return noSuchImage(req.Config.Image, err)
 	}
-	imageConfig, err := s.images.Config(ctx, target)
+	imageConfig, err := s.read.Config(ctx, target)
 	if err != nil {
 		return err
 	}
@@ -84,7 +84,7 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 	if err != nil {
 		return err
 	}
-	_, err = s.images.CreateContainer(ctx, containers.Container{
+	_, err = s.records.create(ctx, containers.Container{
 		ID:    id,
 		Image: req.Config.Image,
 		Labels: map[string]string{
@@ -94,7 +94,7 @@ func (s *Server) createContainer(ctx context.Context, w http.ResponseWriter, r *
 		Runtime:    containers.RuntimeInfo{Name: recordRuntime},
 		Spec:       &anypb.Any{TypeUrl: specTypeURL, Value: []byte("{}")},
 		Extensions: map[string]typeurl.Any{configExtension: &anypb.Any{TypeUrl: configTypeURL, Value: cfg}},
-	}, target)
+	}, target, imageConfig)
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func mergeImageConfig(cfg *container.Config, raw []byte) error {
 
 // nameFree refuses a name another container has, as the Engine does.
 func (s *Server) nameFree(ctx context.Context, name string) error {
-	taken, err := s.records(ctx, fmt.Sprintf("labels.%q==%q", nameLabel, name))
+	taken, err := s.listRecords(ctx, fmt.Sprintf("labels.%q==%q", nameLabel, name))
 	if err != nil {
 		return err
 	}
@@ -148,14 +148,14 @@ func (s *Server) nameFree(ctx context.Context, name string) error {
 	return nil
 }
 
-// records lists the server's own container records that match every one
+// listRecords lists the server's own container records that match every one
 // of filters. Those of other creators (the kubelet, nerdctl, a Docker
 // Engine) may belong to running containers: they are not the server's to
 // show as created, nor to remove.
-func (s *Server) records(ctx context.Context, filters ...string) ([]containers.Container, error) {
+func (s *Server) listRecords(ctx context.Context, filters ...string) ([]containers.Container, error) {
 	// containerd ORs the filter strings of a List and ANDs only the
 	// comma-separated parts of one: the parts go in one string.
-	all, err := s.containers.List(ctx, strings.Join(append([]string{fmt.Sprintf("runtime.name==%q", recordRuntime)}, filters...), ","))
+	all, err := s.records.stores.Containers.List(ctx, strings.Join(append([]string{fmt.Sprintf("runtime.name==%q", recordRuntime)}, filters...), ","))
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
@@ -165,7 +165,7 @@ func (s *Server) records(ctx context.Context, filters ...string) ([]containers.C
 // findContainer finds one of the server's containers by ID, unique ID
 // prefix or name.
 func (s *Server) findContainer(ctx context.Context, ref string) (containers.Container, error) {
-	all, err := s.records(ctx)
+	all, err := s.listRecords(ctx)
 	if err != nil {
 		return containers.Container{}, err
 	}
@@ -207,7 +207,7 @@ func containerConfig(c containers.Container) *container.Config {
 }
 
 func (s *Server) containerSummaries(ctx context.Context, withSize bool) ([]container.Summary, error) {
-	all, err := s.records(ctx)
+	all, err := s.listRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func (s *Server) containerSummaries(ctx context.Context, withSize bool) ([]conta
 		if !withSize {
 			return 0
 		}
-		return s.images.ContainerSize(ctx, c)
+		return s.records.size(ctx, c)
 	}
 	out := []container.Summary{}
 	for _, c := range all {
@@ -249,7 +249,7 @@ func (s *Server) shownImage(ctx context.Context, c containers.Container) string 
 	if id == "" || c.Image == id {
 		return c.Image
 	}
-	if target, _, err := s.images.Resolve(ctx, c.Image); err == nil && target.Digest.String() == id {
+	if target, _, err := s.read.Resolve(ctx, c.Image); err == nil && target.Digest.String() == id {
 		return c.Image
 	}
 	return id
@@ -327,7 +327,7 @@ func (s *Server) removeContainer(ctx context.Context, w http.ResponseWriter, r *
 	if err != nil {
 		return err
 	}
-	if err := s.images.RemoveContainer(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
+	if err := s.records.remove(ctx, c.ID); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

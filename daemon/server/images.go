@@ -91,7 +91,7 @@ func (s *Server) imageSummaries(ctx context.Context, o listOptions) ([]image.Sum
 	if err != nil {
 		return nil, 0, err
 	}
-	rows, total, err := s.images.DiskUsage(ctx)
+	rows, total, err := s.list.DiskUsage(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -176,7 +176,7 @@ func (s *Server) imageFilter(ctx context.Context, args map[string][]string, byID
 	tests = append(tests, func(sum image.Summary) bool { return labels.MatchLabels(sum.Labels) })
 	for key, before := range map[string]bool{"before": true, "since": false} {
 		for _, ref := range args[key] {
-			target, _, err := s.images.Resolve(ctx, ref)
+			target, _, err := s.read.Resolve(ctx, ref)
 			if err != nil {
 				return nil, noSuchImage(ref, err)
 			}
@@ -216,7 +216,7 @@ func (s *Server) imageGet(ctx context.Context, w http.ResponseWriter, r *http.Re
 	if !ok {
 		return errdefs.ErrNotFound.WithMessage("page not found")
 	}
-	d, err := s.images.Inspect(ctx, ref)
+	d, err := s.read.Inspect(ctx, ref)
 	if err != nil {
 		return noSuchImage(ref, err)
 	}
@@ -284,7 +284,7 @@ func (s *Server) imagePost(ctx context.Context, w http.ResponseWriter, r *http.R
 	if tag != "" {
 		target += ":" + tag
 	}
-	if _, err := s.images.Tag(ctx, ref, target); err != nil {
+	if _, err := s.write.Tag(ctx, ref, target); err != nil {
 		return noSuchImage(ref, err)
 	}
 	w.WriteHeader(http.StatusCreated)
@@ -294,7 +294,7 @@ func (s *Server) imagePost(ctx context.Context, w http.ResponseWriter, r *http.R
 // removeImage answers DELETE /images/{ref}: `docker rmi`.
 func (s *Server) removeImage(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
 	ref := r.PathValue("ref")
-	resp, err := s.images.Remove(ctx, ref, boolValue(r, "force"))
+	resp, err := s.write.Remove(ctx, ref, boolValue(r, "force"))
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ func (s *Server) removeImage(ctx context.Context, w http.ResponseWriter, r *http
 
 // loadImages answers POST /images/load, with the lines docker prints.
 func (s *Server) loadImages(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
-	loaded, err := s.images.Load(ctx, r.Body)
+	loaded, err := s.write.Load(ctx, r.Body)
 	if err != nil && len(loaded) == 0 {
 		return err
 	}
@@ -336,8 +336,8 @@ func (s *Server) pruneImages(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return err
 	}
-	rec := &metrics.Recorder{Run: metrics.Run{Namespace: s.images.Namespace()}}
-	rep, err := s.images.Prune(ctx, f, prune.WithProgress(rec))
+	rec := &metrics.Recorder{Run: metrics.Run{Namespace: s.namespace}}
+	rep, err := s.prune.Prune(ctx, f, prune.WithProgress(rec))
 	if errors.Is(err, images.ErrPruneRunning) {
 		// Not a prune that ran: the one running counts.
 		return err

@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errhttp"
@@ -29,7 +28,6 @@ import (
 	"github.com/moby/moby/client/pkg/versions"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/imgprune/imgprune/daemon/images"
 	"github.com/imgprune/imgprune/pkg/metrics"
 )
 
@@ -43,12 +41,17 @@ const (
 // Server answers the Engine API for one namespace of a containerd store.
 type Server struct {
 	// naming makes a container name's check and its record one step.
-	naming     sync.Mutex
-	images     *images.Service
-	containers containers.Store
-	metrics    *metrics.Set
-	version    string
-	handler    http.Handler
+	naming    sync.Mutex
+	namespace string
+	driver    string
+	list      imageLister
+	read      imageReader
+	write     imageWriter
+	prune     pruner
+	records   records
+	metrics   *metrics.Set
+	version   string
+	handler   http.Handler
 }
 
 // Opt configures a Server.
@@ -60,10 +63,20 @@ func WithVersion(v string) Opt { return func(s *Server) { s.version = v } }
 // WithMetrics sets the metrics each prune adds to and /metrics serves.
 func WithMetrics(m *metrics.Set) Opt { return func(s *Server) { s.metrics = m } }
 
-// New returns a server over the image service svc, and its container
-// records.
-func New(svc *images.Service, opts ...Opt) *Server {
-	s := &Server{images: svc, containers: svc.ContainerRecords(), metrics: metrics.NewSet(), version: "dev"}
+// New returns a server over the image service svc (an *images.Service),
+// and its container records.
+func New(svc Backend, opts ...Opt) *Server {
+	s := &Server{
+		namespace: svc.Namespace(),
+		driver:    svc.Snapshotter(),
+		list:      svc,
+		read:      svc,
+		write:     svc,
+		prune:     svc,
+		records:   records{stores: svc.Stores(), snapshotter: svc.Snapshotter()},
+		metrics:   metrics.NewSet(),
+		version:   "dev",
+	}
 	for _, opt := range opts {
 		opt(s)
 	}
@@ -143,7 +156,7 @@ func versioned(next http.Handler) http.Handler {
 func (s *Server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Server", "imgprune/"+s.version+" ("+runtime.GOOS+")")
-		ctx := namespaces.WithNamespace(r.Context(), s.images.Namespace())
+		ctx := namespaces.WithNamespace(r.Context(), s.namespace)
 		if err := h(ctx, w, r); err != nil {
 			writeError(w, r, err)
 		}

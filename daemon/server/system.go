@@ -43,7 +43,7 @@ func (s *Server) getVersion(_ context.Context, w http.ResponseWriter, _ *http.Re
 // getInfo answers the part of /info that describes images and container
 // records; the rest of an engine imgprune does not have.
 func (s *Server) getInfo(ctx context.Context, w http.ResponseWriter, _ *http.Request) error {
-	rows, err := s.images.Images(ctx)
+	rows, err := s.list.Images(ctx)
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func (s *Server) getInfo(ctx context.Context, w http.ResponseWriter, _ *http.Req
 	for _, row := range rows {
 		ids[row.ID.String()] = true
 	}
-	ctrs, err := s.records(ctx)
+	ctrs, err := s.listRecords(ctx)
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ func (s *Server) getInfo(ctx context.Context, w http.ResponseWriter, _ *http.Req
 		Containers:         len(ctrs),
 		ContainersStopped:  len(ctrs),
 		Images:             len(ids),
-		Driver:             s.images.Snapshotter(),
+		Driver:             s.driver,
 		OSType:             runtime.GOOS,
 		Architecture:       runtime.GOARCH,
 		NCPU:               runtime.NumCPU(),
@@ -110,7 +110,7 @@ func (s *Server) diskUsage(ctx context.Context, w http.ResponseWriter, r *http.R
 		if err != nil {
 			return err
 		}
-		reclaimable, err := s.images.Reclaimable(ctx, pruneAll)
+		reclaimable, err := s.list.Reclaimable(ctx, pruneAll)
 		if err != nil {
 			return err
 		}
