@@ -142,8 +142,12 @@ func Run(ctx context.Context, st Store, opts ...Opt) (Report, error) {
 	if o.olderThan < 0 {
 		return Report{}, errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf("older than %v: a negative age", o.olderThan))
 	}
-	if st.PhaseTimeout <= 0 {
+	switch {
+	case st.PhaseTimeout <= 0:
 		return Report{}, errdefs.ErrInvalidArgument.WithMessage("check: no phase timeout set")
+	case st.Containers == nil:
+		// It could not tell the leases containers hold.
+		return Report{}, errdefs.ErrInvalidArgument.WithMessage("check: no listing of containers set")
 	}
 	root := st.Root
 	now := time.Now()

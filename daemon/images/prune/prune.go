@@ -61,8 +61,14 @@ func Run(ctx context.Context, st Store, f plan.Filters, opts ...Opt) (Report, er
 	if err := f.CheckPrune(); err != nil {
 		return Report{}, err
 	}
-	if st.PhaseTimeout <= 0 {
+	switch {
+	case st.PhaseTimeout <= 0:
 		return Report{}, errdefs.ErrInvalidArgument.WithMessage("prune: no phase timeout set")
+	case len(st.Sources) == 0:
+		// It could not tell which images are in use.
+		return Report{}, errdefs.ErrInvalidArgument.WithMessage("prune: no source of containers set")
+	case st.Lock == nil && !o.dryRun:
+		return Report{}, errdefs.ErrInvalidArgument.WithMessage("prune: no lock set")
 	}
 	// The lock, the listings and the plan are one phase: a daemon that
 	// stops answering fails it, and nothing has changed.

@@ -31,10 +31,12 @@ type Store struct {
 	DeletesInFlight int
 	// PhaseTimeout bounds each phase of the prune; it must be above 0.
 	PhaseTimeout time.Duration
-	// Sources tell which images containers use.
+	// Sources tell which images containers use; a prune refuses to run
+	// without one.
 	Sources []imgcontainers.Source
 	// Lock makes this prune the only one of the namespace; held tells,
-	// before content goes, that it still is; release lets it go.
+	// before content goes, that it still is; release lets it go. Only a
+	// dry run runs without it.
 	Lock func(ctx context.Context) (held func() error, release func(), err error)
 }
 
