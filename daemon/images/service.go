@@ -1,6 +1,9 @@
 // Package images is imgprune's image service: the records of a containerd
 // namespace, the dangling record per target that is their refcount, the
-// usage of images by containers, and prune.
+// usage of images by containers, and the Docker verbs over them (images,
+// inspect, tag, load, remove, last use). Its Prune and Check give its
+// store, settings and prune lock to daemon/images/prune and
+// daemon/images/check, which import nothing of it.
 package images
 
 import (
