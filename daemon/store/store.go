@@ -1,7 +1,9 @@
 // Package store names the containerd stores imgprune works over, a
 // daemon's through its client or an embedded metadata store's, in one
-// struct that the image service, the prune and the collector model share.
-// It imports containerd's core packages and nothing of the daemon above it.
+// struct that every package above it shares; lists and writes image
+// records through them; and tells what a daemon's root on this host holds.
+// Of the project it imports only daemon/images/plan (the names and labels
+// of the records it writes) and pkg/leases.
 package store
 
 import (

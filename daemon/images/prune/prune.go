@@ -10,7 +10,6 @@ import (
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
@@ -61,14 +60,8 @@ func Run(ctx context.Context, st Store, f plan.Filters, opts ...Opt) (Report, er
 	if err := f.CheckPrune(); err != nil {
 		return Report{}, err
 	}
-	switch {
-	case st.PhaseTimeout <= 0:
-		return Report{}, errdefs.ErrInvalidArgument.WithMessage("prune: no phase timeout set")
-	case len(st.Sources) == 0:
-		// It could not tell which images are in use.
-		return Report{}, errdefs.ErrInvalidArgument.WithMessage("prune: no source of containers set")
-	case st.Lock == nil && !o.dryRun:
-		return Report{}, errdefs.ErrInvalidArgument.WithMessage("prune: no lock set")
+	if err := st.complete(o.dryRun); err != nil {
+		return Report{}, err
 	}
 	// The lock, the listings and the plan are one phase: a daemon that
 	// stops answering fails it, and nothing has changed.

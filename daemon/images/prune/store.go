@@ -8,6 +8,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	imgcontainers "github.com/imgprune/imgprune/daemon/containers"
 	"github.com/imgprune/imgprune/daemon/store"
 )
@@ -38,6 +40,20 @@ type Store struct {
 	// before content goes, that it still is; release lets it go. Only a
 	// dry run runs without it.
 	Lock func(ctx context.Context) (held func() error, release func(), err error)
+}
+
+// complete refuses a store a prune cannot run safely over.
+func (st Store) complete(dryRun bool) error {
+	switch {
+	case st.PhaseTimeout <= 0:
+		return errdefs.ErrInvalidArgument.WithMessage("prune: no phase timeout set")
+	case len(st.Sources) == 0:
+		// It could not tell which images are in use.
+		return errdefs.ErrInvalidArgument.WithMessage("prune: no source of containers set")
+	case st.Lock == nil && !dryRun:
+		return errdefs.ErrInvalidArgument.WithMessage("prune: no lock set")
+	}
+	return nil
 }
 
 // pruner is one prune over its store.

@@ -2,7 +2,7 @@ package prune
 
 import "golang.org/x/sync/errgroup"
 
-// writer carries out the applier's writes: deletesInFlight at once, or one
+// writer carries out the applier's writes: DeletesInFlight at once, or one
 // at a time in the caller's goroutine: when asked to, or in a transaction,
 // which one goroutine alone may use.
 type writer struct{ g *errgroup.Group }
