@@ -10,12 +10,9 @@ import (
 // holds or wastes space that no image accounts for, removed with
 // check.DeleteFound.
 func (s *Service) Check(ctx context.Context, opts ...check.Opt) (check.Report, error) {
-	ctx = s.withNamespace(ctx)
-	ctx, cancel := s.phase(ctx)
-	defer cancel()
-	return check.Run(ctx, check.Store{
+	return check.Run(s.withNamespace(ctx), check.Store{
 		Stores:       s.stores,
-		Root:         s.diskRoot(ctx),
+		Root:         s.root,
 		Exclusive:    s.exclusive,
 		Snapshotter:  s.snapshotter,
 		Containers:   s.listContainers,

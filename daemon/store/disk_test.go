@@ -1,13 +1,18 @@
 package store_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"gotest.tools/v3/assert"
+	is "gotest.tools/v3/assert/cmp"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/imgprune/imgprune/daemon/store"
+	"github.com/imgprune/imgprune/daemon/store/embedded"
 )
 
 // TestInsideRoot: only a directory itself, resolving below the root, is
@@ -48,4 +53,25 @@ func TestDirSnapshotter(t *testing.T) {
 	} {
 		assert.Check(t, store.DirSnapshotter(rel) == want, "%s: %q", rel, store.DirSnapshotter(rel))
 	}
+}
+
+// TestListSnapshotDirsAcrossNamespaces: a store that lists its namespaces
+// counts every namespace's snapshot records, whatever namespace, if any,
+// the context carries; the directories are the snapshotter's.
+func TestListSnapshotDirsAcrossNamespaces(t *testing.T) {
+	root := t.TempDir()
+	e, err := embedded.Open(context.Background(), root, embedded.CreateStore())
+	assert.NilError(t, err)
+	defer e.Close()
+	stores := e.Stores()
+	sn := stores.Snapshotter("native")
+	for _, ns := range []string{"one", "two"} {
+		_, err := sn.Prepare(namespaces.WithNamespace(context.Background(), ns), ns+"-key", "")
+		assert.NilError(t, err)
+	}
+
+	dirs := stores.ListSnapshotDirs(context.Background(), root, map[string]bool{"native": true})
+
+	assert.Check(t, is.Equal(dirs["native"].Records, 2))
+	assert.Check(t, is.Equal(dirs["native"].Live(), 2))
 }

@@ -60,15 +60,18 @@ func (s Stores) ListSnapshotDirs(ctx context.Context, root string, snapshotters 
 // countSnapshots counts the snapshot records of a snapshotter in every
 // namespace.
 func (s Stores) countSnapshots(ctx context.Context, name string) (int, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
+	var all []string
+	var err error
+	if s.Namespaces != nil {
+		all, err = s.Namespaces.List(ctx)
+	} else {
+		// Only the namespace at hand can be seen.
+		var ns string
+		ns, err = namespaces.NamespaceRequired(ctx)
+		all = []string{ns}
+	}
 	if err != nil {
 		return 0, err
-	}
-	all := []string{ns}
-	if s.Namespaces != nil {
-		if all, err = s.Namespaces.List(ctx); err != nil {
-			return 0, err
-		}
 	}
 	n := 0
 	sn := s.Snapshotter(name)

@@ -110,8 +110,8 @@ func (r Report) Err() error {
 // Store is the store a check looks at, as the image service sees it.
 type Store struct {
 	Stores store.Stores
-	// Root is the daemon's root directory, proven on this host, or "" when
-	// the disk is not this host's to look at.
+	// Root is the daemon's root directory as given; it is looked at only
+	// once proven the daemon's own on this host (store.Stores.CheckRoot).
 	Root string
 	// Exclusive is set when no other client can write the store: a folder
 	// a snapshot removal left is then this process's to remove.
@@ -121,8 +121,8 @@ type Store struct {
 	// Containers lists the namespace's container records once, and what
 	// every source says of the images they use.
 	Containers func(ctx context.Context) ([]plan.Container, []containers.Container, error)
-	// PhaseTimeout bounds the removal, which runs to its end when the
-	// check's context is cancelled; it must be above 0.
+	// PhaseTimeout bounds the check, and then its removal, which runs to
+	// its end when the check's context is cancelled; it must be above 0.
 	PhaseTimeout time.Duration
 }
 
@@ -149,7 +149,9 @@ func Run(ctx context.Context, st Store, opts ...Opt) (Report, error) {
 		// It could not tell the leases containers hold.
 		return Report{}, errdefs.ErrInvalidArgument.WithMessage("check: no listing of containers set")
 	}
-	root := st.Root
+	ctx, cancel := context.WithTimeout(ctx, st.PhaseTimeout)
+	defer cancel()
+	root := st.Stores.DiskRoot(ctx, st.Root)
 	now := time.Now()
 	rep := Report{Found: []Found{}}
 	// The disk first: a blob committed after this look is in the metadata
